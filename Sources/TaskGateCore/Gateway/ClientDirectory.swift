@@ -1,0 +1,84 @@
+import Foundation
+import Synchronization
+
+/// Who is connected, on which transport. WebSocket clients are listed while their socket is open; long-poll
+/// clients while a poll is waiting or for `longPollLinger` after their last poll (they reconnect between polls).
+public final class ClientDirectory: Sendable {
+    private struct LongPollClient {
+        var info: ClientInfo
+        var lastSeen: ContinuousClock.Instant
+        var waiting = 0
+    }
+
+    private struct State {
+        var sockets: [String: ClientInfo] = [:]
+        var polls: [String: LongPollClient] = [:]
+        var nextID: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+    public let longPollLinger: Duration
+
+    public init(longPollLinger: Duration = .seconds(30)) {
+        self.longPollLinger = longPollLinger
+    }
+
+    public func makeConnectionID() -> String {
+        state.withLock { state in
+            state.nextID += 1
+            return "c-\(state.nextID)"
+        }
+    }
+
+    public func add(_ client: ClientInfo) {
+        state.withLock { $0.sockets[client.id] = client }
+    }
+
+    public func remove(id: String) {
+        state.withLock { _ = $0.sockets.removeValue(forKey: id) }
+    }
+
+    /// Marks the start of a long-poll request; returns a token for `endPoll`.
+    public func beginPoll(uid: String, remote: String?, admin: Bool) -> String {
+        let key = "lp:\(uid)@\(remote.map(Self.host(of:)) ?? "?")"
+        state.withLock { state in
+            let now = ContinuousClock.now
+            if state.polls[key] == nil {
+                state.nextID += 1
+                let info = ClientInfo(id: "p-\(state.nextID)", uid: uid, transport: .longPoll, remote: remote, admin: admin)
+                state.polls[key] = LongPollClient(info: info, lastSeen: now)
+            }
+            state.polls[key]?.lastSeen = now
+            state.polls[key]?.waiting += 1
+        }
+        return key
+    }
+
+    public func endPoll(_ key: String) {
+        state.withLock { state in
+            state.polls[key]?.waiting -= 1
+            state.polls[key]?.lastSeen = .now
+        }
+    }
+
+    public func list() -> [ClientInfo] {
+        state.withLock { state in
+            let cutoff = ContinuousClock.now - longPollLinger
+            state.polls = state.polls.filter { $0.value.waiting > 0 || $0.value.lastSeen > cutoff }
+            return (state.sockets.values + state.polls.values.map(\.info)).sorted { ($0.connectedAt, $0.id) < ($1.connectedAt, $1.id) }
+        }
+    }
+
+    public var count: Int { list().count }
+
+    /// "1.2.3.4:5678" → "1.2.3.4", "[::1]:5678" → "::1": a long-poll client keeps its identity across source ports.
+    static func host(of remote: String) -> String {
+        if remote.hasPrefix("["), let end = remote.firstIndex(of: "]") {
+            return String(remote[remote.index(after: remote.startIndex)..<end])
+        }
+        if let colon = remote.lastIndex(of: ":"), remote.firstIndex(of: ":") == colon {
+            return String(remote[..<colon])
+        }
+        return remote
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import Logging
+
+/// The whole domain behind one front: the store, the handler registry, the pool, the event logs and the client
+/// directory. Every front door (WebSocket, long-poll, REST, CLI via REST) goes through it, so they share one pool.
+public final class Gateway: Sendable {
+    public struct Configuration: Sendable {
+        public var pool: TaskPool.Configuration
+        public var eventLogCapacity: Int
+        public var maxArgsBytes: Int
+
+        public init(pool: TaskPool.Configuration = .init(), eventLogCapacity: Int = 1000, maxArgsBytes: Int = 64 * 1024) {
+            self.pool = pool
+            self.eventLogCapacity = eventLogCapacity
+            self.maxArgsBytes = maxArgsBytes
+        }
+    }
+
+    public let store: any TaskStore
+    public let registry: any HandlerRegistry
+    public let events: EventLog
+    public let pool: TaskPool
+    public let clients: ClientDirectory
+    public let configuration: Configuration
+    public let startedAt = ContinuousClock.now
+    let logger: Logger
+
+    public init(
+        configuration: Configuration = .init(),
+        store: any TaskStore = InMemoryTaskStore(),
+        registry: any HandlerRegistry = SwiftHandlerRegistry(),
+        logger: Logger = Logger(label: "taskgate")
+    ) {
+        self.configuration = configuration
+        self.store = store
+        self.registry = registry
+        self.events = EventLog(capacity: configuration.eventLogCapacity)
+        self.pool = TaskPool(configuration: configuration.pool, store: store, events: events, logger: logger)
+        self.clients = ClientDirectory()
+        self.logger = logger
+    }
+
+    // MARK: - Tasks
+
+    public struct Submission: Sendable {
+        public var task: TaskRecord
+        public var duplicate: Bool
+    }
+
+    /// Validates, stores and queues a task. The task is on record before `accepted` is called (and before this
+    /// returns), so a `202` is never a promise the server could forget; `accepted` runs before the task can start.
+    @discardableResult
+    public func submit(
+        cmd: String, args: [String: JSONValue], uid: String?, taskID: String? = nil,
+        accepted: (Submission) -> Void = { _ in }
+    ) async throws(GatewayError) -> Submission {
+        let table = registry.current
+        guard let handler = table.handler(named: cmd) else { throw .unknownCommand(cmd) }
+        var chosenID = taskID
+        if chosenID == nil { chosenID = try Self.clientTaskID(in: args) }
+        let id = chosenID ?? Self.makeTaskID()
+        guard Identifier.isValidTaskID(id) else {
+            throw .badRequest("task id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+        }
+        let timeout = try Self.timeout(in: args) ?? handler.defaultTimeout
+        try handler.validate(args)
+        guard WireJSON.encode(JSONValue.object(args)).utf8.count <= configuration.maxArgsBytes else {
+            throw GatewayError(.tooLarge, "'args' is larger than \(configuration.maxArgsBytes) bytes")
+        }
+
+        try await pool.reserve()
+        let record = TaskRecord(id: id, cmd: cmd, uid: uid, args: .object(args))
+        let outcome: InsertOutcome
+        do {
+            outcome = try await store.insert(record)
+        } catch {
+            await pool.releaseReservation()
+            logger.error("could not store task", metadata: ["task": .string(id), "error": "\(error)"])
+            throw GatewayError(.internalError, "the task could not be stored; it was not submitted")
+        }
+        switch outcome {
+        case .existing(let existing):
+            await pool.releaseReservation()
+            guard existing.uid == uid else { throw GatewayError(.idInUse, "task id '\(id)' is already in use") }
+            let submission = Submission(task: existing, duplicate: true)
+            accepted(submission)
+            return submission
+        case .inserted:
+            let submission = Submission(task: record, duplicate: false)
+            accepted(submission)
+            await pool.enqueue(record, handler: handler, timeout: timeout)
+            logger.debug("task submitted", metadata: ["task": .string(id), "cmd": .string(cmd)])
+            return submission
+        }
+    }
+
+    /// A task, only if `uid` may see it (`nil` uid: the admin, who sees every task).
+    public func task(id: String, visibleTo uid: String?) async throws(GatewayError) -> TaskRecord {
+        let record: TaskRecord?
+        do {
+            record = try await store.task(id: id)
+        } catch {
+            throw GatewayError(.internalError, "the task store could not be read")
+        }
+        guard let record, uid == nil || record.uid == uid else { throw .taskNotFound(id) }
+        return record
+    }
+
+    public func list(_ query: TaskQuery) async throws(GatewayError) -> [TaskRecord] {
+        do {
+            return try await store.list(query)
+        } catch {
+            throw GatewayError(.internalError, "the task store could not be read")
+        }
+    }
+
+    /// Cancels a queued or running task. Returns the task as it is now; its `done` event follows.
+    public func cancel(id: String, visibleTo uid: String?) async throws(GatewayError) -> TaskRecord {
+        let record = try await task(id: id, visibleTo: uid)
+        if record.status.isFinal {
+            throw GatewayError(.alreadyFinished, "task '\(id)' already finished (\(record.status.rawValue))")
+        }
+        switch await pool.cancel(id: id) {
+        case .dequeued(let cancelled):
+            return cancelled
+        case .stopping:
+            return try await task(id: id, visibleTo: uid)
+        case .notActive:
+            // It finished between the read and the cancel.
+            let latest = try await task(id: id, visibleTo: uid)
+            throw GatewayError(.alreadyFinished, "task '\(id)' already finished (\(latest.status.rawValue))")
+        }
+    }
+
+    /// Soft reload: a new handler table for new tasks; running tasks finish on the one they started with and
+    /// connections are untouched.
+    public func reload() async throws(GatewayError) -> HandlerTable {
+        do {
+            let table = try await registry.reload()
+            logger.notice("handlers reloaded", metadata: ["generation": "\(table.generation)", "handlers": "\(table.names)"])
+            return table
+        } catch {
+            throw GatewayError(.badRequest, "reload failed, the previous handlers stay in force: \(error)")
+        }
+    }
+
+    public func shutdown(grace: Duration) async {
+        await pool.shutdown(grace: grace)
+    }
+
+    // MARK: - Helpers
+
+    static func clientTaskID(in args: [String: JSONValue]) throws(GatewayError) -> String? {
+        switch args["id"] {
+        case nil, .null?: return nil
+        case .string(let id)?: return id
+        // The seed's clients send numeric business ids.
+        case .number?:
+            if let number = args["id"]?.intValue, number >= 0 { return String(number) }
+            throw .badRequest("'args.id' must be a string or a non-negative whole number")
+        default: throw .badRequest("'args.id' must be a string")
+        }
+    }
+
+    static func timeout(in args: [String: JSONValue]) throws(GatewayError) -> Duration? {
+        guard let value = args["timeout_ms"], value != .null else { return nil }
+        guard let ms = value.intValue, ms > 0, ms <= 86_400_000 else {
+            throw .badRequest("'args.timeout_ms' must be a whole number from 1 to 86400000")
+        }
+        return .milliseconds(ms)
+    }
+
+    static func makeTaskID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz".utf8)
+        let suffix = (0..<16).map { _ in alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))] }
+        return "t-" + String(decoding: suffix, as: UTF8.self)
+    }
+}

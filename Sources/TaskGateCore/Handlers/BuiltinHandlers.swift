@@ -1,0 +1,121 @@
+/// The handlers every TaskGate has: small, real tasks for demos, tests and benchmarks.
+public enum BuiltinHandlers {
+    public static func all() -> [any TaskHandler] {
+        [EchoHandler(), SleepHandler(), PrimesHandler(), FailHandler()]
+    }
+}
+
+public struct EchoHandler: TaskHandler {
+    public init() {}
+    public var name: String { "echo" }
+    public var summary: String { "Returns its arguments as the result." }
+    public func run(_ context: TaskContext) async throws -> JSONValue {
+        .object(context.args)
+    }
+}
+
+public struct SleepHandler: TaskHandler {
+    public static let maxMilliseconds = 600_000
+    public init() {}
+    public var name: String { "sleep" }
+    public var summary: String { "Waits args.ms milliseconds, reporting progress every 10%." }
+    public var defaultTimeout: Duration { .milliseconds(Self.maxMilliseconds + 60_000) }
+
+    public func validate(_ args: [String: JSONValue]) throws(GatewayError) {
+        _ = try milliseconds(args)
+    }
+
+    func milliseconds(_ args: [String: JSONValue]) throws(GatewayError) -> Int {
+        guard let value = args["ms"] else { return 1000 }
+        guard let ms = value.intValue, (0...Self.maxMilliseconds).contains(ms) else {
+            throw .badRequest("'args.ms' must be a whole number from 0 to \(Self.maxMilliseconds)")
+        }
+        return ms
+    }
+
+    public func run(_ context: TaskContext) async throws -> JSONValue {
+        let ms = try milliseconds(context.args)
+        for step in 1...10 {
+            try await Task.sleep(for: .milliseconds(ms) / 10)
+            await context.reportProgress(Double(step) / 10)
+        }
+        return ["slept_ms": .number(Double(ms))]
+    }
+}
+
+public struct PrimesHandler: TaskHandler {
+    public static let maxLimit = 100_000_000
+    public init() {}
+    public var name: String { "primes" }
+    public var summary: String { "Counts the primes up to args.limit (CPU-bound), reporting progress." }
+
+    public func validate(_ args: [String: JSONValue]) throws(GatewayError) {
+        _ = try limit(args)
+    }
+
+    func limit(_ args: [String: JSONValue]) throws(GatewayError) -> Int {
+        guard let value = args["limit"] else { return 100_000 }
+        guard let limit = value.intValue, (0...Self.maxLimit).contains(limit) else {
+            throw .badRequest("'args.limit' must be a whole number from 0 to \(Self.maxLimit)")
+        }
+        return limit
+    }
+
+    public func run(_ context: TaskContext) async throws -> JSONValue {
+        let limit = try limit(context.args)
+        let count = try await Self.countPrimes(upTo: limit) { fraction in await context.reportProgress(fraction) }
+        return ["limit": .number(Double(limit)), "count": .number(Double(count))]
+    }
+
+    /// A segmented sieve: memory stays small for large limits, and each segment is a point to report progress and
+    /// notice cancellation.
+    static func countPrimes(upTo limit: Int, progress: (Double) async -> Void) async throws -> Int {
+        guard limit >= 2 else { return 0 }
+        let root = Int(Double(limit).squareRoot()) + 1
+        var isComposite = [Bool](repeating: false, count: root + 1)
+        var basePrimes: [Int] = []
+        for candidate in 2...root where !isComposite[candidate] {
+            basePrimes.append(candidate)
+            var multiple = candidate * candidate
+            while multiple <= root {
+                isComposite[multiple] = true
+                multiple += candidate
+            }
+        }
+        let segmentSize = 1 << 16
+        var segment = [Bool](repeating: false, count: segmentSize)
+        var count = 0
+        var low = 2
+        var reportedTenths = 0
+        while low <= limit {
+            try Task.checkCancellation()
+            let high = min(low + segmentSize - 1, limit)
+            for index in 0...(high - low) { segment[index] = false }
+            for prime in basePrimes {
+                if prime * prime > high { break }
+                var start = max(prime * prime, ((low + prime - 1) / prime) * prime)
+                while start <= high {
+                    segment[start - low] = true
+                    start += prime
+                }
+            }
+            for index in 0...(high - low) where !segment[index] { count += 1 }
+            low = high + 1
+            let tenths = Int(Double(min(low, limit)) / Double(limit) * 10)
+            if tenths > reportedTenths {
+                reportedTenths = tenths
+                await progress(Double(tenths) / 10)
+            }
+        }
+        return count
+    }
+}
+
+public struct FailHandler: TaskHandler {
+    public init() {}
+    public var name: String { "fail" }
+    public var summary: String { "Fails with args.message: shows how failures reach the client." }
+    public func run(_ context: TaskContext) async throws -> JSONValue {
+        throw TaskFailure(context.args["message"]?.stringValue ?? "failed on purpose")
+    }
+}

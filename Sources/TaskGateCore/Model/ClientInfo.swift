@@ -1,0 +1,37 @@
+import Foundation
+
+public enum Transport: String, Sendable, Codable {
+    case webSocket = "websocket"
+    case longPoll = "long-poll"
+}
+
+/// A connected client as `clients` and `GET /api/v1/clients` list it.
+public struct ClientInfo: Sendable, Codable, Equatable {
+    public var id: String
+    public var uid: String
+    public var transport: Transport
+    public var connectedAt: Date
+    public var remote: String?
+    public var admin: Bool
+
+    public init(id: String, uid: String, transport: Transport, connectedAt: Date = Date(), remote: String?, admin: Bool) {
+        self.id = id
+        self.uid = uid
+        self.transport = transport
+        self.connectedAt = connectedAt
+        self.remote = remote
+        self.admin = admin
+    }
+
+    enum CodingKeys: String, CodingKey { case id, uid, transport, connectedAt, remote, admin }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(uid, forKey: .uid)
+        try container.encode(transport, forKey: .transport)
+        try container.encode(connectedAt, forKey: .connectedAt)
+        try container.encode(remote, forKey: .remote)
+        try container.encode(admin, forKey: .admin)
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+
+public enum TaskStatus: String, Sendable, Codable, CaseIterable {
+    case queued
+    case running
+    case succeeded
+    case failed
+    case cancelled
+    case timedOut = "timed_out"
+
+    public var isFinal: Bool {
+        switch self {
+        case .queued, .running: false
+        case .succeeded, .failed, .cancelled, .timedOut: true
+        }
+    }
+}
+
+/// One task as clients, the admin API and the store see it.
+public struct TaskRecord: Sendable, Codable, Equatable {
+    public var id: String
+    public var cmd: String
+    public var uid: String?
+    public var args: JSONValue
+    public var status: TaskStatus
+    public var progress: Double
+    public var result: JSONValue?
+    public var error: String?
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+
+    public init(
+        id: String, cmd: String, uid: String?, args: JSONValue, status: TaskStatus = .queued, progress: Double = 0,
+        result: JSONValue? = nil, error: String? = nil, createdAt: Date = Date(), startedAt: Date? = nil, finishedAt: Date? = nil
+    ) {
+        self.id = id
+        self.cmd = cmd
+        self.uid = uid
+        self.args = args
+        self.status = status
+        self.progress = progress
+        self.result = result
+        self.error = error
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+    }
+
+    // Explicit keys so that `nil` fields are written as `null`: clients can rely on every field being present.
+    enum CodingKeys: String, CodingKey {
+        case id, cmd, uid, args, status, progress, result, error, createdAt, startedAt, finishedAt
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(cmd, forKey: .cmd)
+        try container.encode(uid, forKey: .uid)
+        try container.encode(args, forKey: .args)
+        try container.encode(status, forKey: .status)
+        try container.encode(progress, forKey: .progress)
+        try container.encode(result ?? .null, forKey: .result)
+        try container.encode(error, forKey: .error)
+        try container.encode(createdAt, forKey: .createdAt)
+        try container.encode(startedAt, forKey: .startedAt)
+        try container.encode(finishedAt, forKey: .finishedAt)
+    }
+}
+
+/// Rules for the identifiers clients may choose.
+public enum Identifier {
+    /// Task ids and user ids: 1–128 characters of a small, URL- and log-safe alphabet.
+    public static func isValidTaskID(_ value: String) -> Bool {
+        isValid(value, extra: "._:-")
+    }
+
+    public static func isValidUID(_ value: String) -> Bool {
+        isValid(value, extra: "._:@-")
+    }
+
+    static func isValid(_ value: String, extra: String) -> Bool {
+        let utf8 = value.utf8
+        guard (1...128).contains(utf8.count) else { return false }
+        let extraBytes = Set(extra.utf8)
+        return utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || extraBytes.contains(byte)
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+/// One message from a client: `{"cmd": "...", "args": {...}, "ref": "..."}`.
+public struct ClientMessage: Sendable, Equatable {
+    public var cmd: String
+    public var args: [String: JSONValue]
+    public var ref: String?
+
+    public init(cmd: String, args: [String: JSONValue] = [:], ref: String? = nil) {
+        self.cmd = cmd
+        self.args = args
+        self.ref = ref
+    }
+
+    /// Decodes a message, turning every malformed input into a typed `bad_request` that names the problem.
+    /// `ref` is recovered even from a message that is otherwise invalid, so the error reply can still carry it.
+    public static func decode(_ bytes: some Collection<UInt8>) -> Result<ClientMessage, DecodeFailure> {
+        let value: JSONValue
+        do {
+            value = try WireJSON.makeDecoder().decode(JSONValue.self, from: Data(bytes))
+        } catch {
+            return .failure(.init(ref: nil, error: .badRequest("message is not valid JSON")))
+        }
+        guard case .object(let object) = value else {
+            return .failure(.init(ref: nil, error: .badRequest("message must be a JSON object")))
+        }
+        var ref: String?
+        switch object["ref"] {
+        case nil, .null?: ref = nil
+        case .string(let text)?:
+            guard text.utf8.count <= 256 else {
+                return .failure(.init(ref: nil, error: .badRequest("'ref' must be at most 256 bytes")))
+            }
+            ref = text
+        case .number(let number)?:
+            // Clients that count their requests send numbers; echo them back as text.
+            ref = JSONValue.number(number).intValue.map(String.init) ?? String(number)
+        default:
+            return .failure(.init(ref: nil, error: .badRequest("'ref' must be a string")))
+        }
+        guard let cmdValue = object["cmd"] else {
+            return .failure(.init(ref: ref, error: .badRequest("message has no 'cmd'")))
+        }
+        guard case .string(let cmd) = cmdValue, !cmd.isEmpty, cmd.utf8.count <= 64 else {
+            return .failure(.init(ref: ref, error: .badRequest("'cmd' must be a non-empty string of at most 64 bytes")))
+        }
+        let args: [String: JSONValue]
+        switch object["args"] {
+        case nil, .null?: args = [:]
+        case .object(let value)?: args = value
+        default:
+            return .failure(.init(ref: ref, error: .badRequest("'args' must be an object")))
+        }
+        return .success(ClientMessage(cmd: cmd, args: args, ref: ref))
+    }
+
+    public struct DecodeFailure: Error, Sendable, Equatable {
+        public var ref: String?
+        public var error: GatewayError
+    }
+}

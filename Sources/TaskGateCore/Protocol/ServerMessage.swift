@@ -1,0 +1,53 @@
+/// Every message the server sends. One struct with optional fields keeps the JSON flat, as the seed's clients expect
+/// (`type`, `code`, `info` at the top level); absent fields are left out.
+public struct ServerMessage: Sendable, Encodable, Equatable {
+    public var type: String
+    public var code: Int?
+    public var info: String?
+    public var error: String?
+    public var ref: String?
+    public var seq: UInt64?
+    public var task: TaskRecord?
+    public var duplicate: Bool?
+    public var uid: String?
+    public var transport: String?
+    public var admin: Bool?
+    public var reset: Bool?
+    public var handlers: [String]?
+    public var clients: [ClientInfo]?
+    public var generation: Int?
+
+    public init(type: String, code: Int? = nil, info: String? = nil, ref: String? = nil) {
+        self.type = type
+        self.code = code
+        self.info = info
+        self.ref = ref
+    }
+
+    public static func error(_ error: GatewayError, ref: String?) -> ServerMessage {
+        var message = ServerMessage(type: "error", code: error.code, info: error.info, ref: ref)
+        message.error = error.kind.rawValue
+        return message
+    }
+
+    public static func submitted(_ task: TaskRecord, duplicate: Bool, ref: String?) -> ServerMessage {
+        var message = ServerMessage(type: "submitted", code: 202, info: duplicate ? "task already submitted" : "task submitted", ref: ref)
+        message.task = task
+        message.duplicate = duplicate
+        return message
+    }
+
+    public static func progress(_ task: TaskRecord, seq: UInt64) -> ServerMessage {
+        var message = ServerMessage(type: "progress")
+        message.seq = seq
+        message.task = task
+        return message
+    }
+
+    public static func done(_ task: TaskRecord, seq: UInt64) -> ServerMessage {
+        var message = ServerMessage(type: "done", code: 200, info: "task \(task.status.rawValue)")
+        message.seq = seq
+        message.task = task
+        return message
+    }
+}

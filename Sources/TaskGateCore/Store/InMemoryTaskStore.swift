@@ -1,0 +1,60 @@
+import DequeModule
+
+/// Keeps tasks in memory: fast, and gone on restart. Finished tasks beyond `retainFinished` are forgotten,
+/// oldest first, so a long-running server does not grow without bound.
+public actor InMemoryTaskStore: TaskStore {
+    private var tasks: [String: TaskRecord] = [:]
+    /// Insertion order, for newest-first listing and for retention.
+    private var order: Deque<String> = []
+    private let retainFinished: Int
+
+    public init(retainFinished: Int = 100_000) {
+        self.retainFinished = retainFinished
+    }
+
+    public func insert(_ task: TaskRecord) -> InsertOutcome {
+        if let existing = tasks[task.id] { return .existing(existing) }
+        tasks[task.id] = task
+        order.append(task.id)
+        trim()
+        return .inserted
+    }
+
+    public func update(_ task: TaskRecord) {
+        guard tasks[task.id] != nil else { return }
+        tasks[task.id] = task
+    }
+
+    public func task(id: String) -> TaskRecord? {
+        tasks[id]
+    }
+
+    public func list(_ query: TaskQuery) -> [TaskRecord] {
+        var result: [TaskRecord] = []
+        for id in order.reversed() {
+            guard let task = tasks[id] else { continue }
+            if let uid = query.uid, task.uid != uid { continue }
+            if let status = query.status, task.status != status { continue }
+            result.append(task)
+            if result.count >= query.limit { break }
+        }
+        return result
+    }
+
+    private func trim() {
+        // Trimming in batches keeps inserts amortised O(1) once the store is full.
+        guard order.count > retainFinished + max(1, retainFinished / 10) else { return }
+        // Only finished tasks are dropped: a queued or running task must stay visible.
+        var kept: Deque<String> = []
+        var excess = order.count - retainFinished
+        for id in order {
+            if excess > 0, let task = tasks[id], task.status.isFinal {
+                tasks[id] = nil
+                excess -= 1
+            } else {
+                kept.append(id)
+            }
+        }
+        order = kept
+    }
+}

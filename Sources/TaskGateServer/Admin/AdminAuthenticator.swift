@@ -1,0 +1,57 @@
+import Hummingbird
+import TaskGateCore
+
+/// Decides who is an admin. With a token configured, only `Authorization: Bearer <token>` is; without one, only a
+/// loopback client is (the seed let anyone reload; we do not).
+struct AdminAuthenticator: Sendable {
+    let token: String?
+
+    /// For the REST admin API: throws 401 (bad or missing token) or 403 (no token configured, not loopback).
+    func authorize(_ request: Request, context: GatewayRequestContext) throws(GatewayError) {
+        if let token {
+            guard let presented = Self.bearerToken(request) else {
+                throw GatewayError(.unauthorized, "missing 'Authorization: Bearer <admin token>' header")
+            }
+            guard Self.constantTimeEquals(presented, token) else {
+                throw GatewayError(.unauthorized, "wrong admin token")
+            }
+        } else if !context.isLoopback {
+            throw GatewayError(.forbidden, "no admin token is configured, so the admin API answers loopback clients only")
+        }
+    }
+
+    /// For WebSocket and long-poll clients: admin commands need the token, or `?admin=1` from loopback when none is set.
+    func isAdmin(request: Request, context: GatewayRequestContext) -> Bool {
+        if let token {
+            guard let presented = Self.bearerToken(request) else { return false }
+            return Self.constantTimeEquals(presented, token)
+        }
+        return context.isLoopback && request.uri.queryParameters["admin"] == "1"
+    }
+
+    static func bearerToken(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization] else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return String(parts[1]).trimmingSpaces
+    }
+
+    /// Compares without an early exit, so response time does not reveal how much of a guess was right.
+    static func constantTimeEquals(_ lhs: String, _ rhs: String) -> Bool {
+        let a = Array(lhs.utf8)
+        let b = Array(rhs.utf8)
+        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        for index in 0..<max(a.count, b.count) {
+            let x = index < a.count ? a[index] : 0
+            let y = index < b.count ? b[index] : 0
+            difference |= x ^ y
+        }
+        return difference == 0 && a.count == b.count
+    }
+}
+
+extension String {
+    fileprivate var trimmingSpaces: String {
+        String(drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import Hummingbird
+import TaskGateCore
+
+/// The REST admin API under `/api/v1`, described in `openapi.yaml`. It drives the same `Gateway`, and so the same
+/// task pool, as the WebSocket and long-poll clients.
+struct AdminRoutes {
+    let gateway: Gateway
+    let auth: AdminAuthenticator
+    let maxBodyBytes: Int
+
+    struct SubmitRequest: Decodable {
+        var cmd: String
+        var args: [String: JSONValue]?
+        var uid: String?
+        var id: String?
+    }
+
+    struct TaskList: Encodable { var tasks: [TaskRecord] }
+    struct ClientList: Encodable { var clients: [ClientInfo] }
+    struct ReloadResult: Encodable {
+        var generation: Int
+        var handlers: [String]
+    }
+    struct HandlerList: Encodable {
+        struct Handler: Encodable {
+            var name: String
+            var description: String
+            var timeoutMs: Int64
+        }
+        var generation: Int
+        var handlers: [Handler]
+    }
+
+    func addRoutes(to router: Router<GatewayRequestContext>) {
+        let api = router.group("api/v1").add(middleware: AdminAuthMiddleware(auth: auth))
+
+        api.post("tasks") { request, context -> Response in
+            let body = try await decodeBody(SubmitRequest.self, from: request)
+            if let uid = body.uid, !Identifier.isValidUID(uid) {
+                throw GatewayError.badRequest("'uid' must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+            }
+            let submission = try await gateway.submit(cmd: body.cmd, args: body.args ?? [:], uid: body.uid, taskID: body.id)
+            return .json(submission.task, status: submission.duplicate ? .ok : .accepted)
+        }
+
+        api.get("tasks") { request, _ -> Response in
+            let query = try Self.taskQuery(request)
+            return .json(TaskList(tasks: try await gateway.list(query)))
+        }
+
+        api.get("tasks/:id") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            return .json(try await gateway.task(id: id, visibleTo: nil))
+        }
+
+        api.post("tasks/:id/cancel") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            return .json(try await gateway.cancel(id: id, visibleTo: nil))
+        }
+
+        api.post("reload") { _, _ -> Response in
+            let table = try await gateway.reload()
+            return .json(ReloadResult(generation: table.generation, handlers: table.names))
+        }
+
+        api.get("clients") { _, _ -> Response in
+            .json(ClientList(clients: gateway.clients.list()))
+        }
+
+        api.get("handlers") { _, _ -> Response in
+            let table = gateway.registry.current
+            let handlers = table.names.compactMap { table.handler(named: $0) }.map {
+                HandlerList.Handler(name: $0.name, description: $0.summary, timeoutMs: $0.defaultTimeout.wholeMilliseconds)
+            }
+            return .json(HandlerList(generation: table.generation, handlers: handlers))
+        }
+    }
+
+    private func decodeBody<Body: Decodable>(_ type: Body.Type, from request: Request) async throws -> Body {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: maxBodyBytes)
+        } catch {
+            throw GatewayError(.tooLarge, "request body is larger than \(maxBodyBytes) bytes")
+        }
+        do {
+            return try WireJSON.makeDecoder().decode(Body.self, from: Data(buffer.readableBytesView))
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw GatewayError.badRequest("body is missing '\(key.stringValue)'")
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw GatewayError.badRequest("body field '\(path)' has the wrong type")
+        } catch {
+            throw GatewayError.badRequest("body must be a JSON object like {\"cmd\": \"echo\", \"args\": {}}")
+        }
+    }
+
+    static func taskQuery(_ request: Request) throws(GatewayError) -> TaskQuery {
+        let parameters = request.uri.queryParameters
+        var query = TaskQuery()
+        if let uid = parameters["uid"] {
+            query.uid = String(uid)
+        }
+        if let status = parameters["status"] {
+            guard let value = TaskStatus(rawValue: String(status)) else {
+                let allowed = TaskStatus.allCases.map(\.rawValue).joined(separator: ", ")
+                throw .badRequest("'status' must be one of \(allowed)")
+            }
+            query.status = value
+        }
+        if let limit = parameters["limit"] {
+            guard let value = Int(limit), (1...1000).contains(value) else {
+                throw .badRequest("'limit' must be a whole number from 1 to 1000")
+            }
+            query.limit = value
+        }
+        return query
+    }
+}
+
+struct AdminAuthMiddleware: RouterMiddleware {
+    let auth: AdminAuthenticator
+
+    func handle(
+        _ request: Request, context: GatewayRequestContext, next: (Request, GatewayRequestContext) async throws -> Response
+    ) async throws -> Response {
+        try auth.authorize(request, context: context)
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,39 @@
+import Logging
+
+/// Everything `buildApplication` needs to know; the CLI's `serve` command and the tests both provide it.
+public protocol AppArguments: Sendable {
+    var host: String { get }
+    var port: Int { get }
+    var taskWorkers: Int { get }
+    var queueLimit: Int { get }
+    /// Bearer token for the admin API and admin WebSocket connections; `nil`: admin from loopback only.
+    var adminToken: String? { get }
+    var publicDirectory: String { get }
+    /// Where `taskgate.log` goes; `nil`: stdout only.
+    var logDirectory: String? { get }
+    var logLevel: Logger.Level { get }
+    /// Largest client message, in bytes, after inflating.
+    var maxMessageBytes: Int { get }
+    var shutdownGrace: Duration { get }
+}
+
+extension AppArguments {
+    public var maxMessageBytes: Int { 64 * 1024 }
+    public var shutdownGrace: Duration { .seconds(10) }
+}
+
+/// Plain values, for tests and embedding.
+public struct GatewayArguments: AppArguments {
+    public var host = "127.0.0.1"
+    public var port = 9501
+    public var taskWorkers = 4
+    public var queueLimit = 1000
+    public var adminToken: String?
+    public var publicDirectory = "public"
+    public var logDirectory: String?
+    public var logLevel = Logger.Level.info
+    public var maxMessageBytes = 64 * 1024
+    public var shutdownGrace = Duration.seconds(10)
+
+    public init() {}
+}

@@ -1,0 +1,85 @@
+import Hummingbird
+import HummingbirdWSCompression
+import HummingbirdWebSocket
+import Logging
+import TaskGateCore
+
+/// Builds the whole server: one HTTP/1.1 port with the WebSocket upgrade, long-poll, the REST admin API, the demo
+/// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
+public func buildApplication(
+    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil
+) throws -> some ApplicationProtocol {
+    let logger = makeLogger(arguments)
+    let gateway =
+        existingGateway
+        ?? Gateway(
+            configuration: .init(pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit)),
+            logger: logger
+        )
+    let auth = AdminAuthenticator(token: arguments.adminToken)
+    if arguments.adminToken == nil {
+        logger.warning("no admin token configured: the admin API and admin commands answer loopback clients only")
+    }
+
+    let router = Router(context: GatewayRequestContext.self)
+    router.add(middleware: ErrorMiddleware())
+    router.add(middleware: LogRequestsMiddleware(.debug))
+    router.add(middleware: FileMiddleware(arguments.publicDirectory, searchForIndexHtml: true, logger: logger))
+    router.get("/healthz") { _, _ -> Response in
+        .json(await Health.current(gateway))
+    }
+    WebSocketRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes).addPlainRoutes(to: router)
+    LongPollRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes).addRoutes(to: router)
+    AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
+
+    let webSocketRouter = Router(context: GatewayRequestContext.self)
+    WebSocketRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes).addUpgradeRoutes(to: webSocketRouter)
+
+    // Frames may be larger than a message may be, so that an oversized message gets a `413` reply rather than a
+    // closed socket; beyond the frame limit the library closes with 1009.
+    let frameLimit = max(arguments.maxMessageBytes * 4, 1 << 20)
+    let webSocket = WebSocketServerConfiguration(
+        maxFrameSize: frameLimit,
+        extensions: [.perMessageDeflate(maxDecompressedFrameSize: frameLimit)],
+        autoPing: .enabled(timePeriod: .seconds(30)),
+        validateUTF8: true
+    )
+    return Application(
+        router: router,
+        server: .http1WebSocketUpgrade(webSocketRouter: webSocketRouter, configuration: .init(ws: webSocket)),
+        configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "TaskGate"),
+        services: [
+            GatewayService(gateway: gateway, grace: arguments.shutdownGrace, logger: logger),
+            ReloadSignalService(gateway: gateway, logger: logger),
+        ],
+        logger: logger
+    )
+}
+
+func makeLogger(_ arguments: some AppArguments) -> Logger {
+    var logger = Logger(label: "taskgate")
+    logger.logLevel = arguments.logLevel
+    return logger
+}
+
+/// `GET /healthz`
+struct Health: Encodable {
+    var status: String
+    var uptimeSeconds: Double
+    var connections: Int
+    var queued: Int
+    var running: Int
+    var generation: Int
+
+    static func current(_ gateway: Gateway) async -> Health {
+        let uptime = ContinuousClock.now - gateway.startedAt
+        return Health(
+            status: "ok",
+            uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
+            connections: gateway.clients.count,
+            queued: await gateway.pool.queuedCount,
+            running: await gateway.pool.runningCount,
+            generation: gateway.registry.current.generation
+        )
+    }
+}

@@ -1,0 +1,29 @@
+import Hummingbird
+import HummingbirdWebSocket
+import NIOCore
+
+/// The request context of every route: it knows the peer's address (for loopback-only admin) and carries the
+/// WebSocket handler reference that the upgrade needs.
+public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext, WebSocketRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let webSocket: WebSocketHandlerReference<Self>
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.webSocket = .init()
+        self.remoteAddress = source.channel.remoteAddress
+    }
+
+    /// "127.0.0.1:54321" or "[::1]:54321"
+    public var remoteDescription: String? {
+        guard let address = remoteAddress, let ip = address.ipAddress else { return nil }
+        let port = address.port.map { ":\($0)" } ?? ""
+        return address.protocol == .inet6 ? "[\(ip)]\(port)" : "\(ip)\(port)"
+    }
+
+    public var isLoopback: Bool {
+        guard let ip = remoteAddress?.ipAddress else { return false }
+        return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+}

@@ -1,0 +1,35 @@
+import Logging
+import ServiceLifecycle
+import TaskGateCore
+import UnixSignals
+
+/// Owns the gateway's lifetime inside the service group: on graceful shutdown it stops the pool, letting running
+/// tasks finish for the grace period and recording the rest as interrupted.
+struct GatewayService: Service {
+    let gateway: Gateway
+    let grace: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        logger.info("stopping the task pool", metadata: ["grace": "\(grace)"])
+        await gateway.shutdown(grace: grace)
+    }
+}
+
+/// `kill -HUP` reloads the handlers softly, like `taskgate reload`.
+struct ReloadSignalService: Service {
+    let gateway: Gateway
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            do {
+                let table = try await gateway.reload()
+                logger.notice("reloaded on SIGHUP", metadata: ["generation": "\(table.generation)"])
+            } catch {
+                logger.error("reload on SIGHUP failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}

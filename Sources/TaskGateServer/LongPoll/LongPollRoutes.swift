@@ -1,0 +1,67 @@
+import Hummingbird
+import TaskGateCore
+
+/// Long-polling for browsers without WebSocket: `GET /poll` waits for the uid's events after a cursor,
+/// `POST /poll` carries one client message and returns its direct reply. Events come from the same per-uid log
+/// as WebSocket's, so both see the same events in the same order.
+struct LongPollRoutes {
+    let gateway: Gateway
+    let auth: AdminAuthenticator
+    let maxMessageBytes: Int
+    static let defaultTimeout = 25
+    static let maxTimeout = 60
+
+    func addRoutes(to router: Router<GatewayRequestContext>) {
+        router.get("/poll") { request, context -> Response in
+            let parameters = try ConnectionParameters(request: request)
+            let timeout = try Self.timeoutSeconds(request)
+            let pollKey = gateway.clients.beginPoll(
+                uid: parameters.uid, remote: context.remoteDescription, admin: auth.isAdmin(request: request, context: context))
+            defer { gateway.clients.endPoll(pollKey) }
+            // A client that goes away cancels the wait instead of leaving it parked until the timeout.
+            let batch = try await request.body.consumeWithCancellationOnInboundClose { _ in
+                await gateway.events.waitForEvents(
+                    uid: parameters.uid, after: parameters.cursor ?? 0, timeout: .seconds(timeout))
+            }
+            return .jsonText(Self.render(batch))
+        }
+
+        router.post("/poll") { request, context -> Response in
+            let parameters = try ConnectionParameters(request: request)
+            let isAdmin = auth.isAdmin(request: request, context: context)
+            let body: ByteBuffer
+            do {
+                body = try await request.body.collect(upTo: maxMessageBytes)
+            } catch {
+                throw GatewayError(.tooLarge, "message is larger than \(maxMessageBytes) bytes")
+            }
+            let pollKey = gateway.clients.beginPoll(uid: parameters.uid, remote: context.remoteDescription, admin: isAdmin)
+            defer { gateway.clients.endPoll(pollKey) }
+            let session = Session(uid: parameters.uid, isAdmin: isAdmin, transport: .longPoll, gateway: gateway)
+            var answer = ServerMessage.error(GatewayError(.internalError, "no reply"), ref: nil)
+            await session.handle(body.readableBytesView) { answer = $0 }
+            return .json(answer, status: .init(code: answer.code ?? 200))
+        }
+    }
+
+    static func timeoutSeconds(_ request: Request) throws(GatewayError) -> Int {
+        guard let text = request.uri.queryParameters["timeout"] else { return defaultTimeout }
+        guard let seconds = Int(text), (0...maxTimeout).contains(seconds) else {
+            throw .badRequest("'timeout' must be a whole number of seconds from 0 to \(maxTimeout)")
+        }
+        return seconds
+    }
+
+    /// Events are encoded once when they are published, so the response is assembled from their JSON rather than
+    /// decoded and encoded again. Shape: `{"cursor":M,"events":[…],"reset":false}`.
+    static func render(_ batch: EventBatch) -> String {
+        var text = "{\"cursor\":\(batch.cursor),\"events\":["
+        text.reserveCapacity(batch.events.reduce(64) { $0 + $1.json.utf8.count + 1 })
+        for (index, event) in batch.events.enumerated() {
+            if index > 0 { text.append(",") }
+            text.append(event.json)
+        }
+        text.append("],\"reset\":\(batch.reset)}")
+        return text
+    }
+}

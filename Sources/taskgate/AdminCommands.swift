@@ -1,0 +1,160 @@
+import ArgumentParser
+import Foundation
+import TaskGateCore
+
+struct ReloadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reload", abstract: "Reload the task handlers softly: connections stay, running tasks finish.")
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        let result = try await options.client().post("/api/v1/reload", body: NoBody(), as: ReloadView.self)
+        print("reloaded: generation \(result.generation), handlers: \(result.handlers.joined(separator: ", "))")
+    }
+}
+
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the connected clients.")
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        let list = try await options.client().get("/api/v1/clients", as: ClientListView.self)
+        guard !list.clients.isEmpty else {
+            print("no clients connected")
+            return
+        }
+        for client in list.clients {
+            let admin = client.admin ? " admin" : ""
+            print("\(client.uid)\t\(client.transport)\t\(client.remote ?? "-")\tsince \(client.connectedAt)\t\(client.id)\(admin)")
+        }
+    }
+}
+
+struct HandlersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "handlers", abstract: "List the task handlers.")
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        let list = try await options.client().get("/api/v1/handlers", as: HandlerListView.self)
+        print("generation \(list.generation)")
+        for handler in list.handlers {
+            print("\(handler.name)\t\(handler.description)")
+        }
+    }
+}
+
+struct SubmitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit", abstract: "Submit a task.",
+        discussion: "Example: taskgate submit sleep --uid alice --arg ms=2000 --wait")
+    @OptionGroup var options: AdminOptions
+
+    @Argument(help: "The task handler, e.g. echo, sleep, primes, fail.")
+    var cmd: String
+
+    @Option(help: "Whose connections get the task's events.")
+    var uid: String?
+
+    @Option(help: "Client-chosen task id (submitting it again returns the same task).")
+    var id: String?
+
+    @Option(name: .customLong("arg"), help: "An argument as key=value; the value is read as JSON when it parses (2000, true), else as text.")
+    var arguments: [String] = []
+
+    @Flag(help: "Wait for the task to finish, showing its progress.")
+    var wait = false
+
+    func run() async throws {
+        let args = try Self.parseArguments(arguments)
+        let client = options.client()
+        let task = try await client.post(
+            "/api/v1/tasks", body: SubmitBody(cmd: cmd, args: args, uid: uid, id: id), as: TaskView.self)
+        print("submitted \(task.id) (\(task.cmd), \(task.status))")
+        guard wait else { return }
+        let finished = try await waitForTask(task.id, client: client)
+        printTask(finished)
+        if finished.status != TaskStatus.succeeded.rawValue { throw ExitCode(2) }
+    }
+
+    static func parseArguments(_ pairs: [String]) throws -> [String: JSONValue] {
+        var args: [String: JSONValue] = [:]
+        for pair in pairs {
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+                throw ValidationError("--arg takes key=value, got '\(pair)'")
+            }
+            let key = String(pair[..<equals])
+            let text = String(pair[pair.index(after: equals)...])
+            args[key] = (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .string(text)
+        }
+        return args
+    }
+}
+
+/// Polls the task until it is final, drawing a progress bar on stderr.
+func waitForTask(_ id: String, client: AdminClient) async throws -> TaskView {
+    while true {
+        let task = try await client.get("/api/v1/tasks/\(id)", as: TaskView.self)
+        let width = 30
+        let filled = Int((task.progress * Double(width)).rounded())
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        FileHandle.standardError.write(Data("\r[\(bar)] \(Int(task.progress * 100))% \(task.status)   ".utf8))
+        if task.isFinal {
+            FileHandle.standardError.write(Data("\n".utf8))
+            return task
+        }
+        try await Task.sleep(for: .milliseconds(200))
+    }
+}
+
+func printTask(_ task: TaskView) {
+    print("id:       \(task.id)")
+    print("cmd:      \(task.cmd)")
+    print("uid:      \(task.uid ?? "-")")
+    print("status:   \(task.status)")
+    print("progress: \(Int(task.progress * 100))%")
+    if let result = task.result, result != .null { print("result:   \(WireJSON.encode(result))") }
+    if let error = task.error { print("error:    \(error)") }
+    print("created:  \(task.createdAt)")
+    if let started = task.startedAt { print("started:  \(started)") }
+    if let finished = task.finishedAt { print("finished: \(finished)") }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show one task.")
+    @OptionGroup var options: AdminOptions
+    @Argument(help: "Task id.") var id: String
+
+    func run() async throws {
+        printTask(try await options.client().get("/api/v1/tasks/\(id)", as: TaskView.self))
+    }
+}
+
+struct CancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel a queued or running task.")
+    @OptionGroup var options: AdminOptions
+    @Argument(help: "Task id.") var id: String
+
+    func run() async throws {
+        let task = try await options.client().post("/api/v1/tasks/\(id)/cancel", body: NoBody(), as: TaskView.self)
+        print("cancel requested for \(task.id) (now \(task.status))")
+    }
+}
+
+struct TasksCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tasks", abstract: "List recent tasks, newest first.")
+    @OptionGroup var options: AdminOptions
+    @Option(help: "Only this user's tasks.") var uid: String?
+    @Option(help: "Only tasks in this status.") var status: String?
+    @Option(help: "At most this many.") var limit = 20
+
+    func run() async throws {
+        var query = ["limit=\(limit)"]
+        if let uid { query.append("uid=\(uid.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? uid)") }
+        if let status { query.append("status=\(status)") }
+        let list = try await options.client().get("/api/v1/tasks?\(query.joined(separator: "&"))", as: TaskListView.self)
+        if list.tasks.isEmpty { print("no tasks") }
+        for task in list.tasks {
+            print("\(task.id)\t\(task.cmd)\t\(task.status)\t\(Int(task.progress * 100))%\t\(task.uid ?? "-")\t\(task.createdAt)")
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import TaskGateServer
+
+struct ServeCommand: AsyncParsableCommand, AppArguments {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the server (WebSocket, long-poll, REST admin and demo page on one port).",
+        aliases: ["start"]
+    )
+
+    @Option(help: "Address to listen on; 0.0.0.0 for every interface.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on.")
+    var port = 9501
+
+    @Option(help: "How many tasks run at once (the seed's task_worker_num).")
+    var taskWorkers = 4
+
+    @Option(help: "How many tasks may wait for a worker before submits get 503 queue_full.")
+    var queueLimit = 1000
+
+    @Option(name: .customLong("admin-token"), help: "Bearer token for the admin API (default: $TASKGATE_ADMIN_TOKEN; none: loopback only).")
+    var adminTokenOption: String?
+
+    @Option(name: .customLong("public-dir"), help: "Directory of the demo page and other static files.")
+    var publicDirectory = "public"
+
+    @Option(name: .customLong("log-dir"), help: "Directory for taskgate.log; empty for stdout only.")
+    var logDirectoryOption = "log"
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevelOption = "info"
+
+    @Option(help: "Largest client message in bytes (after inflating).")
+    var maxMessageBytes = 64 * 1024
+
+    @Option(name: .customLong("shutdown-grace"), help: "Seconds running tasks get to finish on SIGTERM.")
+    var shutdownGraceSeconds = 10
+
+    var adminToken: String? {
+        let token = adminTokenOption ?? ProcessInfo.processInfo.environment["TASKGATE_ADMIN_TOKEN"]
+        return token?.isEmpty == false ? token : nil
+    }
+    var logDirectory: String? { logDirectoryOption.isEmpty ? nil : logDirectoryOption }
+    var logLevel: Logger.Level { Logger.Level(rawValue: logLevelOption) ?? .info }
+    var shutdownGrace: Duration { .seconds(shutdownGraceSeconds) }
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535") }
+        guard taskWorkers >= 1 else { throw ValidationError("--task-workers must be at least 1") }
+        guard queueLimit >= 0 else { throw ValidationError("--queue-limit must not be negative") }
+        guard maxMessageBytes >= 256 else { throw ValidationError("--max-message-bytes must be at least 256") }
+        guard shutdownGraceSeconds >= 0 else { throw ValidationError("--shutdown-grace must not be negative") }
+        guard Logger.Level(rawValue: logLevelOption) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func run() async throws {
+        do {
+            try bootstrapLogging(directory: logDirectory, level: logLevel)
+        } catch {
+            throw ValidationError("cannot write logs under '\(logDirectoryOption)': \(error.localizedDescription)")
+        }
+        let app = try buildApplication(self)
+        try await app.runService()
+    }
+}
