@@ -56,7 +56,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TaskGateCoreTests",
-            dependencies: ["TaskGateCore"]
+            dependencies: ["TaskGateCore", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "TaskGateServerTests",
@@ -64,6 +64,7 @@ let package = Package(
                 "TaskGateServer",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSTesting", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             ]
         ),
     ]

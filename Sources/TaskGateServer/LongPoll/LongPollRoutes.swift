@@ -1,4 +1,5 @@
 import Hummingbird
+import ServiceLifecycle
 import TaskGateCore
 
 /// Long-polling for browsers without WebSocket: `GET /poll` waits for the uid's events after a cursor,
@@ -18,10 +19,19 @@ struct LongPollRoutes {
             let pollKey = gateway.clients.beginPoll(
                 uid: parameters.uid, remote: context.remoteDescription, admin: auth.isAdmin(request: request, context: context))
             defer { gateway.clients.endPoll(pollKey) }
-            // A client that goes away cancels the wait instead of leaving it parked until the timeout.
-            let batch = try await request.body.consumeWithCancellationOnInboundClose { _ in
-                await gateway.events.waitForEvents(
-                    uid: parameters.uid, after: parameters.cursor ?? 0, timeout: .seconds(timeout))
+            let cursor = parameters.cursor ?? 0
+            let batch: EventBatch
+            do {
+                // A client that goes away cancels the wait instead of leaving it parked until the timeout, and so
+                // does a graceful shutdown (the poll then answers with what there is).
+                batch = try await request.body.consumeWithCancellationOnInboundClose { _ in
+                    await cancelWhenGracefulShutdown {
+                        await gateway.events.waitForEvents(uid: parameters.uid, after: cursor, timeout: .seconds(timeout))
+                    }
+                }
+            } catch is CancellationError {
+                // The client is gone; nobody will read this answer.
+                batch = gateway.events.events(uid: parameters.uid, after: cursor)
             }
             return .jsonText(Self.render(batch))
         }

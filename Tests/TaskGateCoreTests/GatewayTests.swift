@@ -1,0 +1,270 @@
+import Foundation
+import Testing
+
+@testable import TaskGateCore
+
+@Suite("Gateway and task pool")
+struct GatewayTests {
+    @Test func echoRunsAndPublishesRunningThenDone() async throws {
+        let gateway = Gateway.forTests()
+        let connection = RecordingConnection()
+        gateway.events.subscribe(uid: "u", connection: connection, after: nil) { _, _ in #"{"type":"hello"}"# }
+        let submission = try await gateway.submit(cmd: "echo", args: ["x": 1], uid: "u")
+        #expect(submission.task.status == .queued)
+        let done = try await gateway.finished(submission.task.id)
+        #expect(done.status == .succeeded)
+        #expect(done.result == ["x": 1])
+        #expect(done.progress == 1)
+        #expect(done.startedAt != nil && done.finishedAt != nil)
+        try await connection.waitFor { $0.contains { $0["type"] as? String == "done" } }
+        #expect(connection.types == ["hello", "progress", "done"])
+        #expect(connection.seqs == [1, 2])
+    }
+
+    @Test func sleepReportsProgressInTenSteps() async throws {
+        let gateway = Gateway.forTests()
+        let id = try await gateway.submit(cmd: "sleep", args: ["ms": 50], uid: "u").task.id
+        _ = try await gateway.finished(id)
+        let events = gateway.events.events(uid: "u", after: 0).events
+        // running (0), ten progress steps, done
+        #expect(events.count == 12)
+        #expect(events.map(\.seq) == Array(1...12))
+    }
+
+    @Test func primesCountsCorrectly() async throws {
+        #expect(try await PrimesHandler.countPrimes(upTo: 1, progress: { _ in }) == 0)
+        #expect(try await PrimesHandler.countPrimes(upTo: 2, progress: { _ in }) == 1)
+        #expect(try await PrimesHandler.countPrimes(upTo: 100, progress: { _ in }) == 25)
+        #expect(try await PrimesHandler.countPrimes(upTo: 1_000_000, progress: { _ in }) == 78_498)
+        #expect(try await PrimesHandler.countPrimes(upTo: 65_537, progress: { _ in }) == 6_543)
+    }
+
+    @Test func failReportsTheMessage() async throws {
+        let gateway = Gateway.forTests()
+        let id = try await gateway.submit(cmd: "fail", args: ["message": "boom"], uid: nil).task.id
+        let task = try await gateway.finished(id)
+        #expect(task.status == .failed)
+        #expect(task.error == "boom")
+    }
+
+    @Test func unknownCommandAndBadArgsAreRejectedBeforeStoring() async throws {
+        let gateway = Gateway.forTests()
+        await #expect(throws: GatewayError.unknownCommand("nope")) { try await gateway.submit(cmd: "nope", args: [:], uid: "u") }
+        for args: [String: JSONValue] in [["ms": -1], ["ms": "x"], ["ms": 1.5], ["timeout_ms": 0], ["id": "a b"], ["id": true]] {
+            await #expect(throws: GatewayError.self) { try await gateway.submit(cmd: "sleep", args: args, uid: "u") }
+        }
+        #expect(try await gateway.list(.init()).isEmpty)
+    }
+
+    @Test func duplicateIDReturnsTheSameTaskAndRunsOnce() async throws {
+        let gateway = Gateway.forTests()
+        let first = try await gateway.submit(cmd: "echo", args: ["id": "job-1"], uid: "u")
+        let second = try await gateway.submit(cmd: "echo", args: ["id": "job-1"], uid: "u")
+        #expect(!first.duplicate)
+        #expect(second.duplicate)
+        #expect(second.task.id == "job-1")
+        _ = try await gateway.finished("job-1")
+        await gateway.pool.waitUntilIdle()
+        let doneEvents = gateway.events.events(uid: "u", after: 0).events.filter { $0.json.contains(#""type":"done""#) }
+        #expect(doneEvents.count == 1)
+        await #expect(throws: GatewayError(.idInUse, "task id 'job-1' is already in use")) {
+            try await gateway.submit(cmd: "echo", args: ["id": "job-1"], uid: "someone-else")
+        }
+    }
+
+    @Test func numericSeedStyleIDIsAccepted() async throws {
+        let gateway = Gateway.forTests()
+        #expect(try await gateway.submit(cmd: "echo", args: ["id": 42], uid: "u").task.id == "42")
+    }
+
+    @Test func queueFullIsRefusedAndNothingIsStored() async throws {
+        let gateway = Gateway.forTests(workers: 1, queueLimit: 1)
+        try await gateway.submit(cmd: "sleep", args: ["ms": 2000], uid: "u")
+        try await gateway.submit(cmd: "sleep", args: ["ms": 2000], uid: "u")
+        await #expect(throws: GatewayError.self) { try await gateway.submit(cmd: "echo", args: [:], uid: "u") }
+        do {
+            try await gateway.submit(cmd: "echo", args: [:], uid: "u")
+        } catch {
+            #expect(error.kind == .queueFull)
+            #expect(error.code == 503)
+        }
+        #expect(try await gateway.list(.init()).count == 2)
+        await gateway.shutdown(grace: .zero)
+    }
+
+    @Test func cancellingAQueuedTask() async throws {
+        let gateway = Gateway.forTests(workers: 1)
+        let blocker = try await gateway.submit(cmd: "sleep", args: ["ms": 5000], uid: "u").task.id
+        let waiting = try await gateway.submit(cmd: "echo", args: [:], uid: "u").task.id
+        let cancelled = try await gateway.cancel(id: waiting, visibleTo: "u")
+        #expect(cancelled.status == .cancelled)
+        #expect(try await gateway.task(id: waiting, visibleTo: nil).status == .cancelled)
+        _ = try await gateway.cancel(id: blocker, visibleTo: nil)
+        #expect(try await gateway.finished(blocker).status == .cancelled)
+    }
+
+    @Test func cancellingARunningTaskStopsItPromptly() async throws {
+        let gateway = Gateway.forTests()
+        let id = try await gateway.submit(cmd: "sleep", args: ["ms": 30000], uid: "u").task.id
+        while try await gateway.task(id: id, visibleTo: nil).status != .running { try await Task.sleep(for: .milliseconds(5)) }
+        let start = ContinuousClock.now
+        _ = try await gateway.cancel(id: id, visibleTo: "u")
+        let task = try await gateway.finished(id)
+        #expect(task.status == .cancelled)
+        #expect(ContinuousClock.now - start < .seconds(2))
+        await #expect(throws: GatewayError.self) { try await gateway.cancel(id: id, visibleTo: "u") }
+    }
+
+    @Test func cancellingACPUBoundTask() async throws {
+        let gateway = Gateway.forTests()
+        let id = try await gateway.submit(cmd: "primes", args: ["limit": 100_000_000], uid: "u").task.id
+        while try await gateway.task(id: id, visibleTo: nil).status != .running { try await Task.sleep(for: .milliseconds(5)) }
+        _ = try await gateway.cancel(id: id, visibleTo: nil)
+        #expect(try await gateway.finished(id, timeout: .seconds(5)).status == .cancelled)
+    }
+
+    @Test func timeoutEndsTheTask() async throws {
+        let gateway = Gateway.forTests()
+        let id = try await gateway.submit(cmd: "sleep", args: ["ms": 10000, "timeout_ms": 100], uid: "u").task.id
+        let task = try await gateway.finished(id, timeout: .seconds(3))
+        #expect(task.status == .timedOut)
+        #expect(task.error == "timed out after 100 ms")
+    }
+
+    @Test func othersCannotSeeOrCancelATask() async throws {
+        let gateway = Gateway.forTests()
+        let id = try await gateway.submit(cmd: "sleep", args: ["ms": 1000], uid: "alice").task.id
+        await #expect(throws: GatewayError.taskNotFound(id)) { try await gateway.task(id: id, visibleTo: "bob") }
+        await #expect(throws: GatewayError.taskNotFound(id)) { try await gateway.cancel(id: id, visibleTo: "bob") }
+        #expect(try await gateway.task(id: id, visibleTo: "alice").id == id)
+        await gateway.shutdown(grace: .zero)
+    }
+
+    @Test func shutdownInterruptsWhatIsLeft() async throws {
+        let gateway = Gateway.forTests(workers: 1)
+        let running = try await gateway.submit(cmd: "sleep", args: ["ms": 30000], uid: "u").task.id
+        let queued = try await gateway.submit(cmd: "echo", args: [:], uid: "u").task.id
+        while try await gateway.task(id: running, visibleTo: nil).status != .running { try await Task.sleep(for: .milliseconds(5)) }
+        await gateway.shutdown(grace: .milliseconds(50))
+        #expect(try await gateway.task(id: running, visibleTo: nil).status == .failed)
+        #expect(try await gateway.task(id: running, visibleTo: nil).error?.hasPrefix("interrupted") == true)
+        #expect(try await gateway.task(id: queued, visibleTo: nil).status == .failed)
+        await #expect(throws: GatewayError.self) { try await gateway.submit(cmd: "echo", args: [:], uid: "u") }
+    }
+
+    @Test func atMostWorkersTasksRunAtOnce() async throws {
+        let gateway = Gateway.forTests(workers: 2)
+        for _ in 0..<5 { try await gateway.submit(cmd: "sleep", args: ["ms": 300], uid: "u") }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(await gateway.pool.runningCount == 2)
+        #expect(await gateway.pool.queuedCount == 3)
+        await gateway.pool.waitUntilIdle()
+        #expect(try await gateway.list(.init(status: .succeeded)).count == 5)
+    }
+
+    @Test func reloadMakesANewGeneration() async throws {
+        let gateway = Gateway.forTests()
+        #expect(gateway.registry.current.generation == 1)
+        let table = try await gateway.reload()
+        #expect(table.generation == 2)
+        #expect(table.names == ["echo", "fail", "primes", "sleep"])
+    }
+}
+
+@Suite("Sessions")
+struct SessionTests {
+    func reply(_ session: Session, _ text: String) async -> ServerMessage {
+        var answer: ServerMessage?
+        await session.handle(Array(text.utf8)) { answer = $0 }
+        return answer!
+    }
+
+    @Test func pingAndErrors() async {
+        let session = Session(uid: "u", isAdmin: false, transport: .webSocket, gateway: .forTests())
+        #expect(await reply(session, #"{"cmd":"ping","ref":"a"}"#).type == "pong")
+        #expect(await reply(session, #"{"cmd":"ping","ref":"a"}"#).ref == "a")
+        let unknown = await reply(session, #"{"cmd":"nope","ref":"b"}"#)
+        #expect(unknown.code == 404 && unknown.error == "unknown_command" && unknown.ref == "b")
+        #expect(await reply(session, "not json").code == 400)
+        #expect(await reply(session, #"{"cmd":"status"}"#).code == 400)
+        #expect(await reply(session, #"{"cmd":"status","args":{"id":"missing"}}"#).error == "not_found")
+        #expect(await reply(session, #"{"cmd":"clients"}"#).code == 403)
+        #expect(await reply(session, #"{"cmd":"reload"}"#).code == 403)
+        #expect(await reply(session, #"{"cmd":"handlers"}"#).handlers == ["echo", "fail", "primes", "sleep"])
+    }
+
+    @Test func adminCommands() async {
+        let gateway = Gateway.forTests()
+        gateway.clients.add(ClientInfo(id: "c-1", uid: "u", transport: .webSocket, remote: "127.0.0.1:1", admin: true))
+        let session = Session(uid: "u", isAdmin: true, transport: .webSocket, gateway: gateway)
+        #expect(await reply(session, #"{"cmd":"clients"}"#).clients?.map(\.id) == ["c-1"])
+        let reloaded = await reply(session, #"{"cmd":"reload"}"#)
+        #expect(reloaded.type == "reloaded" && reloaded.generation == 2)
+    }
+
+    @Test func submittedReplyComesBeforeTheTasksEvents() async throws {
+        let gateway = Gateway.forTests()
+        let connection = RecordingConnection()
+        gateway.events.subscribe(uid: "u", connection: connection, after: nil) { _, _ in #"{"type":"hello"}"# }
+        let session = Session(uid: "u", isAdmin: false, transport: .webSocket, gateway: gateway)
+        for _ in 0..<50 {
+            await session.handle(Array(#"{"cmd":"echo"}"#.utf8)) { connection.send(WireJSON.encode($0)) }
+        }
+        try await connection.waitFor { $0.filter { $0["type"] as? String == "done" }.count == 50 }
+        var submitted = Set<String>()
+        for message in connection.messages {
+            let id = (message["task"] as? [String: Any])?["id"] as? String
+            switch message["type"] as? String {
+            case "submitted": submitted.insert(id!)
+            case "progress", "done": #expect(submitted.contains(id!), "event before its submitted reply")
+            default: break
+            }
+        }
+    }
+
+    @Test func statusOfOwnTask() async throws {
+        let gateway = Gateway.forTests()
+        let session = Session(uid: "u", isAdmin: false, transport: .longPoll, gateway: gateway)
+        let id = try await gateway.submit(cmd: "echo", args: [:], uid: "u").task.id
+        let status = await reply(session, #"{"cmd":"status","args":{"id":"\#(id)"}}"#)
+        #expect(status.type == "status" && status.task?.id == id)
+        let other = Session(uid: "v", isAdmin: false, transport: .longPoll, gateway: gateway)
+        #expect(await reply(other, #"{"cmd":"status","args":{"id":"\#(id)"}}"#).code == 404)
+    }
+}
+
+@Suite("In-memory store")
+struct InMemoryTaskStoreTests {
+    @Test func listFiltersNewestFirst() async throws {
+        let store = InMemoryTaskStore()
+        for index in 0..<5 {
+            _ = await store.insert(TaskRecord(id: "t\(index)", cmd: "echo", uid: index.isMultiple(of: 2) ? "a" : "b", args: [:]))
+        }
+        #expect(await store.list(.init()).map(\.id) == ["t4", "t3", "t2", "t1", "t0"])
+        #expect(await store.list(.init(uid: "a")).map(\.id) == ["t4", "t2", "t0"])
+        #expect(await store.list(.init(limit: 2)).map(\.id) == ["t4", "t3"])
+        var done = await store.task(id: "t1")!
+        done.status = .succeeded
+        await store.update(done)
+        #expect(await store.list(.init(status: .succeeded)).map(\.id) == ["t1"])
+    }
+
+    @Test func insertReturnsTheExistingTask() async {
+        let store = InMemoryTaskStore()
+        let task = TaskRecord(id: "x", cmd: "echo", uid: "a", args: [:])
+        #expect(await store.insert(task) == .inserted)
+        #expect(await store.insert(TaskRecord(id: "x", cmd: "sleep", uid: "b", args: [:])) == .existing(task))
+    }
+
+    @Test func retentionDropsOldFinishedTasksOnly() async {
+        let store = InMemoryTaskStore(retainFinished: 10)
+        _ = await store.insert(TaskRecord(id: "still-queued", cmd: "echo", uid: nil, args: [:]))
+        for index in 0..<30 {
+            _ = await store.insert(TaskRecord(id: "f\(index)", cmd: "echo", uid: nil, args: [:], status: .succeeded))
+        }
+        #expect(await store.task(id: "still-queued") != nil)
+        #expect(await store.task(id: "f0") == nil)
+        #expect(await store.task(id: "f29") != nil)
+        #expect(await store.list(.init(limit: 1000)).count <= 12)
+    }
+}

@@ -1,0 +1,244 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import HummingbirdWSTesting
+import Logging
+import NIOCore
+import Synchronization
+import TaskGateCore
+import Testing
+
+@testable import TaskGateServer
+
+func testArguments(adminToken: String? = "test-token", workers: Int = 2, queueLimit: Int = 100) -> GatewayArguments {
+    var arguments = GatewayArguments()
+    arguments.port = 0
+    arguments.adminToken = adminToken
+    arguments.taskWorkers = workers
+    arguments.queueLimit = queueLimit
+    arguments.logLevel = .warning
+    arguments.publicDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../public").path
+    arguments.shutdownGrace = .milliseconds(100)
+    return arguments
+}
+
+func json(_ buffer: ByteBuffer) throws -> [String: Any] {
+    try #require(try JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any])
+}
+
+let bearer: HTTPFields = [.authorization: "Bearer test-token", .contentType: "application/json"]
+
+@Suite("REST admin API (router)")
+struct AdminAPITests {
+    @Test func submitThenReadTheTask() async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            let id = try await client.execute(
+                uri: "/api/v1/tasks", method: .post, headers: bearer,
+                body: ByteBuffer(string: #"{"cmd":"echo","args":{"a":1},"uid":"u1"}"#)
+            ) { response in
+                #expect(response.status == .accepted)
+                let task = try json(response.body)
+                #expect(task["status"] as? String == "queued")
+                #expect(task["uid"] as? String == "u1")
+                return try #require(task["id"] as? String)
+            }
+            try await client.execute(uri: "/api/v1/tasks/\(id)", method: .get, headers: bearer) { response in
+                #expect(response.status == .ok)
+                #expect((try? json(response.body))?["id"] as? String == id)
+            }
+            try await client.execute(uri: "/api/v1/tasks/nope", method: .get, headers: bearer) { response in
+                #expect(response.status == .notFound)
+                #expect((try? json(response.body))?["error"] as? String == "not_found")
+            }
+            try await client.execute(uri: "/api/v1/tasks?uid=u1&limit=5", method: .get, headers: bearer) { response in
+                let tasks = try #require(try json(response.body)["tasks"] as? [[String: Any]])
+                #expect(tasks.map { $0["id"] as? String } == [id])
+            }
+        }
+    }
+
+    @Test(arguments: [
+        (#"{"cmd":"nope"}"#, HTTPResponse.Status.notFound, "unknown_command"),
+        (#"{"args":{}}"#, .badRequest, "bad_request"),
+        (#"not json"#, .badRequest, "bad_request"),
+        (#"{"cmd":5}"#, .badRequest, "bad_request"),
+        (#"{"cmd":"echo","args":[1]}"#, .badRequest, "bad_request"),
+        (#"{"cmd":"sleep","args":{"ms":-5}}"#, .badRequest, "bad_request"),
+        (#"{"cmd":"echo","uid":"bad uid"}"#, .badRequest, "bad_request"),
+        (#"{"cmd":"echo","id":"has space"}"#, .badRequest, "bad_request"),
+    ])
+    func badSubmissions(body: String, status: HTTPResponse.Status, slug: String) async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/api/v1/tasks", method: .post, headers: bearer, body: ByteBuffer(string: body)) { response in
+                #expect(response.status == status)
+                let error = try json(response.body)
+                #expect(error["type"] as? String == "error")
+                #expect(error["error"] as? String == slug)
+                #expect(error["code"] as? Int == Int(status.code))
+            }
+        }
+    }
+
+    @Test func authIsRequired() async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/api/v1/handlers", method: .get) { response in
+                #expect(response.status == .unauthorized)
+                #expect((try? json(response.body))?["error"] as? String == "unauthorized")
+            }
+            try await client.execute(uri: "/api/v1/handlers", method: .get, headers: [.authorization: "Bearer wrong"]) { response in
+                #expect(response.status == .unauthorized)
+            }
+            try await client.execute(uri: "/api/v1/handlers", method: .get, headers: bearer) { response in
+                #expect(response.status == .ok)
+                let handlers = try #require(try json(response.body)["handlers"] as? [[String: Any]])
+                #expect(handlers.compactMap { $0["name"] as? String } == ["echo", "fail", "primes", "sleep"])
+            }
+        }
+    }
+
+    @Test func withoutATokenOnlyLoopbackIsAdmin() async throws {
+        let app = try buildApplication(testArguments(adminToken: nil))
+        // The router test client has no peer address: it is not loopback.
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/api/v1/clients", method: .get) { response in
+                #expect(response.status == .forbidden)
+            }
+        }
+        try await app.test(.live) { client in
+            try await client.execute(uri: "/api/v1/clients", method: .get) { response in
+                #expect(response.status == .ok)
+            }
+        }
+    }
+
+    @Test func cancelAndReload() async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            try await client.execute(
+                uri: "/api/v1/tasks", method: .post, headers: bearer, body: ByteBuffer(string: #"{"cmd":"sleep","args":{"ms":5000},"id":"long"}"#)
+            ) { #expect($0.status == .accepted) }
+            try await client.execute(uri: "/api/v1/tasks/long/cancel", method: .post, headers: bearer) { response in
+                #expect(response.status == .ok)
+            }
+            // Wait for the cancel to land, then a second cancel conflicts.
+            var status = ""
+            for _ in 0..<200 where status != "cancelled" {
+                try await Task.sleep(for: .milliseconds(10))
+                status = try await client.execute(uri: "/api/v1/tasks/long", method: .get, headers: bearer) {
+                    try json($0.body)["status"] as? String ?? ""
+                }
+            }
+            #expect(status == "cancelled")
+            try await client.execute(uri: "/api/v1/tasks/long/cancel", method: .post, headers: bearer) { response in
+                #expect(response.status == .conflict)
+                #expect((try? json(response.body))?["error"] as? String == "already_finished")
+            }
+            try await client.execute(uri: "/api/v1/tasks/ghost/cancel", method: .post, headers: bearer) { #expect($0.status == .notFound) }
+            try await client.execute(uri: "/api/v1/reload", method: .post, headers: bearer) { response in
+                #expect((try? json(response.body))?["generation"] as? Int == 2)
+            }
+        }
+    }
+
+    @Test func listValidatesItsQuery() async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            for query in ["limit=0", "limit=1001", "limit=x", "status=bogus"] {
+                try await client.execute(uri: "/api/v1/tasks?\(query)", method: .get, headers: bearer) { response in
+                    #expect(response.status == .badRequest, "\(query)")
+                }
+            }
+        }
+    }
+
+    @Test func healthAndDemoPage() async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect((try? json(response.body))?["status"] as? String == "ok")
+            }
+            try await client.execute(uri: "/", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(String(buffer: response.body).contains("TaskGate"))
+            }
+            try await client.execute(uri: "/no/such/page", method: .get) { response in
+                #expect(response.status == .notFound)
+                #expect((try? json(response.body))?["type"] as? String == "error")
+            }
+        }
+    }
+}
+
+@Suite("Long-poll (router)")
+struct LongPollTests {
+    @Test func postSubmitsAndGetDeliversInOrder() async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            try await client.execute(
+                uri: "/poll?uid=lp1", method: .post, body: ByteBuffer(string: #"{"cmd":"sleep","args":{"ms":100},"ref":"r"}"#)
+            ) { response in
+                #expect(response.status == .accepted)
+                let reply = try json(response.body)
+                #expect(reply["type"] as? String == "submitted")
+                #expect(reply["ref"] as? String == "r")
+            }
+            var cursor = 0
+            var seen: [Int] = []
+            var finished = false
+            for _ in 0..<50 where !finished {
+                try await client.execute(uri: "/poll?uid=lp1&cursor=\(cursor)&timeout=5", method: .get) { response in
+                    let batch = try json(response.body)
+                    #expect(batch["reset"] as? Bool == false)
+                    for event in batch["events"] as? [[String: Any]] ?? [] {
+                        seen.append(event["seq"] as! Int)
+                        if event["type"] as? String == "done" { finished = true }
+                    }
+                    cursor = batch["cursor"] as! Int
+                }
+            }
+            #expect(finished)
+            #expect(seen == Array(1...12))
+        }
+    }
+
+    @Test func badRequestsAreAnswered() async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            for uri in ["/poll", "/poll?uid=", "/poll?uid=a%20b", "/poll?uid=a&timeout=61", "/poll?uid=a&timeout=-1", "/poll?uid=a&cursor=x"] {
+                try await client.execute(uri: uri, method: .get) { response in
+                    #expect(response.status == .badRequest, "\(uri)")
+                    #expect((try? json(response.body))?["error"] as? String == "bad_request")
+                }
+            }
+            try await client.execute(uri: "/poll?uid=a", method: .post, body: ByteBuffer(string: "[]")) { response in
+                #expect(response.status == .badRequest)
+            }
+            try await client.execute(uri: "/poll?uid=a", method: .post, body: ByteBuffer(string: #"{"cmd":"reload"}"#)) { response in
+                #expect(response.status == .forbidden)
+            }
+            try await client.execute(
+                uri: "/poll?uid=a", method: .post, body: ByteBuffer(string: String(repeating: " ", count: 70_000) + "{}")
+            ) { response in
+                #expect(response.status == .contentTooLarge)
+            }
+        }
+    }
+
+    @Test func emptyPollTimesOutWithTheSameCursor() async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/poll?uid=quiet&cursor=0&timeout=1", method: .get) { response in
+                let batch = try json(response.body)
+                #expect((batch["events"] as? [Any])?.isEmpty == true)
+                #expect(batch["cursor"] as? Int == 0)
+            }
+            try await client.execute(uri: "/poll?uid=quiet&cursor=7&timeout=1", method: .get) { response in
+                #expect((try? json(response.body))?["reset"] as? Bool == true)
+            }
+        }
+    }
+}

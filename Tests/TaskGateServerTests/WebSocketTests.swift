@@ -1,0 +1,172 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import HummingbirdWSTesting
+import HummingbirdWSClient
+import HummingbirdWebSocket
+import NIOCore
+import Synchronization
+import TaskGateCore
+import Testing
+
+@testable import TaskGateServer
+
+/// Reads text messages as JSON objects until `until` says stop (bounded by the test's own timeouts).
+func readMessages(
+    _ inbound: WebSocketInboundStream, until: ([String: Any]) -> Bool
+) async throws -> [[String: Any]] {
+    var messages: [[String: Any]] = []
+    for try await message in inbound.messages(maxSize: 1 << 20) {
+        guard case .text(let text) = message,
+            let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        else { continue }
+        messages.append(object)
+        if until(object) { break }
+    }
+    return messages
+}
+
+func type(_ message: [String: Any]) -> String? { message["type"] as? String }
+
+@Suite("WebSocket (live)")
+struct WebSocketTests {
+    @Test func submitGetsSubmittedProgressAndDone() async throws {
+        let app = try buildApplication(testArguments())
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws?uid=ws1") { inbound, outbound, _ in
+                try await outbound.write(.text(#"{"cmd":"sleep","args":{"ms":100},"ref":"r1"}"#))
+                let messages = try await readMessages(inbound) { type($0) == "done" }
+                #expect(type(messages[0]) == "hello")
+                #expect(messages[0]["uid"] as? String == "ws1")
+                #expect(type(messages[1]) == "submitted")
+                #expect(messages[1]["code"] as? Int == 202)
+                #expect(messages[1]["ref"] as? String == "r1")
+                let events = messages.dropFirst(2)
+                #expect(events.map { $0["seq"] as? Int } == Array(1...12).map { $0 })
+                #expect(events.dropLast().allSatisfy { type($0) == "progress" })
+                let done = try #require(events.last)
+                #expect(done["code"] as? Int == 200)
+                #expect((done["task"] as? [String: Any])?["status"] as? String == "succeeded")
+            }
+        }
+    }
+
+    @Test func badMessagesGetErrorsAndTheSocketStaysOpen() async throws {
+        let app = try buildApplication(testArguments())
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws?uid=ws2") { inbound, outbound, _ in
+                try await outbound.write(.text("not json"))
+                try await outbound.write(.text(#"{"cmd":"nope","ref":"x"}"#))
+                try await outbound.write(.binary(ByteBuffer(string: "{}")))
+                try await outbound.write(.text(String(repeating: "a", count: 70_000)))
+                try await outbound.write(.text(#"{"cmd":"reload"}"#))
+                try await outbound.write(.text(#"{"cmd":"ping","ref":"last"}"#))
+                let messages = try await readMessages(inbound) { type($0) == "pong" }
+                let errors = messages.filter { type($0) == "error" }
+                #expect(errors.map { $0["code"] as? Int } == [400, 404, 400, 413, 403])
+                #expect(errors[1]["ref"] as? String == "x")
+                #expect(messages.last?["ref"] as? String == "last")
+            }
+        }
+    }
+
+    @Test func eventsReachOnlyTheOwner() async throws {
+        let app = try buildApplication(testArguments())
+        _ = try await app.test(.live) { client in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await client.ws("/ws?uid=other") { inbound, outbound, _ in
+                        // Long enough for the owner's task to finish; the ping ends the read.
+                        try await Task.sleep(for: .milliseconds(600))
+                        try await outbound.write(.text(#"{"cmd":"ping"}"#))
+                        let messages = try await readMessages(inbound) { type($0) == "pong" }
+                        #expect(messages.map { type($0) } == ["hello", "pong"])
+                    }
+                }
+                group.addTask {
+                    try await client.ws("/ws?uid=owner") { inbound, outbound, _ in
+                        try await outbound.write(.text(#"{"cmd":"echo"}"#))
+                        let messages = try await readMessages(inbound) { type($0) == "done" }
+                        #expect(messages.contains { type($0) == "done" })
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
+    @Test func reconnectWithCursorReplaysMissedEvents() async throws {
+        let app = try buildApplication(testArguments())
+        _ = try await app.test(.live) { client in
+            let seen = Mutex(0)
+            try await client.ws("/ws?uid=resume") { inbound, outbound, _ in
+                try await outbound.write(.text(#"{"cmd":"sleep","args":{"ms":300}}"#))
+                let messages = try await readMessages(inbound) { type($0) == "progress" }
+                seen.withLock { $0 = messages.last?["seq"] as? Int ?? 0 }
+            }
+            let lastSeen = seen.withLock { $0 }
+            #expect(lastSeen == 1)
+            try await Task.sleep(for: .milliseconds(500))
+            try await client.ws("/ws?uid=resume&cursor=\(lastSeen)") { inbound, outbound, _ in
+                let messages = try await readMessages(inbound) { type($0) == "done" }
+                #expect(type(messages[0]) == "hello")
+                #expect(messages[0]["reset"] as? Bool == false)
+                #expect(messages.dropFirst().map { $0["seq"] as? Int } == Array(2...12).map { $0 })
+            }
+        }
+    }
+
+    @Test func adminCommandsNeedTheToken() async throws {
+        let app = try buildApplication(testArguments())
+        _ = try await app.test(.live) { client in
+            var configuration = WebSocketClientConfiguration()
+            configuration.additionalHeaders = [.authorization: "Bearer test-token"]
+            try await client.ws("/ws?uid=admin", configuration: configuration) { inbound, outbound, _ in
+                try await outbound.write(.text(#"{"cmd":"clients"}"#))
+                let messages = try await readMessages(inbound) { type($0) == "clients" }
+                #expect(messages[0]["admin"] as? Bool == true)
+                let clients = try #require(messages.last?["clients"] as? [[String: Any]])
+                #expect(clients.contains { $0["uid"] as? String == "admin" && $0["transport"] as? String == "websocket" })
+            }
+        }
+    }
+
+    @Test func missingUidIsRefusedBeforeUpgrade() async throws {
+        let app = try buildApplication(testArguments())
+        _ = try await app.test(.live) { client in
+            await #expect(throws: (any Error).self) {
+                try await client.ws("/ws") { _, _, _ in }
+            }
+            try await client.execute(uri: "/ws?uid=x", method: .get) { response in
+                #expect(response.status == .badRequest)
+            }
+        }
+    }
+
+    @Test func pingsStayFastWhileACPUBoundTaskRuns() async throws {
+        let app = try buildApplication(testArguments())
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws?uid=busy") { inbound, outbound, _ in
+                try await outbound.write(.text(#"{"cmd":"primes","args":{"limit":100000000}}"#))
+                try await outbound.write(.text(#"{"cmd":"primes","args":{"limit":100000000}}"#))
+                var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                var slowest = Duration.zero
+                var runningSeen = false
+                for _ in 0..<10 {
+                    let start = ContinuousClock.now
+                    try await outbound.write(.text(#"{"cmd":"ping"}"#))
+                    while let message = try await iterator.next() {
+                        guard case .text(let text) = message else { continue }
+                        if text.contains(#""status":"running""#) { runningSeen = true }
+                        if text.contains(#""type":"pong""#) { break }
+                    }
+                    slowest = max(slowest, ContinuousClock.now - start)
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(runningSeen)
+                // Generous bound: the point is that pings are not stuck behind seconds of sieving.
+                #expect(slowest < .milliseconds(500))
+            }
+        }
+    }
+}
