@@ -487,22 +487,6 @@ def run(coro, timeout: float = 30.0):
     return asyncio.run(_main())
 
 
-@pytest.fixture(scope="session")
-def tg():
-    """Namespace of helpers for test modules (avoids importing conftest)."""
-
-    class _NS:
-        new_uid = staticmethod(new_uid)
-        run = staticmethod(run)
-        strip = staticmethod(strip)
-        ADMIN_TOKEN = ADMIN_TOKEN
-        REPO = REPO
-        BIN = TASKGATE_BIN
-        free_port = staticmethod(free_port)
-
-    return _NS
-
-
 def wait_task_final(api: requests.Session, base_url: str, task_id: str, timeout: float = 15.0,
                     headers: dict | None = None) -> dict:
     deadline = time.monotonic() + timeout

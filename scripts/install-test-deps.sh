@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the tests need and a fresh machine lacks: C headers for the Swift packages, Chromium and its
+# driver for the browser tests, and the Python packages of the end-to-end suite. Installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+[ -e /usr/include/sqlite3.h ] || missing+=(libsqlite3-dev)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c "import pytest, websockets, requests, selenium, yaml, jsonschema, openapi_spec_validator" 2>/dev/null; then
+    echo "installing Python packages from Tests/e2e/requirements.txt"
+    python3 -m pip install -q -r Tests/e2e/requirements.txt
+fi
