@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import TaskGateCore
 import TaskGateServer
 
 struct ServeCommand: AsyncParsableCommand, AppArguments {
@@ -41,6 +42,18 @@ struct ServeCommand: AsyncParsableCommand, AppArguments {
     @Option(name: .customLong("shutdown-grace"), help: "Seconds running tasks get to finish on SIGTERM.")
     var shutdownGraceSeconds = 10
 
+    @Option(name: .customLong("store"), help: "sqlite (durable, the default) or memory (gone on restart).")
+    var storeOption = StoreKind.sqlite.rawValue
+
+    @Option(name: .customLong("data-dir"), help: "Directory of the SQLite database (taskgate.sqlite).")
+    var dataDirectory = "data"
+
+    @Option(help: "Events kept per user (for resuming clients).")
+    var eventRetentionCount = 1000
+
+    @Option(help: "Hours an event is kept.")
+    var eventRetentionHours = 168
+
     var adminToken: String? {
         let token = adminTokenOption ?? ProcessInfo.processInfo.environment["TASKGATE_ADMIN_TOKEN"]
         return token?.isEmpty == false ? token : nil
@@ -48,6 +61,10 @@ struct ServeCommand: AsyncParsableCommand, AppArguments {
     var logDirectory: String? { logDirectoryOption.isEmpty ? nil : logDirectoryOption }
     var logLevel: Logger.Level { Logger.Level(rawValue: logLevelOption) ?? .info }
     var shutdownGrace: Duration { .seconds(shutdownGraceSeconds) }
+    var store: StoreKind { StoreKind(rawValue: storeOption) ?? .sqlite }
+    var eventRetention: EventLog.Retention {
+        .init(count: eventRetentionCount, maxAge: .seconds(eventRetentionHours * 3600))
+    }
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535") }
@@ -55,6 +72,9 @@ struct ServeCommand: AsyncParsableCommand, AppArguments {
         guard queueLimit >= 0 else { throw ValidationError("--queue-limit must not be negative") }
         guard maxMessageBytes >= 256 else { throw ValidationError("--max-message-bytes must be at least 256") }
         guard shutdownGraceSeconds >= 0 else { throw ValidationError("--shutdown-grace must not be negative") }
+        guard StoreKind(rawValue: storeOption) != nil else { throw ValidationError("--store must be sqlite or memory") }
+        guard eventRetentionCount >= 1 else { throw ValidationError("--event-retention-count must be at least 1") }
+        guard eventRetentionHours >= 1 else { throw ValidationError("--event-retention-hours must be at least 1") }
         guard Logger.Level(rawValue: logLevelOption) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }

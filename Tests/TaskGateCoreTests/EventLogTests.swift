@@ -1,114 +1,183 @@
+import Foundation
 import Testing
 
 @testable import TaskGateCore
 
+func makeLog(capacity: Int = 1000, maxBatch: Int = 500, store: any TaskStore = InMemoryTaskStore()) -> EventLog {
+    EventLog(retention: .init(count: capacity), maxBatch: maxBatch, store: store)
+}
+
+let sampleTask = TaskRecord(id: "t", cmd: "echo", uid: "u", args: [:])
+
+extension EventLog {
+    @discardableResult
+    func add(_ uid: String) async throws -> UInt64 {
+        try await append(uid: uid, task: sampleTask) { seq in .progress(sampleTask, seq: seq) }
+    }
+
+    func subscribe(_ uid: String, _ connection: RecordingConnection, after cursor: UInt64? = nil) async throws {
+        try await subscribe(uid: uid, connection: connection, after: cursor) { latest, reset in
+            #"{"type":"hello","seq":\#(latest),"reset":\#(reset)}"#
+        }
+    }
+}
+
 @Suite("Per-user event log")
 struct EventLogTests {
-    @Test func seqIsPerUidAndStrictlyIncreasing() {
-        let log = EventLog()
-        #expect(log.append(uid: "a", taskMessage) == 1)
-        #expect(log.append(uid: "a", taskMessage) == 2)
-        #expect(log.append(uid: "b", taskMessage) == 1)
-        #expect(log.append(uid: "a", taskMessage) == 3)
-        #expect(log.latestSeq(uid: "a") == 3)
-        #expect(log.latestSeq(uid: "nobody") == 0)
+    @Test func seqIsPerUidAndStrictlyIncreasing() async throws {
+        let log = makeLog()
+        #expect(try await log.add("a") == 1)
+        #expect(try await log.add("a") == 2)
+        #expect(try await log.add("b") == 1)
+        #expect(try await log.add("a") == 3)
+        #expect(try await log.latestSeq(uid: "a") == 3)
+        #expect(try await log.latestSeq(uid: "nobody") == 0)
     }
 
-    @Test func eventsGoOnlyToTheOwnersConnections() {
-        let log = EventLog()
+    @Test func eventsGoOnlyToTheOwnersConnections() async throws {
+        let log = makeLog()
         let alice1 = RecordingConnection(), alice2 = RecordingConnection(), bob = RecordingConnection()
-        log.subscribe(uid: "alice", connection: alice1, after: nil) { _, _ in "hello" }
-        log.subscribe(uid: "alice", connection: alice2, after: nil) { _, _ in "hello" }
-        log.subscribe(uid: "bob", connection: bob, after: nil) { _, _ in "hello" }
-        log.append(uid: "alice", taskMessage)
-        #expect(alice1.seqs == [1])
-        #expect(alice2.seqs == [1])
-        #expect(bob.seqs == [])
+        try await log.subscribe("alice", alice1)
+        try await log.subscribe("alice", alice2)
+        try await log.subscribe("bob", bob)
+        try await log.add("alice")
+        #expect(alice1.types == ["hello", "progress"])
+        #expect(alice2.types == ["hello", "progress"])
+        #expect(bob.types == ["hello"])
     }
 
-    @Test func unsubscribingOneConnectionKeepsTheOther() {
-        let log = EventLog()
+    @Test func unsubscribingOneConnectionKeepsTheOther() async throws {
+        let log = makeLog()
         let first = RecordingConnection(), second = RecordingConnection()
-        log.subscribe(uid: "u", connection: first, after: nil) { _, _ in "hello" }
-        log.subscribe(uid: "u", connection: second, after: nil) { _, _ in "hello" }
+        try await log.subscribe("u", first)
+        try await log.subscribe("u", second)
         log.unsubscribe(uid: "u", connectionID: first.id)
-        log.append(uid: "u", taskMessage)
-        #expect(first.seqs == [])
-        #expect(second.seqs == [1])
+        try await log.add("u")
+        #expect(first.types == ["hello"])
+        #expect(second.types == ["hello", "progress"])
     }
 
-    @Test func subscribeWithCursorReplaysMissedEventsBeforeLiveOnes() {
-        let log = EventLog()
-        for _ in 1...5 { log.append(uid: "u", taskMessage) }
+    @Test func subscribeWithCursorReplaysMissedEventsBeforeLiveOnes() async throws {
+        let log = makeLog()
+        for _ in 1...5 { try await log.add("u") }
         let connection = RecordingConnection()
-        log.subscribe(uid: "u", connection: connection, after: 2) { latest, reset in "{\"type\":\"hello\",\"seq\":\(latest),\"reset\":\(reset)}" }
-        log.append(uid: "u", taskMessage)
+        try await log.subscribe("u", connection, after: 2)
+        try await log.add("u")
         #expect(connection.types.first == "hello")
         #expect(connection.messages.first?["reset"] as? Bool == false)
         #expect(connection.seqs == [5, 3, 4, 5, 6])  // hello's seq is the latest, then the replay and the live event
     }
 
-    @Test func logKeepsOnlyTheLastEvents() {
-        let log = EventLog(capacity: 3)
-        for _ in 1...10 { log.append(uid: "u", taskMessage) }
-        let batch = log.events(uid: "u", after: 0)
+    @Test func concurrentAppendsAreDeliveredInSeqOrder() async throws {
+        let log = makeLog(store: try SQLiteTaskStore(path: temporaryDatabasePath()))
+        let connection = RecordingConnection()
+        try await log.subscribe("u", connection)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<200 { group.addTask { try await log.add("u") } }
+            try await group.waitForAll()
+        }
+        #expect(connection.seqs == [0] + Array(1...200))
+    }
+
+    @Test func logKeepsOnlyTheLastEvents() async throws {
+        let log = makeLog(capacity: 3)
+        for _ in 1...10 { try await log.add("u") }
+        let batch = try await log.events(uid: "u", after: 0)
         #expect(batch.events.map(\.seq) == [8, 9, 10])
         #expect(batch.reset)
         #expect(batch.cursor == 10)
-        let recent = log.events(uid: "u", after: 7)
+        let recent = try await log.events(uid: "u", after: 7)
         #expect(recent.events.map(\.seq) == [8, 9, 10])
         #expect(!recent.reset)
     }
 
-    @Test func cursorBeyondTheLatestIsAReset() {
-        let log = EventLog()
-        log.append(uid: "u", taskMessage)
-        let batch = log.events(uid: "u", after: 50)
+    @Test func cursorBeyondTheLatestIsAReset() async throws {
+        let log = makeLog()
+        try await log.add("u")
+        let batch = try await log.events(uid: "u", after: 50)
         #expect(batch.reset)
         #expect(batch.events.map(\.seq) == [1])
-        #expect(log.events(uid: "fresh", after: 9).reset)
-        #expect(log.events(uid: "fresh", after: 9).cursor == 0)
-        #expect(!log.events(uid: "fresh", after: 0).reset)
+        #expect(try await log.events(uid: "fresh", after: 9).reset)
+        #expect(try await log.events(uid: "fresh", after: 9).cursor == 0)
+        #expect(try await !log.events(uid: "fresh", after: 0).reset)
     }
 
-    @Test func batchesAreCapped() {
-        let log = EventLog(capacity: 100, maxBatch: 10)
-        for _ in 1...25 { log.append(uid: "u", taskMessage) }
-        let batch = log.events(uid: "u", after: 0)
+    @Test func batchesAreCapped() async throws {
+        let log = makeLog(capacity: 100, maxBatch: 10)
+        for _ in 1...25 { try await log.add("u") }
+        let batch = try await log.events(uid: "u", after: 0)
         #expect(batch.events.map(\.seq) == Array(1...10))
         #expect(batch.cursor == 10)
     }
 
-    @Test func waitingPollIsWokenByAnEvent() async {
-        let log = EventLog()
+    @Test func waitingPollIsWokenByAnEvent() async throws {
+        let log = makeLog()
         async let batch = log.waitForEvents(uid: "u", after: 0, timeout: .seconds(10))
         while log.waiterCount(uid: "u") == 0 { await Task.yield() }
         let start = ContinuousClock.now
-        log.append(uid: "u", taskMessage)
-        let result = await batch
+        try await log.add("u")
+        let result = try await batch
         #expect(result.events.map(\.seq) == [1])
         #expect(ContinuousClock.now - start < .seconds(2))
     }
 
-    @Test func waitingPollTimesOutEmpty() async {
-        let log = EventLog()
-        log.append(uid: "u", taskMessage)
-        let result = await log.waitForEvents(uid: "u", after: 1, timeout: .milliseconds(50))
+    @Test func waitingPollTimesOutEmpty() async throws {
+        let log = makeLog()
+        try await log.add("u")
+        let result = try await log.waitForEvents(uid: "u", after: 1, timeout: .milliseconds(50))
         #expect(result.events.isEmpty)
         #expect(result.cursor == 1)
         #expect(!result.reset)
         #expect(log.waiterCount(uid: "u") == 0)
     }
 
-    @Test func cancellingAWaitingPollReleasesIt() async {
-        let log = EventLog()
-        let waiter = Task { await log.waitForEvents(uid: "u", after: 0, timeout: .seconds(30)) }
+    @Test func cancellingAWaitingPollReleasesIt() async throws {
+        let log = makeLog()
+        let waiter = Task { try await log.waitForEvents(uid: "u", after: 0, timeout: .seconds(30)) }
         while log.waiterCount(uid: "u") == 0 { await Task.yield() }
         let start = ContinuousClock.now
         waiter.cancel()
-        let result = await waiter.value
+        let result = try await waiter.value
         #expect(result.events.isEmpty)
         #expect(ContinuousClock.now - start < .seconds(2))
         #expect(log.waiterCount(uid: "u") == 0)
+    }
+
+    @Test func seqContinuesAfterARestartAndMissedEventsReplay() async throws {
+        let path = temporaryDatabasePath()
+        do {
+            let log = makeLog(store: try SQLiteTaskStore(path: path))
+            for _ in 1...5 { try await log.add("u") }
+        }
+        let log = makeLog(store: try SQLiteTaskStore(path: path))
+        #expect(try await log.latestSeq(uid: "u") == 5)
+        #expect(try await log.add("u") == 6)
+        let connection = RecordingConnection()
+        try await log.subscribe("u", connection, after: 3)
+        #expect(connection.seqs == [6, 4, 5, 6])
+    }
+
+    @Test func ageRetentionDropsOldEventsButNeverReusesSeq() async throws {
+        let store = try SQLiteTaskStore(path: temporaryDatabasePath())
+        let log = EventLog(retention: .init(count: 100, maxAge: .seconds(0)), store: store)
+        try await log.add("u")
+        try await log.add("u")
+        try await Task.sleep(for: .milliseconds(20))
+        try await log.maintain(idleAfter: .zero)
+        let batch = try await log.events(uid: "u", after: 0)
+        #expect(batch.events.isEmpty)
+        #expect(batch.reset)
+        #expect(try await log.add("u") == 3)
+        let stored = try await store.loadEvents(uid: "u", limit: 100)
+        #expect(stored.lastSeq == 3)
+        #expect(stored.events.map(\.seq) == [3])
+    }
+
+    @Test func idleUsersAreForgottenAndReloaded() async throws {
+        let log = makeLog(store: try SQLiteTaskStore(path: temporaryDatabasePath()))
+        for _ in 1...3 { try await log.add("u") }
+        #expect(try await log.maintain(idleAfter: .zero) == 1)
+        #expect(try await log.events(uid: "u", after: 0).events.map(\.seq) == [1, 2, 3])
+        #expect(try await log.add("u") == 4)
     }
 }

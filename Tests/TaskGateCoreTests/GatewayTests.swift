@@ -8,7 +8,7 @@ struct GatewayTests {
     @Test func echoRunsAndPublishesRunningThenDone() async throws {
         let gateway = Gateway.forTests()
         let connection = RecordingConnection()
-        gateway.events.subscribe(uid: "u", connection: connection, after: nil) { _, _ in #"{"type":"hello"}"# }
+        try await gateway.events.subscribe("u", connection)
         let submission = try await gateway.submit(cmd: "echo", args: ["x": 1], uid: "u")
         #expect(submission.task.status == .queued)
         let done = try await gateway.finished(submission.task.id)
@@ -18,14 +18,14 @@ struct GatewayTests {
         #expect(done.startedAt != nil && done.finishedAt != nil)
         try await connection.waitFor { $0.contains { $0["type"] as? String == "done" } }
         #expect(connection.types == ["hello", "progress", "done"])
-        #expect(connection.seqs == [1, 2])
+        #expect(connection.seqs == [0, 1, 2])  // hello (latest seq 0), running, done
     }
 
     @Test func sleepReportsProgressInTenSteps() async throws {
         let gateway = Gateway.forTests()
         let id = try await gateway.submit(cmd: "sleep", args: ["ms": 50], uid: "u").task.id
         _ = try await gateway.finished(id)
-        let events = gateway.events.events(uid: "u", after: 0).events
+        let events = try await gateway.events.events(uid: "u", after: 0).events
         // running (0), ten progress steps, done
         #expect(events.count == 12)
         #expect(events.map(\.seq) == Array(1...12))
@@ -65,7 +65,7 @@ struct GatewayTests {
         #expect(second.task.id == "job-1")
         _ = try await gateway.finished("job-1")
         await gateway.pool.waitUntilIdle()
-        let doneEvents = gateway.events.events(uid: "u", after: 0).events.filter { $0.json.contains(#""type":"done""#) }
+        let doneEvents = try await gateway.events.events(uid: "u", after: 0).events.filter { $0.json.contains(#""type":"done""#) }
         #expect(doneEvents.count == 1)
         await #expect(throws: GatewayError(.idInUse, "task id 'job-1' is already in use")) {
             try await gateway.submit(cmd: "echo", args: ["id": "job-1"], uid: "someone-else")
@@ -205,7 +205,7 @@ struct SessionTests {
     @Test func submittedReplyComesBeforeTheTasksEvents() async throws {
         let gateway = Gateway.forTests()
         let connection = RecordingConnection()
-        gateway.events.subscribe(uid: "u", connection: connection, after: nil) { _, _ in #"{"type":"hello"}"# }
+        try await gateway.events.subscribe("u", connection)
         let session = Session(uid: "u", isAdmin: false, transport: .webSocket, gateway: gateway)
         for _ in 0..<50 {
             await session.handle(Array(#"{"cmd":"echo"}"#.utf8)) { connection.send(WireJSON.encode($0)) }
@@ -266,5 +266,85 @@ struct InMemoryTaskStoreTests {
         #expect(await store.task(id: "f0") == nil)
         #expect(await store.task(id: "f29") != nil)
         #expect(await store.list(.init(limit: 1000)).count <= 12)
+    }
+}
+
+@Suite("Retries and recovery")
+struct RetryAndRecoveryTests {
+    @Test func failedAttemptsAreRetriedWithBackoff() async throws {
+        let gateway = Gateway.forTests()
+        let id = try await gateway.submit(
+            cmd: "fail", args: ["succeed_on_attempt": 2, "max_attempts": 3], uid: "u"
+        ).task.id
+        let task = try await gateway.finished(id)
+        #expect(task.status == .succeeded)
+        #expect(task.attempts == 2)
+        #expect(task.result == ["attempt": 2])
+        let doneEvents = try await gateway.events.events(uid: "u", after: 0).events.filter { $0.json.contains(#""type":"done""#) }
+        #expect(doneEvents.count == 1)
+    }
+
+    @Test func exhaustedAttemptsFailWithTheLastError() async throws {
+        let gateway = Gateway.forTests()
+        let id = try await gateway.submit(cmd: "fail", args: ["message": "nope", "max_attempts": 2], uid: "u").task.id
+        let task = try await gateway.finished(id)
+        #expect(task.status == .failed)
+        #expect(task.attempts == 2)
+        #expect(task.error == "nope")
+    }
+
+    @Test func maxAttemptsIsValidated() async {
+        let gateway = Gateway.forTests()
+        for value: JSONValue in [0, 11, "x"] {
+            await #expect(throws: GatewayError.self) { try await gateway.submit(cmd: "echo", args: ["max_attempts": value], uid: "u") }
+        }
+    }
+
+    @Test func backoffDoubles() {
+        #expect(TaskOptions.backoff(afterAttempt: 1) == .milliseconds(500))
+        #expect(TaskOptions.backoff(afterAttempt: 2) == .milliseconds(1000))
+        #expect(TaskOptions.backoff(afterAttempt: 3) == .milliseconds(2000))
+        #expect(TaskOptions.backoff(afterAttempt: 20) == .milliseconds(30_000))
+    }
+
+    @Test func restartRunsQueuedRetriesIdempotentRunningAndFailsTheRest() async throws {
+        let path = temporaryDatabasePath()
+        let store = try SQLiteTaskStore(path: path)
+        // What a crashed process leaves behind.
+        _ = try await store.insert(TaskRecord(id: "waiting", cmd: "echo", uid: "u", args: ["x": 1]))
+        _ = try await store.insert(TaskRecord(id: "midway", cmd: "sleep", uid: "u", args: ["ms": 10], status: .running, attempts: 1))
+        _ = try await store.insert(
+            TaskRecord(id: "spent", cmd: "sleep", uid: "u", args: ["ms": 10, "max_attempts": 1], status: .running, attempts: 1))
+        _ = try await store.insert(TaskRecord(id: "orphan", cmd: "gone", uid: "u", args: [:]))
+        _ = try await store.insert(TaskRecord(id: "finished", cmd: "echo", uid: "u", args: [:], status: .succeeded))
+
+        let gateway = Gateway.forTests(store: try SQLiteTaskStore(path: path))
+        try await gateway.recover()
+        #expect(try await gateway.finished("waiting").status == .succeeded)
+        let midway = try await gateway.finished("midway")
+        #expect(midway.status == .succeeded)
+        #expect(midway.attempts == 2)
+        let spent = try await gateway.finished("spent")
+        #expect(spent.status == .failed)
+        #expect(spent.error?.hasPrefix("interrupted") == true)
+        #expect(try await gateway.finished("orphan").status == .failed)
+        #expect(try await store.unfinishedTasks().isEmpty)
+    }
+
+    @Test func gracefulShutdownKeepsQueuedTasksInADurableStore() async throws {
+        let path = temporaryDatabasePath()
+        let gateway = Gateway.forTests(workers: 1, store: try SQLiteTaskStore(path: path))
+        let running = try await gateway.submit(cmd: "sleep", args: ["ms": 30000], uid: "u").task.id
+        let queued = try await gateway.submit(cmd: "echo", args: [:], uid: "u").task.id
+        while try await gateway.task(id: running, visibleTo: nil).status != .running { try await Task.sleep(for: .milliseconds(5)) }
+        await gateway.shutdown(grace: .milliseconds(50))
+        #expect(try await gateway.task(id: queued, visibleTo: nil).status == .queued)
+        #expect(try await gateway.task(id: running, visibleTo: nil).status == .queued)
+
+        let restarted = Gateway.forTests(store: try SQLiteTaskStore(path: path))
+        try await restarted.recover()
+        #expect(try await restarted.finished(queued).status == .succeeded)
+        _ = try await restarted.cancel(id: running, visibleTo: nil)
+        #expect(try await restarted.finished(running).status == .cancelled)
     }
 }

@@ -46,15 +46,17 @@ extension Gateway {
         }
     }
 
-    static func forTests(workers: Int = 2, queueLimit: Int = 100, eventLogCapacity: Int = 1000) -> Gateway {
+    static func forTests(workers: Int = 2, queueLimit: Int = 100, store: any TaskStore = InMemoryTaskStore()) -> Gateway {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         return Gateway(
-            configuration: .init(pool: .init(workers: workers, queueLimit: queueLimit), eventLogCapacity: eventLogCapacity),
-            logger: logger)
+            configuration: .init(pool: .init(workers: workers, queueLimit: queueLimit)), store: store, logger: logger)
     }
 }
 
-func taskMessage(_ seq: UInt64) -> ServerMessage {
-    .progress(TaskRecord(id: "t", cmd: "echo", uid: "u", args: [:]), seq: seq)
+
+func temporaryDatabasePath() -> String {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("taskgate-tests-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return directory.appendingPathComponent("taskgate.sqlite").path
 }

@@ -323,7 +323,16 @@ class ValidatingSession(requests.Session):
 
     def request(self, method, url, *args, **kwargs):
         kwargs.setdefault("timeout", HTTP_TIMEOUT)
-        resp = super().request(method, url, *args, **kwargs)
+        if method.upper() == "GET" and urlsplit(url).path == "/poll":
+            # Known server bug (test_longpoll.py::test_get_poll_keeps_connection_reusable): the server closes
+            # the connection after every GET /poll answer without "Connection: close", so a pooled connection
+            # fails on its next request. Use a one-shot connection for GET /poll so that the other tests
+            # exercise their own feature rather than this bug.
+            with requests.Session() as one_shot:
+                one_shot.trust_env = False
+                resp = one_shot.request(method, url, *args, **kwargs)
+        else:
+            resp = super().request(method, url, *args, **kwargs)
         problems = self.contract.check(method, resp.url if resp.url else url, resp.status_code,
                                        resp.headers.get("Content-Type", ""), resp.content)
         if problems:

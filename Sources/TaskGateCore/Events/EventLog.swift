@@ -1,10 +1,18 @@
 import DequeModule
+import Foundation
 import Synchronization
 
 /// An event as it sits in a user's log: its number and its JSON, encoded once for every transport.
 public struct LoggedEvent: Sendable, Equatable {
     public let seq: UInt64
     public let json: String
+    public let createdAt: Date
+
+    public init(seq: UInt64, json: String, createdAt: Date = Date()) {
+        self.seq = seq
+        self.json = json
+        self.createdAt = createdAt
+    }
 }
 
 /// What a poll (or a resuming WebSocket) gets: the events after its cursor and the cursor to use next.
@@ -13,19 +21,46 @@ public struct EventBatch: Sendable, Equatable {
     public var cursor: UInt64
     /// The client's cursor was outside the retained log (too old, or from before a restart): some events may be gone.
     public var reset: Bool
+
+    public init(events: [LoggedEvent], cursor: UInt64, reset: Bool) {
+        self.events = events
+        self.cursor = cursor
+        self.reset = reset
+    }
 }
 
-/// Per-user event logs: numbers every progress and done event with a per-uid `seq`, keeps the last `capacity`
-/// events of each uid, and hands each event to that uid's live connections and waiting polls, and to no one else.
+/// Per-user event logs: numbers every progress and done event with a per-uid `seq`, records it in the store, keeps
+/// the last `capacity` events of each uid, and hands each event to that uid's live connections and waiting polls,
+/// and to no one else.
 ///
-/// One lock covers numbering, logging and handing out, so every connection sees events in `seq` order and a
-/// connection that subscribes with a cursor gets its replay before any live event.
+/// An event is handed out only once the store has it, and in `seq` order: a connection that subscribes with a
+/// cursor gets its replay before any live event, and after a restart `seq` goes on from the stored value.
 public final class EventLog: Sendable {
+    public struct Retention: Sendable {
+        /// Events kept per uid, in memory and in the store.
+        public var count: Int
+        /// Events older than this are dropped.
+        public var maxAge: Duration
+
+        public init(count: Int = 1000, maxAge: Duration = .seconds(7 * 24 * 3600)) {
+            self.count = count
+            self.maxAge = maxAge
+        }
+    }
+
     private struct UserLog {
-        var lastSeq: UInt64 = 0
-        var events: Deque<LoggedEvent> = []
+        /// The highest seq handed out to an event (it may still be on its way to the store).
+        var assignedSeq: UInt64
+        /// The highest seq delivered; every event up to it is in `events` (or pruned).
+        var deliveredSeq: UInt64
+        var events: Deque<LoggedEvent>
+        /// Stored events waiting for an earlier seq to be stored first.
+        var ready: [UInt64: LoggedEvent] = [:]
         var subscribers: [String: any ClientConnection] = [:]
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var lastActivity = ContinuousClock.now
+
+        var isIdle: Bool { subscribers.isEmpty && waiters.isEmpty && assignedSeq == deliveredSeq }
     }
 
     private struct State {
@@ -33,33 +68,69 @@ public final class EventLog: Sendable {
         var nextWaiterID: UInt64 = 0
     }
 
-    public let capacity: Int
+    public let retention: Retention
     public let maxBatch: Int
+    private let store: any TaskStore
     private let state = Mutex(State())
 
-    public init(capacity: Int = 1000, maxBatch: Int = 500) {
-        precondition(capacity > 0 && maxBatch > 0)
-        self.capacity = capacity
+    public init(retention: Retention = .init(), maxBatch: Int = 500, store: any TaskStore) {
+        precondition(retention.count > 0 && maxBatch > 0)
+        self.retention = retention
         self.maxBatch = maxBatch
+        self.store = store
     }
 
-    /// Numbers, logs and delivers one event. `makeMessage` gets the event's seq.
+    public var capacity: Int { retention.count }
+
+    /// Numbers, stores and delivers one event about `task`; the store records the task's new state with it.
+    /// `makeMessage` gets the event's seq. If the store fails, the event is still delivered to live clients (and the
+    /// error thrown), so nobody waits for a result that exists.
     @discardableResult
-    public func append(uid: String, _ makeMessage: (UInt64) -> ServerMessage) -> UInt64 {
-        let (seq, waiters) = state.withLock { state -> (UInt64, [CheckedContinuation<Void, Never>]) in
-            var log = state.users.removeValue(forKey: uid) ?? UserLog()
-            log.lastSeq += 1
-            let event = LoggedEvent(seq: log.lastSeq, json: WireJSON.encode(makeMessage(log.lastSeq)))
-            log.events.append(event)
-            if log.events.count > capacity { log.events.removeFirst() }
-            for connection in log.subscribers.values { connection.send(event.json) }
-            let waiters = Array(log.waiters.values)
-            log.waiters.removeAll()
+    public func append(uid: String, task: TaskRecord, _ makeMessage: @Sendable (UInt64) -> ServerMessage) async throws -> UInt64 {
+        var event: LoggedEvent?
+        while event == nil {
+            try await ensureLoaded(uid)
+            event = state.withLock { state -> LoggedEvent? in
+                guard var log = state.users[uid] else { return nil }  // evicted meanwhile: load again
+                log.assignedSeq += 1
+                let event = LoggedEvent(seq: log.assignedSeq, json: WireJSON.encode(makeMessage(log.assignedSeq)))
+                state.users[uid] = log
+                return event
+            }
+        }
+        guard let event else { preconditionFailure("loop exits with an event") }
+        var failure: (any Error)?
+        do {
+            try await store.append(
+                UserEvent(uid: uid, seq: event.seq, json: event.json, createdAt: event.createdAt, retainCount: retention.count),
+                task: task)
+        } catch {
+            failure = error
+        }
+        deliver(event, to: uid)
+        if let failure { throw failure }
+        return event.seq
+    }
+
+    private func deliver(_ event: LoggedEvent, to uid: String) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard var log = state.users[uid] else { return [] }
+            log.ready[event.seq] = event
+            var delivered = false
+            while let next = log.ready.removeValue(forKey: log.deliveredSeq + 1) {
+                log.deliveredSeq = next.seq
+                log.events.append(next)
+                if log.events.count > retention.count { log.events.removeFirst() }
+                for connection in log.subscribers.values { connection.send(next.json) }
+                delivered = true
+            }
+            log.lastActivity = .now
+            let waiters = delivered ? Array(log.waiters.values) : []
+            if delivered { log.waiters.removeAll() }
             state.users[uid] = log
-            return (event.seq, waiters)
+            return waiters
         }
         for waiter in waiters { waiter.resume() }
-        return seq
     }
 
     /// Registers a live connection. `greeting` is sent first (it is told the latest seq and whether the cursor was
@@ -67,25 +138,31 @@ public final class EventLog: Sendable {
     public func subscribe(
         uid: String, connection: any ClientConnection, after cursor: UInt64?,
         greeting: (_ latestSeq: UInt64, _ reset: Bool) -> String
-    ) {
-        state.withLock { state in
-            var log = state.users.removeValue(forKey: uid) ?? UserLog()
-            if let cursor {
-                let (events, reset) = Self.events(in: log, after: cursor, limit: Int.max)
-                connection.send(greeting(log.lastSeq, reset))
-                for event in events { connection.send(event.json) }
-            } else {
-                connection.send(greeting(log.lastSeq, false))
+    ) async throws {
+        var subscribed = false
+        while !subscribed {
+            try await ensureLoaded(uid)
+            subscribed = state.withLock { state -> Bool in
+                guard var log = state.users[uid] else { return false }
+                if let cursor {
+                    let (events, reset) = Self.events(in: log, after: cursor, limit: Int.max)
+                    connection.send(greeting(log.deliveredSeq, reset))
+                    for event in events { connection.send(event.json) }
+                } else {
+                    connection.send(greeting(log.deliveredSeq, false))
+                }
+                log.subscribers[connection.id] = connection
+                log.lastActivity = .now
+                state.users[uid] = log
+                return true
             }
-            log.subscribers[connection.id] = connection
-            state.users[uid] = log
         }
     }
 
     public func unsubscribe(uid: String, connectionID: String) {
         state.withLock { state in
             _ = state.users[uid]?.subscribers.removeValue(forKey: connectionID)
-            state.users[uid].map { if Self.isIdle($0) { state.users[uid] = nil } }
+            state.users[uid]?.lastActivity = .now
         }
     }
 
@@ -94,31 +171,38 @@ public final class EventLog: Sendable {
         state.withLock { state in state.users.values.flatMap { $0.subscribers.values } }
     }
 
-    public func latestSeq(uid: String) -> UInt64 {
-        state.withLock { $0.users[uid]?.lastSeq ?? 0 }
+    public func latestSeq(uid: String) async throws -> UInt64 {
+        try await ensureLoaded(uid)
+        return state.withLock { $0.users[uid]?.deliveredSeq ?? 0 }
     }
 
     /// The events after `cursor`, at most `maxBatch` of them, without waiting.
-    public func events(uid: String, after cursor: UInt64) -> EventBatch {
+    public func events(uid: String, after cursor: UInt64) async throws -> EventBatch {
+        try await ensureLoaded(uid)
+        return batch(uid: uid, after: cursor)
+    }
+
+    private func batch(uid: String, after cursor: UInt64) -> EventBatch {
         state.withLock { state in
-            let log = state.users[uid] ?? UserLog()
+            guard let log = state.users[uid] else { return EventBatch(events: [], cursor: cursor, reset: false) }
             let (events, reset) = Self.events(in: log, after: cursor, limit: maxBatch)
-            return EventBatch(events: events, cursor: events.last?.seq ?? min(cursor, log.lastSeq), reset: reset)
+            return EventBatch(events: events, cursor: events.last?.seq ?? min(cursor, log.deliveredSeq), reset: reset)
         }
     }
 
     /// Long-poll: returns as soon as there is an event after `cursor`, or with an empty batch after `timeout`.
     /// Cancelling the calling task (the client went away) ends the wait at once.
-    public func waitForEvents(uid: String, after cursor: UInt64, timeout: Duration) async -> EventBatch {
-        let batch = events(uid: uid, after: cursor)
-        if !batch.events.isEmpty || batch.reset || timeout <= .zero { return batch }
+    public func waitForEvents(uid: String, after cursor: UInt64, timeout: Duration) async throws -> EventBatch {
+        try await ensureLoaded(uid)
+        let first = batch(uid: uid, after: cursor)
+        if !first.events.isEmpty || first.reset || timeout <= .zero { return first }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.park(uid: uid, after: cursor) }
             group.addTask { try? await Task.sleep(for: timeout) }
             await group.next()
             group.cancelAll()
         }
-        return events(uid: uid, after: cursor)
+        return batch(uid: uid, after: cursor)
     }
 
     /// How many polls are parked for this uid (for limits and metrics).
@@ -135,29 +219,59 @@ public final class EventLog: Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { state -> Bool in
                     // Checked under the lock: a cancel that ran before we registered has already set the flag.
-                    if Task.isCancelled || (state.users[uid]?.lastSeq ?? 0) > cursor { return true }
-                    state.users[uid, default: UserLog()].waiters[waiterID] = continuation
+                    guard !Task.isCancelled, var log = state.users[uid], log.deliveredSeq <= cursor else { return true }
+                    log.waiters[waiterID] = continuation
+                    state.users[uid] = log
                     return false
                 }
                 if resumeNow { continuation.resume() }
             }
         } onCancel: {
-            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-                let waiter = state.users[uid]?.waiters.removeValue(forKey: waiterID)
-                state.users[uid].map { if Self.isIdle($0) { state.users[uid] = nil } }
-                return waiter
-            }
+            let waiter = state.withLock { $0.users[uid]?.waiters.removeValue(forKey: waiterID) }
             waiter?.resume()
         }
     }
 
-    private static func isIdle(_ log: UserLog) -> Bool {
-        log.lastSeq == 0 && log.subscribers.isEmpty && log.waiters.isEmpty
+    /// Brings a user's log into memory (its last seq and retained events) from the store.
+    private func ensureLoaded(_ uid: String) async throws {
+        if state.withLock({ $0.users[uid] != nil }) { return }
+        let stored = try await store.loadEvents(uid: uid, limit: retention.count)
+        state.withLock { state in
+            guard state.users[uid] == nil else { return }  // another caller loaded it meanwhile
+            state.users[uid] = UserLog(
+                assignedSeq: stored.lastSeq, deliveredSeq: stored.lastSeq, events: Deque(stored.events.suffix(retention.count)))
+        }
+    }
+
+    /// Applies the age limit, in memory and in the store, and (for a durable store, which can load them again)
+    /// forgets users idle for longer than `idleAfter`. Returns how many users were forgotten.
+    @discardableResult
+    public func maintain(idleAfter: Duration = .seconds(600)) async throws -> Int {
+        let cutoff = Date().addingTimeInterval(-Double(retention.maxAge.components.seconds))
+        let idleSince = ContinuousClock.now - idleAfter
+        let evictIdle = store.isDurable
+        let evicted = state.withLock { state -> Int in
+            var evicted = 0
+            for uid in Array(state.users.keys) {
+                guard var log = state.users[uid] else { continue }
+                while let first = log.events.first, first.createdAt < cutoff { log.events.removeFirst() }
+                if evictIdle, log.isIdle, log.lastActivity < idleSince {
+                    state.users[uid] = nil
+                    evicted += 1
+                } else {
+                    state.users[uid] = log
+                }
+            }
+            return evicted
+        }
+        _ = try await store.pruneEvents(olderThan: cutoff)
+        return evicted
     }
 
     private static func events(in log: UserLog, after cursor: UInt64, limit: Int) -> ([LoggedEvent], Bool) {
-        guard let first = log.events.first else { return ([], cursor > log.lastSeq) }
-        if cursor > log.lastSeq || cursor + 1 < first.seq {
+        // An empty log with a cursor behind the latest seq means the events are gone (pruned by age).
+        guard let first = log.events.first else { return ([], cursor != log.deliveredSeq) }
+        if cursor > log.deliveredSeq || cursor + 1 < first.seq {
             return (Array(log.events.prefix(limit)), true)
         }
         // seq numbers in the log are consecutive, so the start index is arithmetic.

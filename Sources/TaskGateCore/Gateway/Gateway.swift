@@ -6,12 +6,12 @@ import Logging
 public final class Gateway: Sendable {
     public struct Configuration: Sendable {
         public var pool: TaskPool.Configuration
-        public var eventLogCapacity: Int
+        public var eventRetention: EventLog.Retention
         public var maxArgsBytes: Int
 
-        public init(pool: TaskPool.Configuration = .init(), eventLogCapacity: Int = 1000, maxArgsBytes: Int = 64 * 1024) {
+        public init(pool: TaskPool.Configuration = .init(), eventRetention: EventLog.Retention = .init(), maxArgsBytes: Int = 64 * 1024) {
             self.pool = pool
-            self.eventLogCapacity = eventLogCapacity
+            self.eventRetention = eventRetention
             self.maxArgsBytes = maxArgsBytes
         }
     }
@@ -34,7 +34,7 @@ public final class Gateway: Sendable {
         self.configuration = configuration
         self.store = store
         self.registry = registry
-        self.events = EventLog(capacity: configuration.eventLogCapacity)
+        self.events = EventLog(retention: configuration.eventRetention, store: store)
         self.pool = TaskPool(configuration: configuration.pool, store: store, events: events, logger: logger)
         self.clients = ClientDirectory()
         self.logger = logger
@@ -62,7 +62,7 @@ public final class Gateway: Sendable {
         guard Identifier.isValidTaskID(id) else {
             throw .badRequest("task id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         }
-        let timeout = try Self.timeout(in: args) ?? handler.defaultTimeout
+        let options = try TaskOptions(args: args, handler: handler)
         try handler.validate(args)
         guard WireJSON.encode(JSONValue.object(args)).utf8.count <= configuration.maxArgsBytes else {
             throw GatewayError(.tooLarge, "'args' is larger than \(configuration.maxArgsBytes) bytes")
@@ -88,7 +88,7 @@ public final class Gateway: Sendable {
         case .inserted:
             let submission = Submission(task: record, duplicate: false)
             accepted(submission)
-            await pool.enqueue(record, handler: handler, timeout: timeout)
+            await pool.enqueue(record, handler: handler, options: options)
             logger.debug("task submitted", metadata: ["task": .string(id), "cmd": .string(cmd)])
             return submission
         }
@@ -144,6 +144,14 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// Picks up what a previous run left: queued tasks queue again, interrupted ones are retried or failed.
+    public func recover() async throws {
+        let unfinished = try await store.unfinishedTasks()
+        guard !unfinished.isEmpty else { return }
+        let (requeued, failed) = await pool.recover(unfinished, handlers: registry.current)
+        logger.notice("recovered unfinished tasks", metadata: ["requeued": "\(requeued)", "failed": "\(failed)"])
+    }
+
     public func shutdown(grace: Duration) async {
         await pool.shutdown(grace: grace)
     }
@@ -160,14 +168,6 @@ public final class Gateway: Sendable {
             throw .badRequest("'args.id' must be a string or a non-negative whole number")
         default: throw .badRequest("'args.id' must be a string")
         }
-    }
-
-    static func timeout(in args: [String: JSONValue]) throws(GatewayError) -> Duration? {
-        guard let value = args["timeout_ms"], value != .null else { return nil }
-        guard let ms = value.intValue, ms > 0, ms <= 86_400_000 else {
-            throw .badRequest("'args.timeout_ms' must be a whole number from 1 to 86400000")
-        }
-        return .milliseconds(ms)
     }
 
     static func makeTaskID() -> String {

@@ -9,6 +9,8 @@ public struct EchoHandler: TaskHandler {
     public init() {}
     public var name: String { "echo" }
     public var summary: String { "Returns its arguments as the result." }
+    public var isIdempotent: Bool { true }
+    public var maxAttempts: Int { 3 }
     public func run(_ context: TaskContext) async throws -> JSONValue {
         .object(context.args)
     }
@@ -20,6 +22,8 @@ public struct SleepHandler: TaskHandler {
     public var name: String { "sleep" }
     public var summary: String { "Waits args.ms milliseconds, reporting progress every 10%." }
     public var defaultTimeout: Duration { .milliseconds(Self.maxMilliseconds + 60_000) }
+    public var isIdempotent: Bool { true }
+    public var maxAttempts: Int { 3 }
 
     public func validate(_ args: [String: JSONValue]) throws(GatewayError) {
         _ = try milliseconds(args)
@@ -48,6 +52,8 @@ public struct PrimesHandler: TaskHandler {
     public init() {}
     public var name: String { "primes" }
     public var summary: String { "Counts the primes up to args.limit (CPU-bound), reporting progress." }
+    public var isIdempotent: Bool { true }
+    public var maxAttempts: Int { 3 }
 
     public func validate(_ args: [String: JSONValue]) throws(GatewayError) {
         _ = try limit(args)
@@ -114,8 +120,21 @@ public struct PrimesHandler: TaskHandler {
 public struct FailHandler: TaskHandler {
     public init() {}
     public var name: String { "fail" }
-    public var summary: String { "Fails with args.message: shows how failures reach the client." }
+    public var summary: String {
+        "Fails with args.message; with args.succeed_on_attempt N (and args.max_attempts) it shows retries."
+    }
+    public var isIdempotent: Bool { true }
+
+    public func validate(_ args: [String: JSONValue]) throws(GatewayError) {
+        if let value = args["succeed_on_attempt"], value.intValue == nil || value.intValue! < 1 {
+            throw .badRequest("'args.succeed_on_attempt' must be a whole number of at least 1")
+        }
+    }
+
     public func run(_ context: TaskContext) async throws -> JSONValue {
+        if let succeedOn = context.args["succeed_on_attempt"]?.intValue, context.attempt >= succeedOn {
+            return ["attempt": .number(Double(context.attempt))]
+        }
         throw TaskFailure(context.args["message"]?.stringValue ?? "failed on purpose")
     }
 }

@@ -8,6 +8,12 @@ public protocol TaskHandler: Sendable {
     var summary: String { get }
     /// Used when the client gives no `args.timeout_ms`.
     var defaultTimeout: Duration { get }
+    /// How many times a task may be started in all (a failure or a crash with attempts left runs it again after a
+    /// backoff). Clients may lower or raise it per task with `args.max_attempts` (1–10).
+    var maxAttempts: Int { get }
+    /// Safe to run again after a crash interrupted it. A non-idempotent task interrupted mid-run is failed with
+    /// `interrupted` instead of being retried.
+    var isIdempotent: Bool { get }
     /// Rejects bad arguments up front, so that the client gets a `400` instead of a task that fails later.
     func validate(_ args: [String: JSONValue]) throws(GatewayError)
     func run(_ context: TaskContext) async throws -> JSONValue
@@ -15,6 +21,8 @@ public protocol TaskHandler: Sendable {
 
 extension TaskHandler {
     public var defaultTimeout: Duration { .seconds(300) }
+    public var maxAttempts: Int { 1 }
+    public var isIdempotent: Bool { false }
     public func validate(_ args: [String: JSONValue]) throws(GatewayError) {}
 }
 
@@ -23,12 +31,18 @@ public struct TaskContext: Sendable {
     public let taskID: String
     public let uid: String?
     public let args: [String: JSONValue]
+    /// 1 on the first run, 2 on the first retry, …
+    public let attempt: Int
     let progressSink: @Sendable (Double) async -> Void
 
-    public init(taskID: String, uid: String?, args: [String: JSONValue], progressSink: @escaping @Sendable (Double) async -> Void) {
+    public init(
+        taskID: String, uid: String?, args: [String: JSONValue], attempt: Int = 1,
+        progressSink: @escaping @Sendable (Double) async -> Void
+    ) {
         self.taskID = taskID
         self.uid = uid
         self.args = args
+        self.attempt = attempt
         self.progressSink = progressSink
     }
 

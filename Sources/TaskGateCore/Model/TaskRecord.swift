@@ -26,13 +26,16 @@ public struct TaskRecord: Sendable, Codable, Equatable {
     public var progress: Double
     public var result: JSONValue?
     public var error: String?
+    /// How many times a worker has started this task (retries and restarts add to it).
+    public var attempts: Int
     public var createdAt: Date
     public var startedAt: Date?
     public var finishedAt: Date?
 
     public init(
         id: String, cmd: String, uid: String?, args: JSONValue, status: TaskStatus = .queued, progress: Double = 0,
-        result: JSONValue? = nil, error: String? = nil, createdAt: Date = Date(), startedAt: Date? = nil, finishedAt: Date? = nil
+        result: JSONValue? = nil, error: String? = nil, attempts: Int = 0, createdAt: Date = Date(), startedAt: Date? = nil,
+        finishedAt: Date? = nil
     ) {
         self.id = id
         self.cmd = cmd
@@ -42,14 +45,32 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         self.progress = progress
         self.result = result
         self.error = error
+        self.attempts = attempts
         self.createdAt = createdAt
         self.startedAt = startedAt
         self.finishedAt = finishedAt
     }
 
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(String.self, forKey: .id)
+        cmd = try container.decode(String.self, forKey: .cmd)
+        uid = try container.decodeIfPresent(String.self, forKey: .uid)
+        args = try container.decode(JSONValue.self, forKey: .args)
+        status = try container.decode(TaskStatus.self, forKey: .status)
+        progress = try container.decode(Double.self, forKey: .progress)
+        result = try container.decodeIfPresent(JSONValue.self, forKey: .result)
+        if result == .null { result = nil }
+        error = try container.decodeIfPresent(String.self, forKey: .error)
+        attempts = try container.decodeIfPresent(Int.self, forKey: .attempts) ?? 0
+        createdAt = try container.decode(Date.self, forKey: .createdAt)
+        startedAt = try container.decodeIfPresent(Date.self, forKey: .startedAt)
+        finishedAt = try container.decodeIfPresent(Date.self, forKey: .finishedAt)
+    }
+
     // Explicit keys so that `nil` fields are written as `null`: clients can rely on every field being present.
     enum CodingKeys: String, CodingKey {
-        case id, cmd, uid, args, status, progress, result, error, createdAt, startedAt, finishedAt
+        case id, cmd, uid, args, status, progress, result, error, attempts, createdAt, startedAt, finishedAt
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -62,6 +83,7 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         try container.encode(progress, forKey: .progress)
         try container.encode(result ?? .null, forKey: .result)
         try container.encode(error, forKey: .error)
+        try container.encode(attempts, forKey: .attempts)
         try container.encode(createdAt, forKey: .createdAt)
         try container.encode(startedAt, forKey: .startedAt)
         try container.encode(finishedAt, forKey: .finishedAt)

@@ -6,7 +6,7 @@ import Synchronization
 /// The one task pool that every front door (WebSocket, long-poll, REST) submits to.
 ///
 /// At most `workers` tasks run at once; up to `queueLimit` more wait in FIFO order. Every state change is written
-/// to the store first and then published to the owner's event log, so what a client is told is always on record.
+/// to the store (with its event, when the task has an owner) before anyone is told about it.
 public actor TaskPool {
     public struct Configuration: Sendable {
         public var workers: Int
@@ -20,7 +20,7 @@ public actor TaskPool {
     private struct Job: Sendable {
         var record: TaskRecord
         var handler: any TaskHandler
-        var timeout: Duration
+        var options: TaskOptions
     }
 
     private enum StopReason {
@@ -40,6 +40,8 @@ public actor TaskPool {
     private let logger: Logger
     private var queue: Deque<Job> = []
     private var running: [String: Running] = [:]
+    /// Failed attempts waiting out their backoff before they queue again.
+    private var retrying: [String: (job: Job, timer: Task<Void, Never>)] = [:]
     /// Places promised to submissions that are still being written to the store.
     private var reserved = 0
     private var accepting = true
@@ -53,13 +55,14 @@ public actor TaskPool {
         self.logger = logger
     }
 
-    public var queuedCount: Int { queue.count }
+    public var queuedCount: Int { queue.count + retrying.count }
     public var runningCount: Int { running.count }
 
     /// Promises a place in the pool before the task is stored, so a full queue is refused before anything is written.
     public func reserve() throws(GatewayError) {
         guard accepting else { throw GatewayError(.unavailable, "the server is shutting down") }
-        guard running.count + queue.count + reserved < configuration.workers + configuration.queueLimit else {
+        let active = running.count + queue.count + retrying.count + reserved
+        guard active < configuration.workers + configuration.queueLimit else {
             throw GatewayError(.queueFull, "the task queue is full (\(configuration.queueLimit) waiting); try again later")
         }
         reserved += 1
@@ -70,10 +73,47 @@ public actor TaskPool {
     }
 
     /// Takes a stored, queued task; uses up one reservation.
-    public func enqueue(_ record: TaskRecord, handler: any TaskHandler, timeout: Duration) {
+    public func enqueue(_ record: TaskRecord, handler: any TaskHandler, options: TaskOptions) {
         reserved = max(0, reserved - 1)
-        queue.append(Job(record: record, handler: handler, timeout: timeout))
+        queue.append(Job(record: record, handler: handler, options: options))
         startWaitingJobs()
+    }
+
+    /// After a restart: queued tasks queue again; tasks that were running when the process died run again if their
+    /// handler is idempotent and they have attempts left, and are failed as `interrupted` otherwise.
+    public func recover(_ tasks: [TaskRecord], handlers: HandlerTable) async -> (requeued: Int, failed: Int) {
+        var requeued = 0
+        var failed = 0
+        for var record in tasks {
+            guard let handler = handlers.handler(named: record.cmd) else {
+                record.status = .failed
+                record.error = "interrupted: no handler named '\(record.cmd)' after the restart"
+                record.finishedAt = Date()
+                await finish(record)
+                failed += 1
+                continue
+            }
+            let options =
+                (try? TaskOptions(args: record.args.objectValue ?? [:], handler: handler))
+                ?? (try! TaskOptions(args: [:], handler: handler))  // no overrides: cannot fail
+            if record.status == .running {
+                guard handler.isIdempotent, record.attempts < options.maxAttempts else {
+                    record.status = .failed
+                    record.error = "interrupted: the server stopped while the task was running"
+                    record.finishedAt = Date()
+                    await finish(record)
+                    failed += 1
+                    continue
+                }
+                record.status = .queued
+                record.error = "interrupted by a restart; running it again"
+                await save(record)
+            }
+            queue.append(Job(record: record, handler: handler, options: options))
+            requeued += 1
+        }
+        startWaitingJobs()
+        return (requeued, failed)
     }
 
     public enum CancelOutcome: Sendable {
@@ -86,12 +126,19 @@ public actor TaskPool {
     }
 
     public func cancel(id: String) async -> CancelOutcome {
+        var waiting: TaskRecord?
         if let index = queue.firstIndex(where: { $0.record.id == id }) {
-            var record = queue.remove(at: index).record
+            waiting = queue.remove(at: index).record
+        } else if let entry = retrying.removeValue(forKey: id) {
+            entry.timer.cancel()
+            waiting = entry.job.record
+        }
+        if var record = waiting {
             record.status = .cancelled
             record.error = "cancelled before it started"
             record.finishedAt = Date()
             await finish(record)
+            signalIdleIfNeeded()
             return .dequeued(record)
         }
         guard var entry = running[id] else { return .notActive }
@@ -101,17 +148,22 @@ public actor TaskPool {
         return .stopping
     }
 
-    /// Stops taking tasks, lets running ones finish for up to `grace`, then interrupts them and fails the queued ones.
+    /// Stops taking tasks, lets running ones finish for up to `grace`, then interrupts them. With a durable store,
+    /// waiting tasks stay queued (they run after the restart); otherwise they are failed as interrupted.
     public func shutdown(grace: Duration) async {
         accepting = false
-        let waiting = queue
+        let waiting = Array(queue) + retrying.values.map(\.job)
+        for entry in retrying.values { entry.timer.cancel() }
+        retrying.removeAll()
         queue.removeAll()
-        for job in waiting {
-            var record = job.record
-            record.status = .failed
-            record.error = "interrupted: the server shut down before the task started"
-            record.finishedAt = Date()
-            await finish(record)
+        if !store.isDurable {
+            for job in waiting {
+                var record = job.record
+                record.status = .failed
+                record.error = "interrupted: the server shut down before the task started"
+                record.finishedAt = Date()
+                await finish(record)
+            }
         }
         if !running.isEmpty {
             let deadline = ContinuousClock.now + grace
@@ -128,66 +180,109 @@ public actor TaskPool {
         await executor.shutdown()
     }
 
-    /// Returns once nothing is running or queued (used by tests and shutdown).
+    /// Returns once nothing is running, queued or waiting to retry (used by tests and shutdown).
     public func waitUntilIdle() async {
-        if running.isEmpty && queue.isEmpty { return }
+        if running.isEmpty && queue.isEmpty && retrying.isEmpty { return }
         await withCheckedContinuation { idleWaiters.append($0) }
     }
 
     private func startWaitingJobs() {
-        while running.count < configuration.workers, let job = queue.popFirst() {
+        while accepting, running.count < configuration.workers, let job = queue.popFirst() {
             let id = job.record.id
             // The task starts only after it is in `running`, so its completion always finds its entry.
             let task = Task { await self.execute(job) }
             running[id] = Running(task: task, stopReason: nil)
         }
-        if running.isEmpty && queue.isEmpty {
-            let waiters = idleWaiters
-            idleWaiters.removeAll()
-            for waiter in waiters { waiter.resume() }
-        }
+        signalIdleIfNeeded()
+    }
+
+    private func signalIdleIfNeeded() {
+        guard running.isEmpty && queue.isEmpty && retrying.isEmpty else { return }
+        let waiters = idleWaiters
+        idleWaiters.removeAll()
+        for waiter in waiters { waiter.resume() }
     }
 
     private func execute(_ job: Job) async {
         var record = job.record
         record.status = .running
+        record.attempts += 1
+        record.progress = 0
+        record.error = nil
         record.startedAt = Date()
         await publishProgress(record)
 
-        let progressRecord = ProgressTracker(record: record)
-        let context = TaskContext(taskID: record.id, uid: record.uid, args: record.args.objectValue ?? [:]) { fraction in
-            let updated = progressRecord.update(fraction)
-            await self.publishProgress(updated)
+        let tracker = ProgressTracker(record: record)
+        let context = TaskContext(
+            taskID: record.id, uid: record.uid, args: record.args.objectValue ?? [:], attempt: record.attempts
+        ) { fraction in
+            await self.publishProgress(tracker.update(fraction))
         }
-        let outcome = await Self.run(job.handler, context: context, timeout: job.timeout, on: executor)
-        record.progress = progressRecord.current.progress
+        let outcome = await Self.run(job.handler, context: context, timeout: job.options.timeout, on: executor)
+        record.progress = tracker.current.progress
         record.finishedAt = Date()
+        let stopReason = running[record.id]?.stopReason
         switch outcome {
         case .success(let result):
             record.status = .succeeded
             record.progress = 1
             record.result = result
-        case .failure(let error as TaskFailure):
-            record.status = .failed
-            record.error = error.message
         case .failure(is TimeoutError):
             record.status = .timedOut
-            record.error = "timed out after \(job.timeout.wholeMilliseconds) ms"
-        case .failure(let error):
-            switch running[record.id]?.stopReason {
-            case .cancelled?:
-                record.status = .cancelled
-                record.error = "cancelled"
-            case .shutdown?:
+            record.error = "timed out after \(job.options.timeout.wholeMilliseconds) ms"
+        case .failure(let error) where stopReason == .cancelled:
+            record.status = .cancelled
+            record.error = "cancelled"
+            _ = error
+        case .failure where stopReason == .shutdown:
+            if store.isDurable && job.handler.isIdempotent && record.attempts < job.options.maxAttempts {
+                record.status = .queued
+                record.error = "interrupted by a shutdown; it runs again after the restart"
+                record.finishedAt = nil
+            } else {
                 record.status = .failed
                 record.error = "interrupted: the server shut down while the task was running"
-            case nil:
-                record.status = .failed
-                record.error = error is CancellationError ? "cancelled" : "handler error: \(error)"
+            }
+        case .failure(let error):
+            record.status = .failed
+            record.error = (error as? TaskFailure)?.message ?? "handler error: \(error)"
+            if record.attempts < job.options.maxAttempts && accepting {
+                scheduleRetry(Job(record: record, handler: job.handler, options: job.options))
+                running[record.id] = nil
+                startWaitingJobs()
+                return
             }
         }
-        await finish(record)
+        if record.status == .queued {
+            await save(record)
+        } else {
+            await finish(record)
+        }
         running[record.id] = nil
+        startWaitingJobs()
+    }
+
+    /// A failed attempt with attempts left waits out its backoff, then queues again (in the store it is `queued`).
+    private func scheduleRetry(_ failed: Job) {
+        var job = failed
+        job.record.status = .queued
+        job.record.finishedAt = nil
+        let delay = TaskOptions.backoff(afterAttempt: job.record.attempts)
+        let id = job.record.id
+        let record = job.record
+        let timer = Task {
+            await self.save(record)
+            try? await Task.sleep(for: delay)
+            guard !Task.isCancelled else { return }
+            self.retryNow(id)
+        }
+        retrying[id] = (job, timer)
+        logger.info("task failed, retrying", metadata: ["task": .string(id), "attempt": "\(job.record.attempts)", "delay": "\(delay)"])
+    }
+
+    private func retryNow(_ id: String) {
+        guard let entry = retrying.removeValue(forKey: id) else { return }
+        queue.append(entry.job)
         startWaitingJobs()
     }
 
@@ -219,22 +314,32 @@ public actor TaskPool {
     }
 
     private func publishProgress(_ record: TaskRecord) async {
-        await persist(record)
-        guard let uid = record.uid else { return }
-        events.append(uid: uid) { seq in .progress(record, seq: seq) }
+        await self.record(record) { seq in .progress(record, seq: seq) }
     }
 
     private func finish(_ record: TaskRecord) async {
-        await persist(record)
         logger.info(
             "task finished",
             metadata: ["task": .string(record.id), "cmd": .string(record.cmd), "status": .string(record.status.rawValue)]
         )
-        guard let uid = record.uid else { return }
-        events.append(uid: uid) { seq in .done(record, seq: seq) }
+        await self.record(record) { seq in .done(record, seq: seq) }
     }
 
-    private func persist(_ record: TaskRecord) async {
+    /// Records a state change with its event (for a task with an owner) or alone.
+    private func record(_ record: TaskRecord, event: @escaping @Sendable (UInt64) -> ServerMessage) async {
+        do {
+            if let uid = record.uid {
+                try await events.append(uid: uid, task: record, event)
+            } else {
+                try await store.update(record)
+            }
+        } catch {
+            logger.error("could not record task state", metadata: ["task": .string(record.id), "error": "\(error)"])
+        }
+    }
+
+    /// Records a state change that clients are not told about (a task going back to the queue).
+    private func save(_ record: TaskRecord) async {
         do {
             try await store.update(record)
         } catch {

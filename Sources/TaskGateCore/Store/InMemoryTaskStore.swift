@@ -1,4 +1,5 @@
 import DequeModule
+import Foundation
 
 /// Keeps tasks in memory: fast, and gone on restart. Finished tasks beyond `retainFinished` are forgotten,
 /// oldest first, so a long-running server does not grow without bound.
@@ -11,6 +12,23 @@ public actor InMemoryTaskStore: TaskStore {
     public init(retainFinished: Int = 100_000) {
         self.retainFinished = retainFinished
     }
+
+    public nonisolated var isDurable: Bool { false }
+
+    /// Events live only in the event log's memory; the task state is what needs keeping here.
+    public func append(_ event: UserEvent, task: TaskRecord) {
+        update(task)
+    }
+
+    public func unfinishedTasks() -> [TaskRecord] {
+        order.compactMap { tasks[$0] }.filter { !$0.status.isFinal }
+    }
+
+    public func loadEvents(uid: String, limit: Int) -> StoredEvents {
+        StoredEvents(lastSeq: 0, events: [])
+    }
+
+    public func pruneEvents(olderThan date: Date) -> Int { 0 }
 
     public func insert(_ task: TaskRecord) -> InsertOutcome {
         if let existing = tasks[task.id] { return .existing(existing) }

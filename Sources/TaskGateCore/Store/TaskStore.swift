@@ -1,11 +1,25 @@
-/// Where task records live. The pool writes every state change here before anyone is told about it.
+import Foundation
+
+/// Where task records and users' events live. The pool writes every state change here before anyone is told
+/// about it. Behind a protocol: in memory for tests, SQLite by default, PostgreSQL for several nodes.
 public protocol TaskStore: Sendable {
+    /// Whether records survive a restart. A durable store keeps queued tasks queued across a shutdown.
+    var isDurable: Bool { get }
     /// Inserts a new task, or returns the task that already has this id.
     func insert(_ task: TaskRecord) async throws -> InsertOutcome
     func update(_ task: TaskRecord) async throws
+    /// Records one event of a user together with the task state it reports, in one atomic write: a task is never
+    /// finished on record without its `done` event, nor the other way round.
+    func append(_ event: UserEvent, task: TaskRecord) async throws
     func task(id: String) async throws -> TaskRecord?
     /// Newest first.
     func list(_ query: TaskQuery) async throws -> [TaskRecord]
+    /// Queued and running tasks, oldest first: what a restart must pick up.
+    func unfinishedTasks() async throws -> [TaskRecord]
+    /// A user's last seq (never reused, even once its events are pruned) and last `limit` events, oldest first.
+    func loadEvents(uid: String, limit: Int) async throws -> StoredEvents
+    /// Drops events older than `date`; returns how many.
+    func pruneEvents(olderThan date: Date) async throws -> Int
 }
 
 public enum InsertOutcome: Sendable, Equatable {
@@ -22,5 +36,25 @@ public struct TaskQuery: Sendable, Equatable {
         self.uid = uid
         self.status = status
         self.limit = limit
+    }
+}
+
+/// An event as the store keeps it.
+public struct UserEvent: Sendable, Equatable {
+    public var uid: String
+    public var seq: UInt64
+    public var json: String
+    public var createdAt: Date
+    /// The store keeps at most this many events per user.
+    public var retainCount: Int
+}
+
+public struct StoredEvents: Sendable, Equatable {
+    public var lastSeq: UInt64
+    public var events: [LoggedEvent]
+
+    public init(lastSeq: UInt64, events: [LoggedEvent]) {
+        self.lastSeq = lastSeq
+        self.events = events
     }
 }

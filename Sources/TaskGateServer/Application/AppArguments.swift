@@ -1,4 +1,5 @@
 import Logging
+import TaskGateCore
 
 /// Everything `buildApplication` needs to know; the CLI's `serve` command and the tests both provide it.
 public protocol AppArguments: Sendable {
@@ -15,14 +16,28 @@ public protocol AppArguments: Sendable {
     /// Largest client message, in bytes, after inflating.
     var maxMessageBytes: Int { get }
     var shutdownGrace: Duration { get }
+    var store: StoreKind { get }
+    /// Where the SQLite database lives.
+    var dataDirectory: String { get }
+    var eventRetention: EventLog.Retention { get }
+}
+
+public enum StoreKind: String, Sendable, CaseIterable {
+    /// Tasks and events in memory: fast, gone on restart (tests, throwaway runs).
+    case memory
+    /// `taskgate.sqlite` in the data directory: survives restarts and crashes (the default).
+    case sqlite
 }
 
 extension AppArguments {
     public var maxMessageBytes: Int { 64 * 1024 }
     public var shutdownGrace: Duration { .seconds(10) }
+    public var store: StoreKind { .sqlite }
+    public var dataDirectory: String { "data" }
+    public var eventRetention: EventLog.Retention { .init() }
 }
 
-/// Plain values, for tests and embedding.
+/// Plain values, for tests and embedding (in memory unless told otherwise).
 public struct GatewayArguments: AppArguments {
     public var host = "127.0.0.1"
     public var port = 9501
@@ -34,6 +49,9 @@ public struct GatewayArguments: AppArguments {
     public var logLevel = Logger.Level.info
     public var maxMessageBytes = 64 * 1024
     public var shutdownGrace = Duration.seconds(10)
+    public var store = StoreKind.memory
+    public var dataDirectory = "data"
+    public var eventRetention = EventLog.Retention()
 
     public init() {}
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import HummingbirdWSCompression
 import HummingbirdWebSocket
@@ -11,9 +12,13 @@ public func buildApplication(
 ) throws -> some ApplicationProtocol {
     let logger = makeLogger(arguments)
     let gateway =
-        existingGateway
+        try existingGateway
         ?? Gateway(
-            configuration: .init(pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit)),
+            configuration: .init(
+                pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit),
+                eventRetention: arguments.eventRetention
+            ),
+            store: makeStore(arguments, logger: logger),
             logger: logger
         )
     let auth = AdminAuthenticator(token: arguments.adminToken)
@@ -54,6 +59,29 @@ public func buildApplication(
         ],
         logger: logger
     )
+}
+
+/// A store that cannot be opened is a startup error that names the file and the reason, not a crash.
+public struct StoreOpeningError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+func makeStore(_ arguments: some AppArguments, logger: Logger) throws -> any TaskStore {
+    switch arguments.store {
+    case .memory:
+        logger.notice("tasks and events are kept in memory: they are gone after a restart")
+        return InMemoryTaskStore()
+    case .sqlite:
+        let path = URL(fileURLWithPath: arguments.dataDirectory).appendingPathComponent("taskgate.sqlite").path
+        do {
+            try FileManager.default.createDirectory(atPath: arguments.dataDirectory, withIntermediateDirectories: true)
+            let store = try SQLiteTaskStore(path: path)
+            logger.info("task store opened", metadata: ["path": .string(path)])
+            return store
+        } catch {
+            throw StoreOpeningError(description: "cannot open the task database \(path): \(error)")
+        }
+    }
 }
 
 func makeLogger(_ arguments: some AppArguments) -> Logger {

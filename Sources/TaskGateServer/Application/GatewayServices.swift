@@ -11,7 +11,21 @@ struct GatewayService: Service {
     let logger: Logger
 
     func run() async throws {
-        try? await gracefulShutdown()
+        do {
+            try await gateway.recover()
+        } catch {
+            logger.error("could not recover unfinished tasks", metadata: ["error": "\(error)"])
+        }
+        // Retention by age and forgetting idle users, once a minute until shutdown.
+        while true {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
+            if Task.isShuttingDownGracefully || Task.isCancelled { break }
+            do {
+                try await gateway.events.maintain()
+            } catch {
+                logger.error("event log maintenance failed", metadata: ["error": "\(error)"])
+            }
+        }
         logger.info("stopping the task pool", metadata: ["grace": "\(grace)"])
         await gateway.shutdown(grace: grace)
     }

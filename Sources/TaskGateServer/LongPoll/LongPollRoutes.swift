@@ -25,13 +25,15 @@ struct LongPollRoutes {
                 // A client that goes away cancels the wait instead of leaving it parked until the timeout, and so
                 // does a graceful shutdown (the poll then answers with what there is).
                 batch = try await request.body.consumeWithCancellationOnInboundClose { _ in
-                    await cancelWhenGracefulShutdown {
-                        await gateway.events.waitForEvents(uid: parameters.uid, after: cursor, timeout: .seconds(timeout))
+                    try await cancelWhenGracefulShutdown {
+                        try await gateway.events.waitForEvents(uid: parameters.uid, after: cursor, timeout: .seconds(timeout))
                     }
                 }
             } catch is CancellationError {
                 // The client is gone; nobody will read this answer.
-                batch = gateway.events.events(uid: parameters.uid, after: cursor)
+                batch = EventBatch(events: [], cursor: cursor, reset: false)
+            } catch {
+                throw GatewayError(.unavailable, "events unavailable; try again")
             }
             return .jsonText(Self.render(batch))
         }

@@ -48,14 +48,22 @@ struct WebSocketRoutes {
         let info = ClientInfo(id: connection.id, uid: parameters.uid, transport: .webSocket, remote: remote, admin: isAdmin)
         gateway.clients.add(info)
         logger.info("websocket connected", metadata: ["uid": .string(parameters.uid), "connection": .string(connection.id)])
-        gateway.events.subscribe(uid: parameters.uid, connection: connection, after: parameters.cursor) { latestSeq, reset in
-            var hello = ServerMessage(type: "hello", code: 200, info: "connected")
-            hello.uid = parameters.uid
-            hello.transport = Transport.webSocket.rawValue
-            hello.seq = latestSeq
-            hello.admin = isAdmin
-            hello.reset = reset
-            return WireJSON.encode(hello)
+        do {
+            try await gateway.events.subscribe(uid: parameters.uid, connection: connection, after: parameters.cursor) {
+                latestSeq, reset in
+                var hello = ServerMessage(type: "hello", code: 200, info: "connected")
+                hello.uid = parameters.uid
+                hello.transport = Transport.webSocket.rawValue
+                hello.seq = latestSeq
+                hello.admin = isAdmin
+                hello.reset = reset
+                return WireJSON.encode(hello)
+            }
+        } catch {
+            // The user's events could not be loaded: say so and close, rather than serve a log with holes.
+            logger.error("could not load events", metadata: ["uid": .string(parameters.uid), "error": "\(error)"])
+            connection.send(WireJSON.encode(ServerMessage.error(GatewayError(.unavailable, "events unavailable; try again"), ref: nil)))
+            connection.close(reason: .tryAgainLater("events unavailable"))
         }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await connection.runWriter(outbound) }

@@ -1,0 +1,169 @@
+import Foundation
+import GRDB
+
+/// The default store: one SQLite file in WAL mode, created and migrated on start. Writes go through a single
+/// writer with group commit; reads run concurrently.
+public final class SQLiteTaskStore: TaskStore {
+    private let database: DatabasePool
+    private let writer: BatchedWriter
+    public let path: String
+
+    /// Opens (creating it if needed) the database at `path` and runs any pending migrations.
+    public init(path: String) throws {
+        self.path = path
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in
+            // In WAL mode NORMAL survives a process crash (kill -9); only a power loss can lose the last commits.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        database = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(database)
+        writer = BatchedWriter(database: database)
+    }
+
+    public var isDurable: Bool { true }
+
+    /// Versioned migrations: a new version appends a migration, never edits an old one.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("1: tasks, events, users") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE tasks (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        uid TEXT,
+                        status TEXT NOT NULL,
+                        created_at REAL NOT NULL,
+                        record TEXT NOT NULL
+                    );
+                    CREATE INDEX tasks_by_uid ON tasks(uid, created_at);
+                    CREATE INDEX tasks_by_status ON tasks(status, created_at);
+                    CREATE TABLE events (
+                        uid TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        json TEXT NOT NULL,
+                        created_at REAL NOT NULL,
+                        PRIMARY KEY (uid, seq)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX events_by_age ON events(created_at);
+                    -- A user's last seq outlives the events themselves, so a seq is never handed out twice.
+                    CREATE TABLE users (
+                        uid TEXT PRIMARY KEY NOT NULL,
+                        last_seq INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
+        }
+        return migrator
+    }
+
+    public func insert(_ task: TaskRecord) async throws -> InsertOutcome {
+        let record = WireJSON.encode(task)
+        let existing = try await writer.write { db -> String? in
+            if let existing = try String.fetchOne(db, sql: "SELECT record FROM tasks WHERE id = ?", arguments: [task.id]) {
+                return existing
+            }
+            try db.execute(
+                sql: "INSERT INTO tasks (id, uid, status, created_at, record) VALUES (?, ?, ?, ?, ?)",
+                arguments: [task.id, task.uid, task.status.rawValue, task.createdAt.timeIntervalSince1970, record])
+            return nil
+        }
+        return try existing.map { .existing(try Self.decode($0)) } ?? .inserted
+    }
+
+    public func update(_ task: TaskRecord) async throws {
+        let record = WireJSON.encode(task)
+        try await writer.write { db in try Self.update(task, record: record, in: db) }
+    }
+
+    public func append(_ event: UserEvent, task: TaskRecord) async throws {
+        let record = WireJSON.encode(task)
+        try await writer.write { db in
+            try db.execute(
+                sql: "INSERT INTO events (uid, seq, json, created_at) VALUES (?, ?, ?, ?)",
+                arguments: [event.uid, Int64(event.seq), event.json, event.createdAt.timeIntervalSince1970])
+            try db.execute(
+                sql: """
+                    INSERT INTO users (uid, last_seq) VALUES (?, ?)
+                    ON CONFLICT(uid) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)
+                    """,
+                arguments: [event.uid, Int64(event.seq)])
+            // Trim to the retained count now and then rather than on every event.
+            if event.seq % 64 == 0, event.seq > UInt64(event.retainCount) {
+                try db.execute(
+                    sql: "DELETE FROM events WHERE uid = ? AND seq <= ?",
+                    arguments: [event.uid, Int64(event.seq) - Int64(event.retainCount)])
+            }
+            try Self.update(task, record: record, in: db)
+        }
+    }
+
+    private static func update(_ task: TaskRecord, record: String, in db: Database) throws {
+        try db.execute(
+            sql: "UPDATE tasks SET status = ?, record = ? WHERE id = ?",
+            arguments: [task.status.rawValue, record, task.id])
+    }
+
+    public func task(id: String) async throws -> TaskRecord? {
+        let record = try await database.read { db in
+            try String.fetchOne(db, sql: "SELECT record FROM tasks WHERE id = ?", arguments: [id])
+        }
+        return try record.map(Self.decode)
+    }
+
+    public func list(_ query: TaskQuery) async throws -> [TaskRecord] {
+        var conditions: [String] = []
+        var arguments: StatementArguments = []
+        if let uid = query.uid {
+            conditions.append("uid = ?")
+            arguments += [uid]
+        }
+        if let status = query.status {
+            conditions.append("status = ?")
+            arguments += [status.rawValue]
+        }
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        arguments += [query.limit]
+        let sql = "SELECT record FROM tasks \(filter) ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        let records = try await database.read { [arguments] db in try String.fetchAll(db, sql: sql, arguments: arguments) }
+        return try records.map(Self.decode)
+    }
+
+    public func unfinishedTasks() async throws -> [TaskRecord] {
+        let records = try await database.read { db in
+            try String.fetchAll(
+                db, sql: "SELECT record FROM tasks WHERE status IN ('queued', 'running') ORDER BY created_at, rowid")
+        }
+        return try records.map(Self.decode)
+    }
+
+    public func loadEvents(uid: String, limit: Int) async throws -> StoredEvents {
+        try await database.read { db in
+            let lastSeq = try Int64.fetchOne(db, sql: "SELECT last_seq FROM users WHERE uid = ?", arguments: [uid]) ?? 0
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT seq, json, created_at FROM events WHERE uid = ? ORDER BY seq DESC LIMIT ?",
+                arguments: [uid, limit])
+            // Keep only the unbroken run that ends at the last seq: the log relies on consecutive numbers.
+            var events: [LoggedEvent] = []
+            var expected = lastSeq
+            for row in rows {
+                let seq: Int64 = row["seq"]
+                guard seq == expected else { break }
+                events.append(LoggedEvent(seq: UInt64(seq), json: row["json"], createdAt: Date(timeIntervalSince1970: row["created_at"])))
+                expected -= 1
+            }
+            return StoredEvents(lastSeq: UInt64(lastSeq), events: events.reversed())
+        }
+    }
+
+    public func pruneEvents(olderThan date: Date) async throws -> Int {
+        try await writer.write { db in
+            try db.execute(sql: "DELETE FROM events WHERE created_at < ?", arguments: [date.timeIntervalSince1970])
+            return db.changesCount
+        }
+    }
+
+    private static func decode(_ record: String) throws -> TaskRecord {
+        try WireJSON.makeDecoder().decode(TaskRecord.self, from: Data(record.utf8))
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import GRDB
+import Testing
+
+@testable import TaskGateCore
+
+@Suite("SQLite store")
+struct SQLiteTaskStoreTests {
+    @Test func migratesAnEmptyFileInWALMode() async throws {
+        let path = temporaryDatabasePath()
+        _ = try SQLiteTaskStore(path: path)
+        let database = try DatabaseQueue(path: path)
+        let (tables, mode, migrations) = try await database.read { db in
+            (
+                try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"),
+                try String.fetchOne(db, sql: "PRAGMA journal_mode"),
+                try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
+            )
+        }
+        #expect(tables.contains("tasks") && tables.contains("events") && tables.contains("users"))
+        #expect(mode == "wal")
+        #expect(migrations == ["1: tasks, events, users"])
+        // Opening again runs nothing new and keeps the data.
+        _ = try SQLiteTaskStore(path: path)
+    }
+
+    @Test func everyStateTransitionIsRecorded() async throws {
+        let store = try SQLiteTaskStore(path: temporaryDatabasePath())
+        var task = TaskRecord(id: "t1", cmd: "sleep", uid: "u", args: ["ms": 5])
+        #expect(try await store.insert(task) == .inserted)
+        for status in [TaskStatus.running, .succeeded] {
+            task.status = status
+            task.attempts += status == .running ? 1 : 0
+            task.progress = status == .succeeded ? 1 : 0.5
+            task.result = status == .succeeded ? ["ok": true] : nil
+            try await store.update(task)
+            let stored = try #require(try await store.task(id: "t1"))
+            #expect(stored.status == status)
+            #expect(stored.progress == task.progress)
+            #expect(stored.result == task.result)
+            #expect(stored.attempts == 1)
+        }
+        for status in [TaskStatus.failed, .cancelled, .timedOut] {
+            var other = TaskRecord(id: "t-\(status.rawValue)", cmd: "echo", uid: nil, args: [:])
+            _ = try await store.insert(other)
+            other.status = status
+            other.error = "because"
+            try await store.update(other)
+            #expect(try await store.task(id: other.id)?.status == status)
+            #expect(try await store.task(id: other.id)?.error == "because")
+        }
+    }
+
+    @Test func insertIsIdempotentAcrossReopen() async throws {
+        let path = temporaryDatabasePath()
+        let task = TaskRecord(id: "same", cmd: "echo", uid: "u", args: ["a": 1], createdAt: Date(timeIntervalSince1970: 1000))
+        #expect(try await SQLiteTaskStore(path: path).insert(task) == .inserted)
+        #expect(try await SQLiteTaskStore(path: path).insert(task) == .existing(task))
+    }
+
+    @Test func listFiltersNewestFirst() async throws {
+        let store = try SQLiteTaskStore(path: temporaryDatabasePath())
+        for index in 0..<5 {
+            _ = try await store.insert(
+                TaskRecord(id: "t\(index)", cmd: "echo", uid: index.isMultiple(of: 2) ? "a" : "b", args: [:],
+                           createdAt: Date(timeIntervalSince1970: Double(index))))
+        }
+        #expect(try await store.list(.init()).map(\.id) == ["t4", "t3", "t2", "t1", "t0"])
+        #expect(try await store.list(.init(uid: "a", limit: 2)).map(\.id) == ["t4", "t2"])
+        #expect(try await store.list(.init(status: .queued)).count == 5)
+        #expect(try await store.unfinishedTasks().map(\.id) == ["t0", "t1", "t2", "t3", "t4"])
+    }
+
+    @Test func eventsAreTrimmedToTheRetainedCount() async throws {
+        let store = try SQLiteTaskStore(path: temporaryDatabasePath())
+        let task = TaskRecord(id: "t", cmd: "echo", uid: "u", args: [:])
+        _ = try await store.insert(task)
+        for seq in UInt64(1)...200 {
+            try await store.append(UserEvent(uid: "u", seq: seq, json: "{}", createdAt: Date(), retainCount: 50), task: task)
+        }
+        let loaded = try await store.loadEvents(uid: "u", limit: 50)
+        #expect(loaded.lastSeq == 200)
+        #expect(loaded.events.map(\.seq) == Array(151...200))
+        let database = try DatabaseQueue(path: store.path)
+        let rows = try await database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM events") }
+        #expect(rows! <= 50 + 64)
+    }
+
+    @Test func concurrentWritesAreGroupCommitted() async throws {
+        let store = try SQLiteTaskStore(path: temporaryDatabasePath())
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<500 {
+                group.addTask { _ = try await store.insert(TaskRecord(id: "c\(index)", cmd: "echo", uid: nil, args: [:])) }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.list(.init(limit: 1000)).count == 500)
+    }
+
+    @Test func aFailingWriteDoesNotUndoItsBatch() async throws {
+        let store = try SQLiteTaskStore(path: temporaryDatabasePath())
+        let task = TaskRecord(id: "t", cmd: "echo", uid: "u", args: [:])
+        _ = try await store.insert(task)
+        try await store.append(UserEvent(uid: "u", seq: 1, json: "{}", createdAt: Date(), retainCount: 10), task: task)
+        // The same (uid, seq) twice violates the primary key; the other writes in flight still land.
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                do {
+                    try await store.append(UserEvent(uid: "u", seq: 1, json: "{}", createdAt: Date(), retainCount: 10), task: task)
+                    return false
+                } catch { return true }
+            }
+            for index in 0..<20 {
+                group.addTask {
+                    _ = try await store.insert(TaskRecord(id: "ok\(index)", cmd: "echo", uid: nil, args: [:]))
+                    return true
+                }
+            }
+            for try await succeededAsExpected in group { #expect(succeededAsExpected) }
+        }
+        #expect(try await store.list(.init(limit: 100)).count == 21)
+    }
+}

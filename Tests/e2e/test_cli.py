@@ -1,0 +1,168 @@
+"""The taskgate CLI (submit/status/cancel/list/reload/handlers/tasks) against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+
+from conftest import ADMIN_TOKEN, REPO, TASKGATE_BIN, free_port, new_uid, run, wait_task_final
+
+TASK_ID = re.compile(r"\bt-[A-Za-z0-9]+\b")
+
+
+def cli(*args: str, url: str | None = None, env: dict | None = None, timeout: float = 30.0):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("TASKGATE_URL", "TASKGATE_ADMIN_TOKEN")}
+    full_env.update(env or {})
+    cmd = [str(TASKGATE_BIN), *args]
+    if url:
+        cmd += ["--url", url]
+    p = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    p.all = p.stdout + p.stderr  # type: ignore[attr-defined]
+    return p
+
+
+def test_submit_prints_task_id(server, api):
+    uid = new_uid("cli")
+    p = cli("submit", "echo", "--uid", uid, "--arg", "text=hi", "--arg", "n=2", url=server.base_url)
+    assert p.returncode == 0, p.all
+    ids = TASK_ID.findall(p.stdout)
+    assert ids, f"no task id in output: {p.all!r}"
+    task = wait_task_final(api, server.base_url, ids[0])
+    assert task["uid"] == uid
+    assert task["args"] == {"text": "hi", "n": 2}, "--arg values are JSON when they parse, else text"
+    assert task["result"] == {"text": "hi", "n": 2}
+
+
+def test_submit_with_id_and_wait(server):
+    t0 = time.monotonic()
+    p = cli("submit", "sleep", "--arg", "ms=300", "--wait", url=server.base_url)
+    assert p.returncode == 0, p.all
+    assert time.monotonic() - t0 >= 0.3
+    assert "succeeded" in p.stdout, p.all
+    assert "slept_ms" in p.stdout and "300" in p.stdout
+
+    tid = "cli-" + new_uid("id")[2:]
+    p = cli("submit", "echo", "--id", tid, "--wait", url=server.base_url)
+    assert p.returncode == 0 and tid in p.stdout, p.all
+
+
+def test_submit_errors(server):
+    p = cli("submit", "resize", url=server.base_url)
+    assert p.returncode != 0
+    assert "404" in p.all and "unknown_command" in p.all, p.all
+    p = cli("submit", "sleep", "--arg", "ms=-5", url=server.base_url)
+    assert p.returncode != 0 and "400" in p.all, p.all
+
+
+def test_status_and_cancel(server, api):
+    p = cli("submit", "sleep", "--arg", "ms=10000", url=server.base_url)
+    assert p.returncode == 0, p.all
+    tid = TASK_ID.findall(p.stdout)[0]
+    p = cli("status", tid, url=server.base_url)
+    assert p.returncode == 0, p.all
+    assert tid in p.stdout and re.search(r"\b(queued|running)\b", p.stdout), p.all
+    p = cli("cancel", tid, url=server.base_url)
+    assert p.returncode == 0, p.all
+    assert wait_task_final(api, server.base_url, tid, 5)["status"] == "cancelled"
+    p = cli("status", tid, url=server.base_url)
+    assert p.returncode == 0 and "cancelled" in p.stdout, p.all
+    p = cli("cancel", tid, url=server.base_url)
+    assert p.returncode != 0 and "409" in p.all, p.all
+    p = cli("status", "no-such-task", url=server.base_url)
+    assert p.returncode != 0 and "404" in p.all and "not_found" in p.all, p.all
+
+
+def test_list_shows_connected_websocket_client(server, ws_connect):
+    uid = new_uid("cli-list")
+
+    async def body():
+        ws = await ws_connect(uid)
+        await ws.next()
+        p = await asyncio.to_thread(cli, "list", url=server.base_url)
+        assert p.returncode == 0, p.all
+        lines = [line for line in p.stdout.splitlines() if uid in line]
+        assert len(lines) == 1, p.stdout
+        assert "websocket" in lines[0]
+
+    run(body())
+
+
+def test_list_on_fresh_server_says_no_clients(start_server):
+    fresh = start_server()
+    p = cli("list", url=fresh.base_url)
+    assert p.returncode == 0, p.all
+    assert "no clients connected" in p.stdout.lower(), p.all
+
+
+def test_reload_prints_generation(server, api):
+    before = api.get(f"{server.base_url}/healthz").json()["generation"]
+    p = cli("reload", url=server.base_url)
+    assert p.returncode == 0, p.all
+    m = re.search(r"generation\s+(\d+)", p.stdout)
+    assert m, p.all
+    assert int(m.group(1)) == before + 1
+    assert api.get(f"{server.base_url}/healthz").json()["generation"] == before + 1
+
+
+def test_handlers(server):
+    p = cli("handlers", url=server.base_url)
+    assert p.returncode == 0, p.all
+    for name in ("echo", "fail", "primes", "sleep"):
+        assert re.search(rf"^{name}\b", p.stdout, re.M), p.stdout
+
+
+def test_tasks(server, api):
+    uid = new_uid("cli-tasks")
+    p = cli("submit", "echo", "--uid", uid, url=server.base_url)
+    tid = TASK_ID.findall(p.stdout)[0]
+    wait_task_final(api, server.base_url, tid)
+    p = cli("tasks", url=server.base_url)
+    assert p.returncode == 0 and tid in p.stdout, p.all
+    p = cli("tasks", "--uid", uid, url=server.base_url)
+    assert p.returncode == 0, p.all
+    rows = [line for line in p.stdout.splitlines() if line.strip()]
+    assert len(rows) == 1 and tid in rows[0] and "succeeded" in rows[0], p.stdout
+    p = cli("tasks", "--uid", uid, "--status", "failed", url=server.base_url)
+    assert p.returncode == 0 and tid not in p.stdout, p.all
+    p = cli("tasks", "--status", "bogus", url=server.base_url)
+    assert p.returncode != 0 and "400" in p.all, p.all
+
+
+def test_url_from_environment(server):
+    p = cli("handlers", env={"TASKGATE_URL": server.base_url})
+    assert p.returncode == 0 and "sleep" in p.stdout, p.all
+
+
+def test_server_not_running(server):
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (("list",), ("submit", "echo"), ("status", "x"), ("reload",)):
+        p = cli(*args, url=url, timeout=20)
+        assert p.returncode != 0, f"{args}: {p.all}"
+        assert re.search(r"not running|server running|is the server", p.all, re.I), f"{args}: {p.all!r}"
+        assert "Traceback" not in p.all and "Fatal error" not in p.all
+
+
+def test_admin_token(token_server):
+    p = cli("list", "--admin-token", "wrong", url=token_server.base_url)
+    assert p.returncode != 0
+    assert "401" in p.all, p.all
+    p = cli("list", url=token_server.base_url)
+    assert p.returncode != 0 and "401" in p.all, p.all
+    p = cli("list", "--admin-token", ADMIN_TOKEN, url=token_server.base_url)
+    assert p.returncode == 0, p.all
+    p = cli("handlers", url=token_server.base_url, env={"TASKGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    assert p.returncode == 0 and "echo" in p.stdout, p.all
+
+
+def test_start_is_an_alias_of_serve():
+    p = cli("start", "--help")
+    assert p.returncode == 0, p.all
+    assert "--port" in p.all and "--admin-token" in p.all
+    s = cli("serve", "--help")
+    assert s.returncode == 0
+    top = cli("--help")
+    assert top.returncode == 0 and "serve" in top.stdout and "start" in top.stdout
