@@ -126,6 +126,8 @@ def _launch(tmp_dir: Path, extra_args: list[str], admin_token: str | None) -> Se
             "--public-dir", str(REPO / "public"),
             *extra_args,
         ]
+        if "--data-dir" not in extra_args:  # each server gets its own SQLite database
+            args += ["--data-dir", str(tmp_dir / f"data-{port}")]
         env = dict(os.environ)
         env.pop("TASKGATE_ADMIN_TOKEN", None)  # only explicit --admin-token counts
         with open(output_path, "wb") as out:

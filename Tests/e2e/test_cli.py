@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from conftest import ADMIN_TOKEN, REPO, TASKGATE_BIN, free_port, new_uid, run, wait_task_final
 
@@ -138,12 +139,19 @@ def test_url_from_environment(server):
 
 
 def test_server_not_running(server):
+    """Nothing listens on the port: a clear message, a non-zero exit, and no long hang
+    (a refused connection is immediate, so the CLI has nothing to wait for)."""
     url = f"http://127.0.0.1:{free_port()}"
-    for args in (("list",), ("submit", "echo"), ("status", "x"), ("reload",)):
-        p = cli(*args, url=url, timeout=20)
+    commands = [("list",), ("submit", "echo"), ("status", "x"), ("reload",)]
+    with ThreadPoolExecutor(len(commands)) as pool:  # in parallel: bounded by one slow invocation
+        started = time.monotonic()
+        results = list(pool.map(lambda a: (a, cli(*a, url=url, timeout=45), time.monotonic()), commands))
+    for args, p, _ in results:
         assert p.returncode != 0, f"{args}: {p.all}"
         assert re.search(r"not running|server running|is the server", p.all, re.I), f"{args}: {p.all!r}"
         assert "Traceback" not in p.all and "Fatal error" not in p.all
+    slowest = max(t for _, _, t in results) - started
+    assert slowest < 10, f"the CLI took {slowest:.1f}s to report a refused connection"
 
 
 def test_admin_token(token_server):

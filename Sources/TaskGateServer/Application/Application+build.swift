@@ -79,9 +79,23 @@ func makeStore(_ arguments: some AppArguments, logger: Logger) throws -> any Tas
             logger.info("task store opened", metadata: ["path": .string(path)])
             return store
         } catch {
-            throw StoreOpeningError(description: "cannot open the task database \(path): \(error)")
+            throw StoreOpeningError(
+                description: "cannot open the task database \(path): \(readable(error)) "
+                    + "(check that --data-dir is a writable directory on a disk with free space)")
         }
     }
+}
+
+/// Foundation's file errors print as a dictionary; the POSIX reason underneath is what a person needs.
+func readable(_ error: any Error) -> String {
+    let nsError = error as NSError
+    if nsError.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(nsError.code)))
+    }
+    if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? any Error {
+        return readable(underlying)
+    }
+    return "\(error)"
 }
 
 func makeLogger(_ arguments: some AppArguments) -> Logger {
