@@ -31,6 +31,14 @@ struct AdminClient {
     let baseURL: String
     let token: String?
 
+    /// Fails at once when nothing listens (the default client retries refused connections until its timeout).
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(5)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
     func get<Value: Decodable>(_ path: String, as type: Value.Type) async throws -> Value {
         try await send(.GET, path, body: nil, as: type)
     }
@@ -50,7 +58,7 @@ struct AdminClient {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            response = try await Self.http.execute(request, timeout: .seconds(30))
         } catch {
             throw CLIError(description: "cannot reach TaskGate at \(baseURL): is the server running? (start it with `taskgate serve`) [\(error)]")
         }

@@ -54,6 +54,9 @@ struct ServeCommand: AsyncParsableCommand, AppArguments {
     @Option(help: "Hours an event is kept.")
     var eventRetentionHours = 168
 
+    @Flag(name: .customLong("enable-echo"), help: "Serve /ws/echo, an echo WebSocket on the same stack (for compliance tests).")
+    var enableEchoRoute = false
+
     var adminToken: String? {
         let token = adminTokenOption ?? ProcessInfo.processInfo.environment["TASKGATE_ADMIN_TOKEN"]
         return token?.isEmpty == false ? token : nil

@@ -165,7 +165,7 @@ struct GatewayTests {
     @Test func reloadMakesANewGeneration() async throws {
         let gateway = Gateway.forTests()
         #expect(gateway.registry.current.generation == 1)
-        let table = try await gateway.reload()
+        let table = try await gateway.reload().table
         #expect(table.generation == 2)
         #expect(table.names == ["echo", "fail", "primes", "sleep"])
     }

@@ -471,7 +471,6 @@ EXEMPT = {
         ("/api/v1/handlers", "get")]},
     # POST /poll with a wrong/missing bearer is treated as a non-admin connection (403 forbidden for
     # clients/reload, like WebSocket); no request makes it answer 401. Documented but unreachable.
-    ("/poll", "post", "401"): "server answers 403 for a wrong token",
 }
 
 

@@ -35,7 +35,9 @@ public final class Gateway: Sendable {
         self.store = store
         self.registry = registry
         self.events = EventLog(retention: configuration.eventRetention, store: store)
-        self.pool = TaskPool(configuration: configuration.pool, store: store, events: events, logger: logger)
+        self.pool = TaskPool(
+            configuration: configuration.pool, store: store, events: events, handlers: { [registry] in registry.current },
+            logger: logger)
         self.clients = ClientDirectory()
         self.logger = logger
     }
@@ -134,13 +136,19 @@ public final class Gateway: Sendable {
 
     /// Soft reload: a new handler table for new tasks; running tasks finish on the one they started with and
     /// connections are untouched.
-    public func reload() async throws(GatewayError) -> HandlerTable {
+    public func reload() async throws(GatewayError) -> ReloadResult {
         do {
-            let table = try await registry.reload()
-            logger.notice("handlers reloaded", metadata: ["generation": "\(table.generation)", "handlers": "\(table.names)"])
-            return table
+            let result = try await registry.reload()
+            logger.notice(
+                "handlers reloaded",
+                metadata: [
+                    "generation": "\(result.table.generation)", "added": "\(result.added)", "changed": "\(result.changed)",
+                    "removed": "\(result.removed)",
+                ])
+            return result
         } catch {
-            throw GatewayError(.badRequest, "reload failed, the previous handlers stay in force: \(error)")
+            logger.error("reload refused", metadata: ["error": "\(error)"])
+            throw GatewayError(.badRequest, "reload refused, the previous handlers stay in force: \(error)")
         }
     }
 
@@ -154,6 +162,7 @@ public final class Gateway: Sendable {
 
     public func shutdown(grace: Duration) async {
         await pool.shutdown(grace: grace)
+        await registry.shutdown()
     }
 
     // MARK: - Helpers

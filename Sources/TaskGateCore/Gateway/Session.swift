@@ -62,10 +62,13 @@ public struct Session: Sendable {
             return reply
         case "reload":
             try requireAdmin(message.cmd)
-            let table = try await gateway.reload()
+            let result = try await gateway.reload()
             var reply = ServerMessage(type: "reloaded", code: 200, info: "handlers reloaded", ref: ref)
-            reply.generation = table.generation
-            reply.handlers = table.names
+            reply.generation = result.table.generation
+            reply.handlers = result.table.names
+            reply.added = result.added
+            reply.changed = result.changed
+            reply.removed = result.removed
             return reply
         default:
             _ = try await gateway.submit(cmd: message.cmd, args: message.args, uid: uid) { submission in

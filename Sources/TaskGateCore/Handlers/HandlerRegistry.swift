@@ -16,12 +16,33 @@ public struct HandlerTable: Sendable {
     public func handler(named name: String) -> (any TaskHandler)? { handlers[name] }
 }
 
-/// Where the pool finds the handler for a command. Behind a protocol so that configured handlers
-/// (external commands, worker processes) can come from a config file later.
+/// Where the pool finds the handler for a command. Behind a protocol so that handlers can come from Swift code
+/// or from a config file (external commands, worker processes).
 public protocol HandlerRegistry: Sendable {
     var current: HandlerTable { get }
     /// Builds a new table; on failure the current one stays in force.
-    func reload() async throws -> HandlerTable
+    func reload() async throws -> ReloadResult
+    /// Lets go of what the handlers hold (worker processes), at shutdown.
+    func shutdown() async
+}
+
+extension HandlerRegistry {
+    public func shutdown() async {}
+}
+
+/// A reload's outcome: the new table and what changed, by handler name.
+public struct ReloadResult: Sendable {
+    public var table: HandlerTable
+    public var added: [String]
+    public var changed: [String]
+    public var removed: [String]
+
+    public init(table: HandlerTable, added: [String] = [], changed: [String] = [], removed: [String] = []) {
+        self.table = table
+        self.added = added.sorted()
+        self.changed = changed.sorted()
+        self.removed = removed.sorted()
+    }
 }
 
 /// A registry whose handlers are Swift values, built anew by `makeHandlers` on every reload.
@@ -42,11 +63,13 @@ public final class SwiftHandlerRegistry: HandlerRegistry {
 
     public var current: HandlerTable { table.withLock { $0 } }
 
-    public func reload() async throws -> HandlerTable {
+    public func reload() async throws -> ReloadResult {
         let handlers = try makeHandlers()
         return table.withLock { table in
+            let old = Set(table.names)
             table = HandlerTable(generation: table.generation + 1, handlers: handlers)
-            return table
+            let new = Set(table.names)
+            return ReloadResult(table: table, added: Array(new.subtracting(old)), removed: Array(old.subtracting(new)))
         }
     }
 }

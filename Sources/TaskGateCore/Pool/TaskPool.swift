@@ -37,6 +37,9 @@ public actor TaskPool {
     private let store: any TaskStore
     private let events: EventLog
     private let executor: TaskWorkerExecutor
+    /// The handler table in force: a queued task runs on the table of when it starts, so tasks queued before a
+    /// reload use the reloaded handlers (running ones finish on theirs).
+    private let handlers: @Sendable () -> HandlerTable
     private let logger: Logger
     private var queue: Deque<Job> = []
     private var running: [String: Running] = [:]
@@ -47,10 +50,14 @@ public actor TaskPool {
     private var accepting = true
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
 
-    public init(configuration: Configuration, store: any TaskStore, events: EventLog, logger: Logger) {
+    public init(
+        configuration: Configuration, store: any TaskStore, events: EventLog,
+        handlers: @escaping @Sendable () -> HandlerTable, logger: Logger
+    ) {
         self.configuration = configuration
         self.store = store
         self.events = events
+        self.handlers = handlers
         self.executor = TaskWorkerExecutor(threadCount: configuration.workers)
         self.logger = logger
     }
@@ -203,7 +210,21 @@ public actor TaskPool {
         for waiter in waiters { waiter.resume() }
     }
 
-    private func execute(_ job: Job) async {
+    private func execute(_ queued: Job) async {
+        var job = queued
+        if let current = handlers().handler(named: job.record.cmd) {
+            job.handler = current
+            job.options = (try? TaskOptions(args: job.record.args.objectValue ?? [:], handler: current)) ?? job.options
+        } else {
+            var record = job.record
+            record.status = .failed
+            record.error = "no handler named '\(record.cmd)' any more (removed by a reload)"
+            record.finishedAt = Date()
+            await finish(record)
+            running[record.id] = nil
+            startWaitingJobs()
+            return
+        }
         var record = job.record
         record.status = .running
         record.attempts += 1

@@ -16,6 +16,9 @@ public struct ServerMessage: Sendable, Encodable, Equatable {
     public var handlers: [String]?
     public var clients: [ClientInfo]?
     public var generation: Int?
+    public var added: [String]?
+    public var changed: [String]?
+    public var removed: [String]?
 
     public init(type: String, code: Int? = nil, info: String? = nil, ref: String? = nil) {
         self.type = type
@@ -45,7 +48,7 @@ public struct ServerMessage: Sendable, Encodable, Equatable {
     }
 
     public static func done(_ task: TaskRecord, seq: UInt64) -> ServerMessage {
-        var message = ServerMessage(type: "done", code: 200, info: "task \(task.status.rawValue)")
+        var message = ServerMessage(type: "done", code: 200, info: "task finished")
         message.seq = seq
         message.task = task
         return message

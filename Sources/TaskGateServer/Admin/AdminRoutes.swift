@@ -18,9 +18,20 @@ struct AdminRoutes {
 
     struct TaskList: Encodable { var tasks: [TaskRecord] }
     struct ClientList: Encodable { var clients: [ClientInfo] }
-    struct ReloadResult: Encodable {
+    struct ReloadSummary: Encodable {
         var generation: Int
         var handlers: [String]
+        var added: [String]
+        var changed: [String]
+        var removed: [String]
+
+        init(_ result: TaskGateCore.ReloadResult) {
+            generation = result.table.generation
+            handlers = result.table.names
+            added = result.added
+            changed = result.changed
+            removed = result.removed
+        }
     }
     struct HandlerList: Encodable {
         struct Handler: Encodable {
@@ -60,8 +71,7 @@ struct AdminRoutes {
         }
 
         api.post("reload") { _, _ -> Response in
-            let table = try await gateway.reload()
-            return .json(ReloadResult(generation: table.generation, handlers: table.names))
+            return .json(ReloadSummary(try await gateway.reload()))
         }
 
         api.get("clients") { _, _ -> Response in
@@ -100,6 +110,9 @@ struct AdminRoutes {
         let parameters = request.uri.queryParameters
         var query = TaskQuery()
         if let uid = parameters["uid"] {
+            guard Identifier.isValidUID(String(uid)) else {
+                throw .badRequest("'uid' must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+            }
             query.uid = String(uid)
         }
         if let status = parameters["status"] {

@@ -20,6 +20,8 @@ public protocol AppArguments: Sendable {
     /// Where the SQLite database lives.
     var dataDirectory: String { get }
     var eventRetention: EventLog.Retention { get }
+    /// Serve `/ws/echo` (for WebSocket compliance suites).
+    var enableEchoRoute: Bool { get }
 }
 
 public enum StoreKind: String, Sendable, CaseIterable {
@@ -35,6 +37,7 @@ extension AppArguments {
     public var store: StoreKind { .sqlite }
     public var dataDirectory: String { "data" }
     public var eventRetention: EventLog.Retention { .init() }
+    public var enableEchoRoute: Bool { false }
 }
 
 /// Plain values, for tests and embedding (in memory unless told otherwise).
@@ -52,6 +55,7 @@ public struct GatewayArguments: AppArguments {
     public var store = StoreKind.memory
     public var dataDirectory = "data"
     public var eventRetention = EventLog.Retention()
+    public var enableEchoRoute = false
 
     public init() {}
 }

@@ -37,12 +37,15 @@ public func buildApplication(
     LongPollRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
 
-    let webSocketRouter = Router(context: GatewayRequestContext.self)
-    WebSocketRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes).addUpgradeRoutes(to: webSocketRouter)
-
     // Frames may be larger than a message may be, so that an oversized message gets a `413` reply rather than a
     // closed socket; beyond the frame limit the library closes with 1009.
     let frameLimit = max(arguments.maxMessageBytes * 4, 1 << 20)
+    let webSocketRouter = Router(context: GatewayRequestContext.self)
+    let webSocketRoutes = WebSocketRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes)
+    webSocketRoutes.addUpgradeRoutes(to: webSocketRouter)
+    if arguments.enableEchoRoute {
+        webSocketRoutes.addEchoRoute(to: webSocketRouter, maxMessageBytes: frameLimit)
+    }
     let webSocket = WebSocketServerConfiguration(
         maxFrameSize: frameLimit,
         extensions: [.perMessageDeflate(maxDecompressedFrameSize: frameLimit)],

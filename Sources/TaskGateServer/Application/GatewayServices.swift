@@ -39,8 +39,8 @@ struct ReloadSignalService: Service {
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
             do {
-                let table = try await gateway.reload()
-                logger.notice("reloaded on SIGHUP", metadata: ["generation": "\(table.generation)"])
+                let result = try await gateway.reload()
+                logger.notice("reloaded on SIGHUP", metadata: ["generation": "\(result.table.generation)"])
             } catch {
                 logger.error("reload on SIGHUP failed", metadata: ["error": "\(error)"])
             }

@@ -35,7 +35,10 @@ struct LongPollRoutes {
             } catch {
                 throw GatewayError(.unavailable, "events unavailable; try again")
             }
-            return .jsonText(Self.render(batch))
+            var response = Response.jsonText(Self.render(batch))
+            // Watching for the client going away consumes the connection, so it closes after this answer: say so.
+            response.headers[.connection] = "close"
+            return response
         }
 
         router.post("/poll") { request, context -> Response in

@@ -31,6 +31,19 @@ struct WebSocketRoutes {
         )
     }
 
+    /// `/ws/echo`: echoes every message back, on the very same WebSocket stack and settings as `/ws`. It exists so
+    /// that protocol test suites (Autobahn) can exercise that stack; off unless `--enable-echo` is given.
+    func addEchoRoute(to router: Router<GatewayRequestContext>, maxMessageBytes: Int) {
+        router.ws("/ws/echo") { inbound, outbound, _ in
+            for try await message in inbound.messages(maxSize: maxMessageBytes) {
+                switch message {
+                case .text(let text): try await outbound.write(.text(text))
+                case .binary(let buffer): try await outbound.write(.binary(buffer))
+                }
+            }
+        }
+    }
+
     /// A plain GET on /ws (no upgrade headers) gets a clear error instead of a 404.
     func addPlainRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/ws") { request, _ -> Response in

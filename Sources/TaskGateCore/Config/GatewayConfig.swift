@@ -1,0 +1,202 @@
+import Foundation
+
+/// The config file (`taskgate.json`, JSON with comments): server options and the handlers users plug in.
+/// Keys are snake_case, as in the seed's PHP config.
+public struct GatewayConfig: Sendable, Equatable, Decodable {
+    public var server: ServerSettings
+    public var handlers: [String: HandlerConfig]
+
+    public init(server: ServerSettings = .init(), handlers: [String: HandlerConfig] = [:]) {
+        self.server = server
+        self.handlers = handlers
+    }
+
+    enum CodingKeys: String, CodingKey { case server, handlers }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try decoder.rejectUnknownKeys(allowed: ["server", "handlers"])
+        server = try container.decodeIfPresent(ServerSettings.self, forKey: .server) ?? .init()
+        handlers = try container.decodeIfPresent([String: HandlerConfig].self, forKey: .handlers) ?? [:]
+    }
+
+    /// Server options; each is optional so that command-line flags and environment variables can win over it.
+    public struct ServerSettings: Sendable, Equatable, Decodable {
+        public var host: String?
+        public var port: Int?
+        public var taskWorkers: Int?
+        public var queueLimit: Int?
+        public var adminToken: String?
+        public var store: String?
+        public var dataDir: String?
+        public var logDir: String?
+        public var logLevel: String?
+        public var publicDir: String?
+        public var maxMessageBytes: Int?
+        public var shutdownGrace: Int?
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case host, port
+            case taskWorkers = "task_workers"
+            case queueLimit = "queue_limit"
+            case adminToken = "admin_token"
+            case store
+            case dataDir = "data_dir"
+            case logDir = "log_dir"
+            case logLevel = "log_level"
+            case publicDir = "public_dir"
+            case maxMessageBytes = "max_message_bytes"
+            case shutdownGrace = "shutdown_grace"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            try decoder.rejectUnknownKeys(allowed: CodingKeys.allCases.map(\.rawValue))
+            host = try container.decodeIfPresent(String.self, forKey: .host)
+            port = try container.decodeIfPresent(Int.self, forKey: .port)
+            taskWorkers = try container.decodeIfPresent(Int.self, forKey: .taskWorkers)
+            queueLimit = try container.decodeIfPresent(Int.self, forKey: .queueLimit)
+            adminToken = try container.decodeIfPresent(String.self, forKey: .adminToken)
+            store = try container.decodeIfPresent(String.self, forKey: .store)
+            dataDir = try container.decodeIfPresent(String.self, forKey: .dataDir)
+            logDir = try container.decodeIfPresent(String.self, forKey: .logDir)
+            logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel)
+            publicDir = try container.decodeIfPresent(String.self, forKey: .publicDir)
+            maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes)
+            shutdownGrace = try container.decodeIfPresent(Int.self, forKey: .shutdownGrace)
+            if let port, !(0...65535).contains(port) {
+                throw ConfigError.invalid(path: container.codingPath + [CodingKeys.port], "must be from 0 to 65535")
+            }
+            if let taskWorkers, taskWorkers < 1 {
+                throw ConfigError.invalid(path: container.codingPath + [CodingKeys.taskWorkers], "must be at least 1")
+            }
+        }
+    }
+}
+
+/// One configured handler: an external command started per task, or a pool of long-lived worker processes.
+public struct HandlerConfig: Sendable, Equatable, Decodable {
+    public enum Kind: String, Sendable, Decodable {
+        /// A command started per task: the task as JSON on stdin, JSON lines on stdout.
+        case command
+        /// Long-lived processes speaking newline-delimited JSON, many tasks each (the seed's task workers).
+        case worker
+    }
+
+    public var kind: Kind
+    /// The executable and its arguments, e.g. `["python3", "examples/handlers/report.py"]`.
+    public var command: [String]
+    public var description: String?
+    /// Working directory for the processes; relative paths are resolved from the config file's folder.
+    public var workingDirectory: String?
+    public var environment: [String: String]
+    public var timeoutMs: Int
+    public var concurrency: Int
+    public var maxAttempts: Int
+    public var idempotent: Bool
+    /// Worker pools: how many processes.
+    public var processes: Int
+    /// Worker pools: a process is replaced after this many tasks (0: never), like the seed's `task_max_request`.
+    public var maxRequests: Int
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case kind = "type"
+        case command, description
+        case workingDirectory = "cwd"
+        case environment = "env"
+        case timeoutMs = "timeout_ms"
+        case concurrency
+        case maxAttempts = "max_attempts"
+        case idempotent, processes
+        case maxRequests = "max_requests"
+    }
+
+    public init(
+        kind: Kind, command: [String], description: String? = nil, workingDirectory: String? = nil,
+        environment: [String: String] = [:], timeoutMs: Int = 60_000, concurrency: Int = 4, maxAttempts: Int = 1,
+        idempotent: Bool = false, processes: Int = 2, maxRequests: Int = 0
+    ) {
+        self.kind = kind
+        self.command = command
+        self.description = description
+        self.workingDirectory = workingDirectory
+        self.environment = environment
+        self.timeoutMs = timeoutMs
+        self.concurrency = concurrency
+        self.maxAttempts = maxAttempts
+        self.idempotent = idempotent
+        self.processes = processes
+        self.maxRequests = maxRequests
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try decoder.rejectUnknownKeys(allowed: CodingKeys.allCases.map(\.rawValue))
+        let path = container.codingPath
+        kind = try container.decode(Kind.self, forKey: .kind)
+        command = try container.decode([String].self, forKey: .command)
+        guard let executable = command.first, !executable.isEmpty else {
+            throw ConfigError.invalid(path: path + [CodingKeys.command], "must name an executable, e.g. [\"python3\", \"task.py\"]")
+        }
+        description = try container.decodeIfPresent(String.self, forKey: .description)
+        workingDirectory = try container.decodeIfPresent(String.self, forKey: .workingDirectory)
+        environment = try container.decodeIfPresent([String: String].self, forKey: .environment) ?? [:]
+        timeoutMs = try container.decodeIfPresent(Int.self, forKey: .timeoutMs) ?? 60_000
+        concurrency = try container.decodeIfPresent(Int.self, forKey: .concurrency) ?? 4
+        maxAttempts = try container.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? 1
+        idempotent = try container.decodeIfPresent(Bool.self, forKey: .idempotent) ?? false
+        processes = try container.decodeIfPresent(Int.self, forKey: .processes) ?? 2
+        maxRequests = try container.decodeIfPresent(Int.self, forKey: .maxRequests) ?? 0
+        func check(_ ok: Bool, _ key: CodingKeys, _ problem: String) throws {
+            if !ok { throw ConfigError.invalid(path: path + [key], problem) }
+        }
+        try check((1...86_400_000).contains(timeoutMs), .timeoutMs, "must be from 1 to 86400000")
+        try check((1...1000).contains(concurrency), .concurrency, "must be from 1 to 1000")
+        try check((1...10).contains(maxAttempts), .maxAttempts, "must be from 1 to 10")
+        try check((1...64).contains(processes), .processes, "must be from 1 to 64")
+        try check(maxRequests >= 0, .maxRequests, "must not be negative (0: never recycle)")
+        if kind == .command {
+            try check(!container.contains(.processes) && !container.contains(.maxRequests), .processes,
+                      "'processes' and 'max_requests' are for \"type\": \"worker\" handlers")
+        }
+    }
+}
+
+/// What is wrong with a config file, said so that a person can fix it: the file, where, and the problem.
+public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var location: String
+    public var problem: String
+
+    public var description: String { "\(file): \(location.isEmpty ? "" : location + ": ")\(problem)" }
+
+    /// Raised while decoding; the loader fills in the file.
+    static func invalid(path: [any CodingKey], _ problem: String) -> ConfigError {
+        ConfigError(file: "", location: keyPath(path), problem: problem)
+    }
+
+    static func keyPath(_ path: [any CodingKey]) -> String {
+        path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+    }
+}
+
+extension Decoder {
+    /// Typos in a config file (`"proceses": 4`) are errors, not silently ignored settings.
+    func rejectUnknownKeys(allowed: [String]) throws {
+        let container = try self.container(keyedBy: AnyKey.self)
+        for key in container.allKeys where !allowed.contains(key.stringValue) {
+            throw ConfigError.invalid(
+                path: codingPath + [AnyKey(stringValue: key.stringValue)],
+                "unknown key (expected one of: \(allowed.joined(separator: ", ")))")
+        }
+    }
+}
+
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
