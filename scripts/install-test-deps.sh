@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need and a fresh machine lacks: C headers for the Swift packages, Chromium and its
-# driver for the browser tests, and the Python packages of the end-to-end suite. Installs only what is missing.
+# driver for the browser tests, PHP for the example worker handler, and the Python packages of the end-to-end suite. Installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,8 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v curl >/dev/null || missing+=(curl)
+command -v php >/dev/null || missing+=(php-cli)
+command -v pgrep >/dev/null || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     SUDO=""

@@ -1,95 +1,145 @@
 import ArgumentParser
 import Foundation
-import Hummingbird
 import Logging
 import TaskGateCore
 import TaskGateServer
 
-struct ServeCommand: AsyncParsableCommand, AppArguments {
+/// `taskgate serve`: every setting comes from, in order, the command line, a `TASKGATE_*` environment variable, the
+/// config file's `server` section, or the default.
+struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Run the server (WebSocket, long-poll, REST admin and demo page on one port).",
         aliases: ["start"]
     )
 
-    @Option(help: "Address to listen on; 0.0.0.0 for every interface.")
-    var host = "127.0.0.1"
+    @Option(help: "Config file with server options and handlers (default: $TASKGATE_CONFIG; none: built-ins only).")
+    var config: String?
 
-    @Option(help: "Port to listen on.")
-    var port = 9501
+    @Option(help: "Address to listen on; 0.0.0.0 for every interface. [127.0.0.1]")
+    var host: String?
 
-    @Option(help: "How many tasks run at once (the seed's task_worker_num).")
-    var taskWorkers = 4
+    @Option(help: "Port to listen on. [9501]")
+    var port: Int?
 
-    @Option(help: "How many tasks may wait for a worker before submits get 503 queue_full.")
-    var queueLimit = 1000
+    @Option(help: "How many tasks run at once (the seed's task_worker_num). [4]")
+    var taskWorkers: Int?
 
-    @Option(name: .customLong("admin-token"), help: "Bearer token for the admin API (default: $TASKGATE_ADMIN_TOKEN; none: loopback only).")
-    var adminTokenOption: String?
+    @Option(help: "How many tasks may wait for a worker before submits get 503 queue_full. [1000]")
+    var queueLimit: Int?
 
-    @Option(name: .customLong("public-dir"), help: "Directory of the demo page and other static files.")
-    var publicDirectory = "public"
+    @Option(help: "Bearer token for the admin API ($TASKGATE_ADMIN_TOKEN; none: admin from loopback only).")
+    var adminToken: String?
 
-    @Option(name: .customLong("log-dir"), help: "Directory for taskgate.log; empty for stdout only.")
-    var logDirectoryOption = "log"
+    @Option(help: "Directory of the demo page and other static files. [public]")
+    var publicDir: String?
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevelOption = "info"
+    @Option(help: "Directory for taskgate.log; empty for stdout only. [log]")
+    var logDir: String?
 
-    @Option(help: "Largest client message in bytes (after inflating).")
-    var maxMessageBytes = 64 * 1024
+    @Option(help: "trace, debug, info, notice, warning, error or critical. [info]")
+    var logLevel: String?
 
-    @Option(name: .customLong("shutdown-grace"), help: "Seconds running tasks get to finish on SIGTERM.")
-    var shutdownGraceSeconds = 10
+    @Option(help: "Largest client message in bytes, after inflating. [65536]")
+    var maxMessageBytes: Int?
 
-    @Option(name: .customLong("store"), help: "sqlite (durable, the default) or memory (gone on restart).")
-    var storeOption = StoreKind.sqlite.rawValue
+    @Option(help: "Seconds running tasks get to finish on SIGTERM. [10]")
+    var shutdownGrace: Int?
 
-    @Option(name: .customLong("data-dir"), help: "Directory of the SQLite database (taskgate.sqlite).")
-    var dataDirectory = "data"
+    @Option(help: "sqlite (durable) or memory (gone on restart). [sqlite]")
+    var store: String?
 
-    @Option(help: "Events kept per user (for resuming clients).")
-    var eventRetentionCount = 1000
+    @Option(help: "Directory of the SQLite database, taskgate.sqlite. [data]")
+    var dataDir: String?
 
-    @Option(help: "Hours an event is kept.")
-    var eventRetentionHours = 168
+    @Option(help: "Events kept per user, for resuming clients. [1000]")
+    var eventRetentionCount: Int?
+
+    @Option(help: "Hours an event is kept. [168]")
+    var eventRetentionHours: Int?
 
     @Flag(name: .customLong("enable-echo"), help: "Serve /ws/echo, an echo WebSocket on the same stack (for compliance tests).")
     var enableEchoRoute = false
 
-    var adminToken: String? {
-        let token = adminTokenOption ?? ProcessInfo.processInfo.environment["TASKGATE_ADMIN_TOKEN"]
-        return token?.isEmpty == false ? token : nil
-    }
-    var logDirectory: String? { logDirectoryOption.isEmpty ? nil : logDirectoryOption }
-    var logLevel: Logger.Level { Logger.Level(rawValue: logLevelOption) ?? .info }
-    var shutdownGrace: Duration { .seconds(shutdownGraceSeconds) }
-    var store: StoreKind { StoreKind(rawValue: storeOption) ?? .sqlite }
-    var eventRetention: EventLog.Retention {
-        .init(count: eventRetentionCount, maxAge: .seconds(eventRetentionHours * 3600))
-    }
-
-    func validate() throws {
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535") }
-        guard taskWorkers >= 1 else { throw ValidationError("--task-workers must be at least 1") }
-        guard queueLimit >= 0 else { throw ValidationError("--queue-limit must not be negative") }
-        guard maxMessageBytes >= 256 else { throw ValidationError("--max-message-bytes must be at least 256") }
-        guard shutdownGraceSeconds >= 0 else { throw ValidationError("--shutdown-grace must not be negative") }
-        guard StoreKind(rawValue: storeOption) != nil else { throw ValidationError("--store must be sqlite or memory") }
-        guard eventRetentionCount >= 1 else { throw ValidationError("--event-retention-count must be at least 1") }
-        guard eventRetentionHours >= 1 else { throw ValidationError("--event-retention-hours must be at least 1") }
-        guard Logger.Level(rawValue: logLevelOption) != nil else {
-            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
-        }
-    }
-
     func run() async throws {
+        let settings = try ServeSettings(self, environment: ProcessInfo.processInfo.environment)
         do {
-            try bootstrapLogging(directory: logDirectory, level: logLevel)
+            try bootstrapLogging(directory: settings.logDirectory, level: settings.logLevel)
         } catch {
-            throw ValidationError("cannot write logs under '\(logDirectoryOption)': \(error.localizedDescription)")
+            throw CLIError(description: "cannot write logs under '\(settings.logDirectory ?? "")': \(error.localizedDescription)")
         }
-        let app = try buildApplication(self)
-        try await app.runService()
+        try await buildServer(settings).run()
+    }
+}
+
+/// The resolved settings of `serve`.
+struct ServeSettings: AppArguments {
+    var host: String
+    var port: Int
+    var taskWorkers: Int
+    var queueLimit: Int
+    var adminToken: String?
+    var publicDirectory: String
+    var logDirectory: String?
+    var logLevel: Logger.Level
+    var maxMessageBytes: Int
+    var shutdownGrace: Duration
+    var store: StoreKind
+    var dataDirectory: String
+    var eventRetention: EventLog.Retention
+    var enableEchoRoute: Bool
+    var configPath: String?
+
+    init(_ flags: ServeCommand, environment: [String: String]) throws {
+        configPath = flags.config ?? environment["TASKGATE_CONFIG"]
+        var file = GatewayConfig.ServerSettings()
+        if let configPath {
+            do {
+                file = try ConfigLoader.load(path: configPath).server
+            } catch {
+                throw CLIError(description: "bad config: \(error)")
+            }
+        }
+        func pick<Value>(_ flag: Value?, _ variable: String, _ fromFile: Value?, _ fallback: Value, parse: (String) -> Value?) throws -> Value {
+            if let flag { return flag }
+            if let text = environment[variable], !text.isEmpty {
+                guard let value = parse(text) else { throw ValidationError("$\(variable) has an invalid value '\(text)'") }
+                return value
+            }
+            return fromFile ?? fallback
+        }
+        let text: (String) -> String? = { $0 }
+        let number: (String) -> Int? = { Int($0) }
+        host = try pick(flags.host, "TASKGATE_HOST", file.host, "127.0.0.1", parse: text)
+        port = try pick(flags.port, "TASKGATE_PORT", file.port, 9501, parse: number)
+        taskWorkers = try pick(flags.taskWorkers, "TASKGATE_TASK_WORKERS", file.taskWorkers, 4, parse: number)
+        queueLimit = try pick(flags.queueLimit, "TASKGATE_QUEUE_LIMIT", file.queueLimit, 1000, parse: number)
+        let token = try pick(flags.adminToken, "TASKGATE_ADMIN_TOKEN", file.adminToken, "", parse: text)
+        adminToken = token.isEmpty ? nil : token
+        publicDirectory = try pick(flags.publicDir, "TASKGATE_PUBLIC_DIR", file.publicDir, "public", parse: text)
+        let logs = try pick(flags.logDir, "TASKGATE_LOG_DIR", file.logDir, "log", parse: text)
+        logDirectory = logs.isEmpty ? nil : logs
+        let level = try pick(flags.logLevel, "TASKGATE_LOG_LEVEL", file.logLevel, "info", parse: text)
+        guard let parsedLevel = Logger.Level(rawValue: level) else {
+            throw ValidationError("log level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        logLevel = parsedLevel
+        maxMessageBytes = try pick(flags.maxMessageBytes, "TASKGATE_MAX_MESSAGE_BYTES", file.maxMessageBytes, 64 * 1024, parse: number)
+        shutdownGrace = .seconds(try pick(flags.shutdownGrace, "TASKGATE_SHUTDOWN_GRACE", file.shutdownGrace, 10, parse: number))
+        let storeName = try pick(flags.store, "TASKGATE_STORE", file.store, "sqlite", parse: text)
+        guard let parsedStore = StoreKind(rawValue: storeName) else { throw ValidationError("store must be sqlite or memory") }
+        store = parsedStore
+        dataDirectory = try pick(flags.dataDir, "TASKGATE_DATA_DIR", file.dataDir, "data", parse: text)
+        let retainCount = flags.eventRetentionCount ?? 1000
+        let retainHours = flags.eventRetentionHours ?? 168
+        eventRetention = .init(count: retainCount, maxAge: .seconds(retainHours * 3600))
+        enableEchoRoute = flags.enableEchoRoute
+
+        guard (0...65535).contains(port) else { throw ValidationError("port must be from 0 to 65535") }
+        guard taskWorkers >= 1 else { throw ValidationError("task workers must be at least 1") }
+        guard queueLimit >= 0 else { throw ValidationError("queue limit must not be negative") }
+        guard maxMessageBytes >= 256 else { throw ValidationError("max message bytes must be at least 256") }
+        guard shutdownGrace >= .zero else { throw ValidationError("shutdown grace must not be negative") }
+        guard retainCount >= 1, retainHours >= 1 else { throw ValidationError("event retention must be at least 1 event and 1 hour") }
     }
 }

@@ -54,9 +54,11 @@ public enum ConfigLoader {
             return ConfigError(file: file, location: ConfigError.keyPath(context.codingPath), problem: "must be \(describe(type)), not null")
         case .dataCorrupted(let context):
             if context.codingPath.isEmpty {
-                // A syntax error: Foundation names the line and column in the underlying error.
-                let detail = (context.underlyingError.map { "\($0)" } ?? context.debugDescription)
-                return ConfigError(file: file, location: lineAndColumn(in: detail) ?? "", problem: "not valid JSON: \(context.debugDescription) \(detail)")
+                // A syntax error: Foundation does not say where, so find it.
+                if let failure = JSONSyntaxLocator.firstError(in: Array(data)) {
+                    return ConfigError(file: file, location: "line \(failure.line), column \(failure.column)", problem: failure.problem)
+                }
+                return ConfigError(file: file, location: "", problem: "not valid JSON")
             }
             return ConfigError(file: file, location: ConfigError.keyPath(context.codingPath), problem: context.debugDescription)
         @unknown default:
@@ -72,10 +74,5 @@ public enum ConfigLoader {
         case is [String].Type: "a list of strings"
         default: "a \(type)".replacingOccurrences(of: "Dictionary<String, ", with: "an object of ").replacingOccurrences(of: "Array<", with: "a list of ")
         }
-    }
-
-    static func lineAndColumn(in text: String) -> String? {
-        guard let range = text.range(of: #"line \d+, column \d+"#, options: .regularExpression) else { return nil }
-        return String(text[range])
     }
 }

@@ -22,6 +22,8 @@ public protocol AppArguments: Sendable {
     var eventRetention: EventLog.Retention { get }
     /// Serve `/ws/echo` (for WebSocket compliance suites).
     var enableEchoRoute: Bool { get }
+    /// The config file declaring handlers (`taskgate.json`); `nil`: built-in handlers only.
+    var configPath: String? { get }
 }
 
 public enum StoreKind: String, Sendable, CaseIterable {
@@ -38,6 +40,7 @@ extension AppArguments {
     public var dataDirectory: String { "data" }
     public var eventRetention: EventLog.Retention { .init() }
     public var enableEchoRoute: Bool { false }
+    public var configPath: String? { nil }
 }
 
 /// Plain values, for tests and embedding (in memory unless told otherwise).
@@ -56,6 +59,7 @@ public struct GatewayArguments: AppArguments {
     public var dataDirectory = "data"
     public var eventRetention = EventLog.Retention()
     public var enableEchoRoute = false
+    public var configPath: String?
 
     public init() {}
 }

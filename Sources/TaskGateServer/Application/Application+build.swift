@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdWSCompression
 import HummingbirdWebSocket
 import Logging
+import ServiceLifecycle
 import TaskGateCore
 
 /// Builds the whole server: one HTTP/1.1 port with the WebSocket upgrade, long-poll, the REST admin API, the demo
@@ -11,16 +12,7 @@ public func buildApplication(
     _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil
 ) throws -> some ApplicationProtocol {
     let logger = makeLogger(arguments)
-    let gateway =
-        try existingGateway
-        ?? Gateway(
-            configuration: .init(
-                pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit),
-                eventRetention: arguments.eventRetention
-            ),
-            store: makeStore(arguments, logger: logger),
-            logger: logger
-        )
+    let gateway = try existingGateway ?? buildGateway(arguments)
     let auth = AdminAuthenticator(token: arguments.adminToken)
     if arguments.adminToken == nil {
         logger.warning("no admin token configured: the admin API and admin commands answer loopback clients only")
@@ -56,16 +48,55 @@ public func buildApplication(
         router: router,
         server: .http1WebSocketUpgrade(webSocketRouter: webSocketRouter, configuration: .init(ws: webSocket)),
         configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "TaskGate"),
-        services: [
-            GatewayService(gateway: gateway, grace: arguments.shutdownGrace, logger: logger),
-            ReloadSignalService(gateway: gateway, logger: logger),
-        ],
         logger: logger
     )
 }
 
-/// A store that cannot be opened is a startup error that names the file and the reason, not a crash.
-public struct StoreOpeningError: Error, CustomStringConvertible {
+/// The domain behind the server: store, handler registry (built-ins plus the config file's handlers) and pool.
+public func buildGateway(_ arguments: some AppArguments) throws -> Gateway {
+    let logger = makeLogger(arguments)
+    let registry: any HandlerRegistry
+    do {
+        registry = try ConfiguredHandlerRegistry(configPath: arguments.configPath, logger: logger)
+    } catch {
+        throw StartupError(description: "bad config: \(error)")
+    }
+    return Gateway(
+        configuration: .init(
+            pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit),
+            eventRetention: arguments.eventRetention
+        ),
+        store: try makeStore(arguments, logger: logger),
+        registry: registry,
+        logger: logger
+    )
+}
+
+/// The server as the CLI runs it: the application plus the gateway's lifecycle (recovery at start, maintenance,
+/// draining the pool at shutdown) and reload on SIGHUP.
+///
+/// On SIGTERM the services stop in reverse order: first the pool drains (new submits get 503, running tasks get
+/// the grace period, and their `done` events still reach the open connections), then the HTTP server stops and
+/// closes every WebSocket with a close frame.
+public func buildServer(_ arguments: some AppArguments) throws -> ServiceGroup {
+    let logger = makeLogger(arguments)
+    let gateway = try buildGateway(arguments)
+    let app = try buildApplication(arguments, gateway: gateway)
+    return ServiceGroup(
+        configuration: .init(
+            services: [
+                .init(service: app),
+                .init(service: GatewayService(gateway: gateway, grace: arguments.shutdownGrace, logger: logger)),
+                .init(service: ReloadSignalService(gateway: gateway, logger: logger)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+    )
+}
+
+/// A store or config that cannot be used is a startup error that names the file and the reason, not a crash.
+public struct StartupError: Error, CustomStringConvertible {
     public var description: String
 }
 
@@ -82,7 +113,7 @@ func makeStore(_ arguments: some AppArguments, logger: Logger) throws -> any Tas
             logger.info("task store opened", metadata: ["path": .string(path)])
             return store
         } catch {
-            throw StoreOpeningError(
+            throw StartupError(
                 description: "cannot open the task database \(path): \(readable(error)) "
                     + "(check that --data-dir is a writable directory on a disk with free space)")
         }
