@@ -196,6 +196,8 @@ wstest_rc=0
 wait "$WSTEST_PID" || wstest_rc=$?
 WSTEST_PID=""
 elapsed=$(($(date +%s) - started))
+# CPU seconds the server used (user + system), to tell server cost from client cost in slow cases.
+server_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$SERVER_PID/stat" 2>/dev/null || echo "?")
 stop_server
 
 if ! grep -q '^Running test case ID' "$OUT/wstest.log"; then
@@ -208,7 +210,7 @@ if [ "$wstest_rc" -eq 124 ] || [ "$wstest_rc" -eq 137 ]; then
         "before the end); output in ${OUT#$ROOT/}/wstest.log" >&2
     exit 3
 fi
-echo "autobahn: wstest finished in ${elapsed}s (exit $wstest_rc); report: ${REPORTS#$ROOT/}/index.html"
+echo "autobahn: wstest finished in ${elapsed}s (exit $wstest_rc; server CPU ${server_cpu}s); report: ${REPORTS#$ROOT/}/index.html"
 echo
 summary_rc=0
 python3 scripts/autobahn_summary.py "$REPORTS" --agent TaskGate --expect-cases "$selected" \
