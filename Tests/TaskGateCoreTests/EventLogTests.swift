@@ -17,7 +17,10 @@ extension EventLog {
 
     func subscribe(_ uid: String, _ connection: RecordingConnection, after cursor: UInt64? = nil) async throws {
         try await subscribe(uid: uid, connection: connection, after: cursor) { latest, reset in
-            #"{"type":"hello","seq":\#(latest),"reset":\#(reset)}"#
+            var hello = ServerMessage(type: "hello")
+            hello.seq = latest
+            hello.reset = reset
+            return hello
         }
     }
 }

@@ -208,7 +208,7 @@ struct SessionTests {
         try await gateway.events.subscribe("u", connection)
         let session = Session(uid: "u", isAdmin: false, transport: .webSocket, gateway: gateway)
         for _ in 0..<50 {
-            await session.handle(Array(#"{"cmd":"echo"}"#.utf8)) { connection.send(WireJSON.encode($0)) }
+            await session.handle(Array(#"{"cmd":"echo"}"#.utf8)) { connection.send(OutgoingMessage($0)) }
         }
         try await connection.waitFor { $0.filter { $0["type"] as? String == "done" }.count == 50 }
         var submitted = Set<String>()

@@ -12,7 +12,7 @@ final class RecordingConnection: ClientConnection {
 
     init(id: String = UUID().uuidString) { self.id = id }
 
-    func send(_ text: String) { received.withLock { $0.append(text) } }
+    func send(_ message: OutgoingMessage) { received.withLock { $0.append(message.json) } }
     func close(reason: CloseReason) { closed.withLock { $0 = reason } }
 
     var texts: [String] { received.withLock { $0 } }

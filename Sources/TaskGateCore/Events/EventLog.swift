@@ -6,11 +6,14 @@ import Synchronization
 public struct LoggedEvent: Sendable, Equatable {
     public let seq: UInt64
     public let json: String
+    /// `progress` or `done`.
+    public let type: String
     public let createdAt: Date
 
-    public init(seq: UInt64, json: String, createdAt: Date = Date()) {
+    public init(seq: UInt64, json: String, type: String, createdAt: Date = Date()) {
         self.seq = seq
         self.json = json
+        self.type = type
         self.createdAt = createdAt
     }
 }
@@ -93,7 +96,8 @@ public final class EventLog: Sendable {
             event = state.withLock { state -> LoggedEvent? in
                 guard var log = state.users[uid] else { return nil }  // evicted meanwhile: load again
                 log.assignedSeq += 1
-                let event = LoggedEvent(seq: log.assignedSeq, json: WireJSON.encode(makeMessage(log.assignedSeq)))
+                let message = makeMessage(log.assignedSeq)
+                let event = LoggedEvent(seq: log.assignedSeq, json: WireJSON.encode(message), type: message.type)
                 state.users[uid] = log
                 return event
             }
@@ -121,7 +125,8 @@ public final class EventLog: Sendable {
                 log.deliveredSeq = next.seq
                 log.events.append(next)
                 if log.events.count > retention.count { log.events.removeFirst() }
-                for connection in log.subscribers.values { connection.send(next.json) }
+                let outgoing = OutgoingMessage(next)
+                for connection in log.subscribers.values { connection.send(outgoing) }
                 delivered = true
             }
             log.lastActivity = .now
@@ -137,7 +142,7 @@ public final class EventLog: Sendable {
     /// out of range), then every retained event after `cursor` when one is given, then live events.
     public func subscribe(
         uid: String, connection: any ClientConnection, after cursor: UInt64?,
-        greeting: (_ latestSeq: UInt64, _ reset: Bool) -> String
+        greeting: (_ latestSeq: UInt64, _ reset: Bool) -> ServerMessage
     ) async throws {
         var subscribed = false
         while !subscribed {
@@ -146,10 +151,10 @@ public final class EventLog: Sendable {
                 guard var log = state.users[uid] else { return false }
                 if let cursor {
                     let (events, reset) = Self.events(in: log, after: cursor, limit: Int.max)
-                    connection.send(greeting(log.deliveredSeq, reset))
-                    for event in events { connection.send(event.json) }
+                    connection.send(OutgoingMessage(greeting(log.deliveredSeq, reset)))
+                    for event in events { connection.send(OutgoingMessage(event)) }
                 } else {
-                    connection.send(greeting(log.deliveredSeq, false))
+                    connection.send(OutgoingMessage(greeting(log.deliveredSeq, false)))
                 }
                 log.subscribers[connection.id] = connection
                 log.lastActivity = .now

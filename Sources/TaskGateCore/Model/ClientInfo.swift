@@ -3,6 +3,7 @@ import Foundation
 public enum Transport: String, Sendable, Codable {
     case webSocket = "websocket"
     case longPoll = "long-poll"
+    case sse
 }
 
 /// A connected client as `clients` and `GET /api/v1/clients` list it.

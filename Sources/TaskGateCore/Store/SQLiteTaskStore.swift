@@ -149,7 +149,9 @@ public final class SQLiteTaskStore: TaskStore {
             for row in rows {
                 let seq: Int64 = row["seq"]
                 guard seq == expected else { break }
-                events.append(LoggedEvent(seq: UInt64(seq), json: row["json"], createdAt: Date(timeIntervalSince1970: row["created_at"])))
+                let json: String = row["json"]
+                events.append(
+                    LoggedEvent(seq: UInt64(seq), json: json, type: Self.eventType(json), createdAt: Date(timeIntervalSince1970: row["created_at"])))
                 expected -= 1
             }
             return StoredEvents(lastSeq: UInt64(lastSeq), events: events.reversed())
@@ -161,6 +163,12 @@ public final class SQLiteTaskStore: TaskStore {
             try db.execute(sql: "DELETE FROM events WHERE created_at < ?", arguments: [date.timeIntervalSince1970])
             return db.changesCount
         }
+    }
+
+    /// Only read when a user's log is loaded, so the type is not worth a column.
+    private static func eventType(_ json: String) -> String {
+        struct Typed: Decodable { var type: String }
+        return (try? JSONDecoder().decode(Typed.self, from: Data(json.utf8)))?.type ?? "progress"
     }
 
     private static func decode(_ record: String) throws -> TaskRecord {

@@ -27,6 +27,7 @@ public func buildApplication(
     }
     WebSocketRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes).addPlainRoutes(to: router)
     LongPollRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes).addRoutes(to: router)
+    SSERoutes(gateway: gateway, auth: auth).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
 
     // Frames may be larger than a message may be, so that an oversized message gets a `413` reply rather than a

@@ -19,8 +19,8 @@ final class WebSocketConnection: ClientConnection {
         (stream, queue) = AsyncStream<Outbound>.makeStream()
     }
 
-    func send(_ text: String) {
-        queue.yield(.text(text))
+    func send(_ message: OutgoingMessage) {
+        queue.yield(.text(message.json))
     }
 
     func close(reason: CloseReason) {

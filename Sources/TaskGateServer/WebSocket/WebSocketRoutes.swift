@@ -70,12 +70,12 @@ struct WebSocketRoutes {
                 hello.seq = latestSeq
                 hello.admin = isAdmin
                 hello.reset = reset
-                return WireJSON.encode(hello)
+                return hello
             }
         } catch {
             // The user's events could not be loaded: say so and close, rather than serve a log with holes.
             logger.error("could not load events", metadata: ["uid": .string(parameters.uid), "error": "\(error)"])
-            connection.send(WireJSON.encode(ServerMessage.error(GatewayError(.unavailable, "events unavailable; try again"), ref: nil)))
+            connection.send(OutgoingMessage(ServerMessage.error(GatewayError(.unavailable, "events unavailable; try again"), ref: nil)))
             connection.close(reason: .tryAgainLater("events unavailable"))
         }
         await withTaskGroup(of: Void.self) { group in
@@ -117,19 +117,19 @@ struct WebSocketRoutes {
                 guard frame.fin else { continue }
                 inMessage = false
                 if size > maxMessageBytes {
-                    connection.send(WireJSON.encode(ServerMessage.error(
+                    connection.send(OutgoingMessage(ServerMessage.error(
                         GatewayError(.tooLarge, "message is \(size) bytes; the limit is \(maxMessageBytes)"), ref: nil)))
                     continue
                 }
                 guard isText else {
-                    connection.send(WireJSON.encode(ServerMessage.error(
+                    connection.send(OutgoingMessage(ServerMessage.error(
                         .badRequest("binary messages are not supported: send JSON as text"), ref: nil)))
                     continue
                 }
                 guard String(validating: message.readableBytesView, as: UTF8.self) != nil else {
                     return try await outbound.close(.dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 }
-                await session.handle(message.readableBytesView) { reply in connection.send(WireJSON.encode(reply)) }
+                await session.handle(message.readableBytesView) { reply in connection.send(OutgoingMessage(reply)) }
             }
         } catch {
             // The peer went away or broke the protocol; the library has already answered with a close frame.

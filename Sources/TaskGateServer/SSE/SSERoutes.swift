@@ -1,0 +1,118 @@
+import HTTPTypes
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import TaskGateCore
+
+/// `GET /sse?uid=U[&cursor=N]`: Server-Sent Events for browsers that cannot use WebSocket (a proxy in the way)
+/// but can hold a streaming response. Same events, same order as WebSocket and long-poll; `id:` is the seq, so the
+/// browser's automatic reconnect resumes with `Last-Event-ID`. Commands go through `POST /poll`.
+struct SSERoutes {
+    let gateway: Gateway
+    let auth: AdminAuthenticator
+    static let heartbeat = Duration.seconds(15)
+
+    func addRoutes(to router: Router<GatewayRequestContext>) {
+        router.get("/sse") { request, context -> Response in
+            var parameters = try ConnectionParameters(request: request)
+            if let lastEventID = request.headers[HTTPField.Name("Last-Event-ID")!] {
+                // The browser's reconnect: it wins over the cursor in the URL it was first opened with.
+                guard let seq = UInt64(lastEventID.trimmingCharacters(in: .whitespaces)) else {
+                    throw GatewayError.badRequest("'Last-Event-ID' must be a seq number")
+                }
+                parameters.cursor = seq
+            }
+            let resume = parameters
+            let isAdmin = auth.isAdmin(request: request, context: context)
+            let remote = context.remoteDescription
+            let logger = context.logger
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/event-stream", .cacheControl: "no-store", .init("X-Accel-Buffering")!: "no"],
+                body: .init { writer in
+                    try await stream(
+                        to: &writer, request: request, parameters: resume, isAdmin: isAdmin, remote: remote, logger: logger)
+                }
+            )
+        }
+    }
+
+    private func stream(
+        to writer: inout any ResponseBodyWriter, request: Request, parameters: ConnectionParameters, isAdmin: Bool,
+        remote: String?, logger: Logger
+    ) async throws {
+        let connection = SSEConnection(id: gateway.clients.makeConnectionID())
+        gateway.clients.add(ClientInfo(id: connection.id, uid: parameters.uid, transport: .sse, remote: remote, admin: isAdmin))
+        defer {
+            gateway.events.unsubscribe(uid: parameters.uid, connectionID: connection.id)
+            gateway.clients.remove(id: connection.id)
+        }
+        do {
+            try await gateway.events.subscribe(uid: parameters.uid, connection: connection, after: parameters.cursor) {
+                latestSeq, reset in
+                var hello = ServerMessage(type: "hello", code: 200, info: "connected")
+                hello.uid = parameters.uid
+                hello.transport = Transport.sse.rawValue
+                hello.seq = latestSeq
+                hello.admin = isAdmin
+                hello.reset = reset
+                return hello
+            }
+        } catch {
+            logger.error("could not load events", metadata: ["uid": .string(parameters.uid), "error": "\(error)"])
+            connection.send(OutgoingMessage(ServerMessage.error(GatewayError(.unavailable, "events unavailable; try again"), ref: nil)))
+            connection.finish()
+        }
+        let heartbeat = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.heartbeat)
+                connection.sendComment("heartbeat")
+            }
+        }
+        defer { heartbeat.cancel() }
+        // The client going away (or the server shutting down) ends the stream.
+        try await request.body.consumeWithInboundCloseHandler { _ in
+            try await withGracefulShutdownHandler {
+                for await frame in connection.frames {
+                    try await writer.write(ByteBuffer(string: frame))
+                }
+            } onGracefulShutdown: {
+                connection.finish()
+            }
+        } onInboundClosed: {
+            connection.finish()
+        }
+        try? await writer.finish(nil)
+    }
+}
+
+/// An SSE response behind the `ClientConnection` seam: messages become `event:`/`id:`/`data:` frames.
+final class SSEConnection: ClientConnection {
+    let id: String
+    let frames: AsyncStream<String>
+    private let sink: AsyncStream<String>.Continuation
+
+    init(id: String) {
+        self.id = id
+        (frames, sink) = AsyncStream<String>.makeStream()
+    }
+
+    func send(_ message: OutgoingMessage) {
+        var frame = "event: \(message.type)\n"
+        if let seq = message.seq { frame += "id: \(seq)\n" }
+        frame += "data: \(message.json)\n\n"
+        sink.yield(frame)
+    }
+
+    func sendComment(_ text: String) {
+        sink.yield(": \(text)\n\n")
+    }
+
+    func close(reason: CloseReason) {
+        sink.finish()
+    }
+
+    func finish() {
+        sink.finish()
+    }
+}
