@@ -92,6 +92,12 @@ struct WireEncodingTests {
         let date = Date(timeIntervalSince1970: 1_764_100_000.123)
         let parsed = try #require(WireJSON.parseTimestamp(WireJSON.formatTimestamp(date)))
         #expect(abs(parsed.timeIntervalSince(date)) < 0.001)
+        #expect(WireJSON.formatTimestamp(date) == "2025-11-25T19:46:40.123Z")
+        // Printing what was read back gives the same text, whatever the sub-millisecond part was.
+        for offset in stride(from: 0.0, to: 0.002, by: 0.0001) {
+            let text = WireJSON.formatTimestamp(Date(timeIntervalSince1970: 1_764_100_601.455 + offset))
+            #expect(WireJSON.formatTimestamp(WireJSON.parseTimestamp(text)!) == text)
+        }
     }
 
     @Test func errorMessageCarriesCodeSlugAndRef() {
