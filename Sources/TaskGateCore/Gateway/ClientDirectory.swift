@@ -71,6 +71,13 @@ public final class ClientDirectory: Sendable {
 
     public var count: Int { list().count }
 
+    /// Connected clients by transport (every transport listed, zero included).
+    public func countsByTransport() -> [String: Int] {
+        var counts = Dictionary(uniqueKeysWithValues: [Transport.webSocket, .longPoll, .sse].map { ($0.rawValue, 0) })
+        for client in list() { counts[client.transport.rawValue, default: 0] += 1 }
+        return counts
+    }
+
     /// "1.2.3.4:5678" → "1.2.3.4", "[::1]:5678" → "::1": a long-poll client keeps its identity across source ports.
     static func host(of remote: String) -> String {
         if remote.hasPrefix("["), let end = remote.firstIndex(of: "]") {

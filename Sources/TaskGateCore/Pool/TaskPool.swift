@@ -29,8 +29,24 @@ public actor TaskPool {
     }
 
     private struct Running {
+        var cmd: String
         var task: Task<Void, Never>
         var stopReason: StopReason?
+    }
+
+    /// What the pool is doing, for the dashboard and `/api/v1/stats`.
+    public struct Stats: Sendable, Encodable {
+        public struct HandlerLoad: Sendable, Encodable {
+            public var queued = 0
+            public var running = 0
+        }
+        public var queued: Int
+        public var running: Int
+        public var workers: Int
+        public var queueLimit: Int
+        public var handlers: [String: HandlerLoad]
+        /// Tasks that reached each final status since the server started.
+        public var finished: [String: Int]
     }
 
     public let configuration: Configuration
@@ -49,6 +65,7 @@ public actor TaskPool {
     private var reserved = 0
     private var accepting = true
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    private var finishedCounts: [TaskStatus: Int] = [:]
 
     public init(
         configuration: Configuration, store: any TaskStore, events: EventLog,
@@ -63,6 +80,18 @@ public actor TaskPool {
     }
 
     public var queuedCount: Int { queue.count + retrying.count }
+
+    public var stats: Stats {
+        var handlers: [String: Stats.HandlerLoad] = [:]
+        for job in queue { handlers[job.record.cmd, default: .init()].queued += 1 }
+        for entry in retrying.values { handlers[entry.job.record.cmd, default: .init()].queued += 1 }
+        for entry in running.values { handlers[entry.cmd, default: .init()].running += 1 }
+        let finished = Dictionary(
+            uniqueKeysWithValues: TaskStatus.allCases.filter(\.isFinal).map { ($0.rawValue, finishedCounts[$0, default: 0]) })
+        return Stats(
+            queued: queuedCount, running: running.count, workers: configuration.workers, queueLimit: configuration.queueLimit,
+            handlers: handlers, finished: finished)
+    }
     public var runningCount: Int { running.count }
 
     /// Promises a place in the pool before the task is stored, so a full queue is refused before anything is written.
@@ -198,7 +227,7 @@ public actor TaskPool {
             let id = job.record.id
             // The task starts only after it is in `running`, so its completion always finds its entry.
             let task = Task { await self.execute(job) }
-            running[id] = Running(task: task, stopReason: nil)
+            running[id] = Running(cmd: job.record.cmd, task: task, stopReason: nil)
         }
         signalIdleIfNeeded()
     }
@@ -339,6 +368,7 @@ public actor TaskPool {
     }
 
     private func finish(_ record: TaskRecord) async {
+        finishedCounts[record.status, default: 0] += 1
         logger.info(
             "task finished",
             metadata: ["task": .string(record.id), "cmd": .string(record.cmd), "status": .string(record.status.rawValue)]

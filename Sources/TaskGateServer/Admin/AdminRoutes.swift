@@ -17,6 +17,11 @@ struct AdminRoutes {
     }
 
     struct TaskList: Encodable { var tasks: [TaskRecord] }
+    struct StatsView: Encodable {
+        var connections: [String: Int]
+        var pool: TaskPool.Stats
+        var generation: Int
+    }
     struct ClientList: Encodable { var clients: [ClientInfo] }
     struct ReloadSummary: Encodable {
         var generation: Int
@@ -76,6 +81,11 @@ struct AdminRoutes {
 
         api.get("clients") { _, _ -> Response in
             .json(ClientList(clients: gateway.clients.list()))
+        }
+
+        api.get("stats") { _, _ -> Response in
+            .json(StatsView(connections: gateway.clients.countsByTransport(), pool: await gateway.pool.stats,
+                            generation: gateway.registry.current.generation))
         }
 
         api.get("handlers") { _, _ -> Response in
