@@ -1,6 +1,6 @@
-/* TaskGate demo page.
- * Plain ES5 on purpose (no build step, works in old browsers); server data is
- * only ever written with textContent, never innerHTML.
+/* TaskGate demo page, built on the browser client library (taskgate.js, loaded before this file).
+ * All protocol work (transports, fallback, reconnects, cursor, dedupe) happens in TaskGate.Client; this file is UI.
+ * Server data is only ever written with textContent, never innerHTML.
  */
 (function () {
   'use strict';
@@ -8,12 +8,9 @@
   var MAX_LOG = 200;
   var MAX_RESULT_CHARS = 4000;
   var MAX_ARGS_CHARS = 200;
-  var BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
-  var POLL_TIMEOUT_S = 25;
-  var HELLO_TIMEOUT_MS = 10000;
-  var POST_TIMEOUT_MS = 20000;
   var UID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
   var TERMINAL = { succeeded: 1, failed: 1, cancelled: 1, timed_out: 1 };
+  var FORCED = { poll: 'long-poll', 'long-poll': 'long-poll', longpoll: 'long-poll', sse: 'sse', websocket: 'websocket', ws: 'websocket' };
 
   // ---------------------------------------------------------------- helpers
 
@@ -26,29 +23,7 @@
     return node;
   }
 
-  function parseQuery(search) {
-    var out = {};
-    if (!search || search.length < 2) { return out; }
-    var parts = search.substring(1).split('&');
-    for (var i = 0; i < parts.length; i++) {
-      if (!parts[i]) { continue; }
-      var kv = parts[i].split('=');
-      var k, v;
-      try {
-        k = decodeURIComponent(kv[0].replace(/\+/g, ' '));
-        v = decodeURIComponent(kv.slice(1).join('=').replace(/\+/g, ' '));
-      } catch (e) { continue; }
-      out[k] = v;
-    }
-    return out;
-  }
-
   function hasOwn(obj, key) { return Object.prototype.hasOwnProperty.call(obj, key); }
-
-  function nowMs() {
-    return (window.performance && typeof window.performance.now === 'function')
-      ? window.performance.now() : new Date().getTime();
-  }
 
   function pad(n, width) {
     var s = String(n);
@@ -63,16 +38,9 @@
 
   function randomSuffix(n) {
     var chars = 'abcdefghijkmnpqrstuvwxyz23456789';
+    var buf = window.crypto.getRandomValues(new Uint8Array(n));
     var out = '';
-    var buf = null;
-    if (window.crypto && window.crypto.getRandomValues && window.Uint8Array) {
-      buf = new Uint8Array(n);
-      window.crypto.getRandomValues(buf);
-    }
-    for (var i = 0; i < n; i++) {
-      var r = buf ? buf[i] : Math.floor(Math.random() * 256);
-      out += chars.charAt(r % chars.length);
-    }
+    for (var i = 0; i < n; i++) { out += chars.charAt(buf[i] % chars.length); }
     return out;
   }
 
@@ -90,11 +58,7 @@
     return s.substring(0, max) + '\u2026 (truncated, ' + s.length + ' chars total)';
   }
 
-  function parseJson(text) {
-    try { return JSON.parse(text); } catch (e) { return null; }
-  }
-
-  function isObject(v) { return v !== null && typeof v === 'object' && !(v instanceof Array); }
+  function isObject(v) { return v !== null && typeof v === 'object' && !Array.isArray(v); }
 
   function formatDuration(ms) {
     if (!(ms >= 0)) { ms = 0; }
@@ -110,101 +74,14 @@
     return Date.parse(iso);
   }
 
-  var storage = (function () {
-    try {
-      var s = window.sessionStorage;
-      var probe = '__taskgate_probe__';
-      s.setItem(probe, '1');
-      s.removeItem(probe);
-      return s;
-    } catch (e) {
-      return null;
-    }
-  })();
-
-  function cursorKey(u) { return 'taskgate.cursor.' + u; }
-
-  function loadCursor(u) {
-    if (!storage) { return 0; }
-    var v = parseInt(storage.getItem(cursorKey(u)), 10);
-    return v >= 0 ? v : 0;
-  }
-
-  function saveCursor(u, n) {
-    if (!storage || !u) { return; }
-    try { storage.setItem(cursorKey(u), String(n)); } catch (e) { /* quota: ignore */ }
-  }
-
-  // ---------------------------------------------------------------- HTTP
-
-  /* httpRequest(method, url, body, timeoutMs, cb(err, status, text)) -> {abort()}
-   * Uses fetch when available, XMLHttpRequest otherwise. A 4xx/5xx answer is
-   * NOT an error here: the caller gets the status and the body. */
-  function httpRequest(method, url, body, timeoutMs, cb) {
-    var finished = false;
-    var timer = null;
-    function finish(err, status, text) {
-      if (finished) { return; }
-      finished = true;
-      if (timer) { clearTimeout(timer); }
-      cb(err, status, text);
-    }
-
-    if (typeof window.fetch === 'function') {
-      var ctrl = null;
-      try { ctrl = window.AbortController ? new window.AbortController() : null; } catch (e) { ctrl = null; }
-      var opts = { method: method, cache: 'no-store', credentials: 'same-origin', headers: {} };
-      if (body !== null && body !== undefined) {
-        opts.body = body;
-        opts.headers['Content-Type'] = 'application/json';
-      }
-      if (ctrl) { opts.signal = ctrl.signal; }
-      timer = setTimeout(function () {
-        if (ctrl) { try { ctrl.abort(); } catch (e) { /* ignore */ } }
-        finish('timed out');
-      }, timeoutMs);
-      window.fetch(url, opts).then(function (resp) {
-        return resp.text().then(function (text) { finish(null, resp.status, text); });
-      })['catch'](function (e) {
-        finish((e && e.message) || 'network error');
-      });
-      return {
-        abort: function () {
-          finished = true;
-          if (timer) { clearTimeout(timer); }
-          if (ctrl) { try { ctrl.abort(); } catch (e) { /* ignore */ } }
-        }
-      };
-    }
-
-    var xhr = new XMLHttpRequest();
-    xhr.open(method, url, true);
-    if (body !== null && body !== undefined) {
-      xhr.setRequestHeader('Content-Type', 'application/json');
-    }
-    xhr.onreadystatechange = function () {
-      if (xhr.readyState !== 4) { return; }
-      if (xhr.status === 0) { finish('network error'); return; }
-      finish(null, xhr.status, xhr.responseText);
-    };
-    timer = setTimeout(function () {
-      try { xhr.abort(); } catch (e) { /* ignore */ }
-      finish('timed out');
-    }, timeoutMs);
-    xhr.send(body === undefined ? null : body);
-    return {
-      abort: function () {
-        finished = true;
-        if (timer) { clearTimeout(timer); }
-        try { xhr.abort(); } catch (e) { /* ignore */ }
-      }
-    };
-  }
-
   // ---------------------------------------------------------------- state
 
-  var params = parseQuery(window.location.search);
-  var transport = (params.transport === 'poll' || !window.WebSocket) ? 'long-poll' : 'websocket';
+  var params = new URLSearchParams(window.location.search);
+  var forced = FORCED[(params.get('transport') || '').toLowerCase()] || null;
+  var transports = forced ? [forced] : TaskGate.transports.slice();
+  var initialTransport = transports.filter(function (t) {
+    return t === 'websocket' ? !!window.WebSocket : t === 'sse' ? !!window.EventSource : true;
+  })[0] || transports[0];
 
   var ui = {
     uid: $('uid'),
@@ -229,35 +106,18 @@
     timeoutMs: $('timeout-ms')
   };
 
-  var conn = {
-    active: false,      // user wants to be connected
-    gen: 0,             // bumped on every (re)connect/disconnect; stale callbacks compare
-    state: 'disconnected',
-    attempt: 0,         // consecutive failures, for backoff
-    ws: null,
-    ready: false,       // websocket: hello received
-    acceptNext: false,  // after a reset: accept the next event whatever its seq
-    helloTimer: null,
-    retryTimer: null,
-    retryTick: null,
-    retryAt: 0,
-    pollReq: null
-  };
-
+  var client = null;   // TaskGate.Client while connected (or trying to be)
   var uid = '';
-  var cursor = 0;
-  var refCounter = 0;
-  var pending = {};   // ref -> {cmd, sentAt, args, taskId}
-  var tasks = {};     // id -> record
+  var retryAt = 0;
+  var retryTick = null;
+  var tasks = {};      // id -> card record
 
   // ---------------------------------------------------------------- log
 
   function log(kind, text) {
     var li = el('li', 'entry entry-' + kind);
-    var t = el('time', 'entry-time', clock(new Date()));
-    var msg = el('span', 'entry-msg', text);
-    li.appendChild(t);
-    li.appendChild(msg);
+    li.appendChild(el('time', 'entry-time', clock(new Date())));
+    li.appendChild(el('span', 'entry-msg', text));
     ui.log.insertBefore(li, ui.log.firstChild);
     while (ui.log.childNodes.length > MAX_LOG) {
       ui.log.removeChild(ui.log.lastChild);
@@ -267,16 +127,19 @@
   // ---------------------------------------------------------------- UI state
 
   function setState(s) {
-    conn.state = s;
     ui.state.textContent = s;
     ui.state.setAttribute('data-state', s);
     document.body.setAttribute('data-conn-state', s);
   }
 
-  function setCursor(n) {
-    cursor = n;
-    ui.cursor.textContent = String(n);
-    saveCursor(uid, n);
+  function setTransport(t) {
+    if (!t) { return; }
+    ui.transport.textContent = t;
+    ui.transport.setAttribute('data-transport', t);
+  }
+
+  function showCursor(n) {
+    ui.cursor.textContent = String(n === null || n === undefined ? 0 : n);
   }
 
   function showRetry(text) {
@@ -286,43 +149,19 @@
 
   function hideRetry() {
     ui.retry.hidden = true;
-  }
-
-  function showResetNotice() {
-    ui.resetNotice.hidden = false;
+    if (retryTick) { clearInterval(retryTick); retryTick = null; }
   }
 
   function setConnectButton() {
-    ui.connect.textContent = conn.active ? 'Disconnect' : 'Connect';
-    ui.connect.className = conn.active ? 'btn btn-secondary' : 'btn btn-primary';
-    ui.uid.disabled = conn.active;
-  }
-
-  function clearTimers() {
-    if (conn.helloTimer) { clearTimeout(conn.helloTimer); conn.helloTimer = null; }
-    if (conn.retryTimer) { clearTimeout(conn.retryTimer); conn.retryTimer = null; }
-    if (conn.retryTick) { clearInterval(conn.retryTick); conn.retryTick = null; }
-  }
-
-  function teardownTransport() {
-    clearTimers();
-    if (conn.ws) {
-      var ws = conn.ws;
-      conn.ws = null;
-      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
-      try { ws.close(1000, 'bye'); } catch (e) { /* ignore */ }
-    }
-    conn.ready = false;
-    if (conn.pollReq) {
-      conn.pollReq.abort();
-      conn.pollReq = null;
-    }
+    ui.connect.textContent = client ? 'Disconnect' : 'Connect';
+    ui.connect.className = client ? 'btn btn-secondary' : 'btn btn-primary';
+    ui.uid.disabled = !!client;
   }
 
   // ---------------------------------------------------------------- connect
 
   function connect() {
-    var u = ui.uid.value.replace(/^\s+|\s+$/g, '');
+    var u = ui.uid.value.trim();
     if (!UID_RE.test(u)) {
       log('error', 'Invalid uid "' + u + '": use 1-128 characters from A-Z a-z 0-9 . _ : @ -');
       ui.uid.focus();
@@ -330,19 +169,22 @@
     }
     ui.uid.value = u;
     uid = u;
-    setCursor(loadCursor(uid));
     rememberUidInUrl(uid);
-    conn.active = true;
-    conn.attempt = 0;
+    var stored = TaskGate.storedCursor(uid);
+    showCursor(stored);
+    log('info', 'Connecting as "' + uid + '" via ' + transports.join(' \u2192 ') +
+      (stored ? ' (resuming after seq ' + stored + ')' : ''));
+    // replay 'all': a uid seen for the first time in this tab shows its retained tasks too.
+    client = TaskGate.connect({ uid: uid, transports: transports, replay: 'all' });
+    wire(client);
     setConnectButton();
-    log('info', 'Connecting as "' + uid + '" via ' + transport + (cursor > 0 ? ' (resuming after seq ' + cursor + ')' : ''));
-    openTransport();
   }
 
   function disconnect() {
-    conn.active = false;
-    conn.gen++;
-    teardownTransport();
+    if (!client) { return; }
+    var c = client;
+    client = null;
+    c.close();
     hideRetry();
     setState('disconnected');
     setConnectButton();
@@ -350,177 +192,59 @@
   }
 
   function rememberUidInUrl(u) {
-    if (!window.history || typeof window.history.replaceState !== 'function') { return; }
-    var q = parseQuery(window.location.search);
-    q.uid = u;
-    var parts = [];
-    for (var k in q) {
-      if (hasOwn(q, k)) { parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(q[k])); }
-    }
     try {
-      window.history.replaceState(null, '', window.location.pathname + '?' + parts.join('&') + window.location.hash);
+      var q = new URLSearchParams(window.location.search);
+      q.set('uid', u);
+      window.history.replaceState(null, '', window.location.pathname + '?' + q.toString() + window.location.hash);
     } catch (e) { /* ignore */ }
   }
 
-  function openTransport() {
-    teardownTransport();
-    conn.gen++;
-    setState('connecting');
-    if (conn.attempt > 0) { showRetry('reconnecting\u2026'); }
-    if (transport === 'websocket') {
-      openWebSocket();
-    } else {
-      poll(true);
-    }
-  }
-
-  function scheduleReconnect(reason) {
-    if (!conn.active) { return; }
-    teardownTransport();
-    conn.gen++;
-    var myGen = conn.gen;
-    setState('disconnected');
-    var delay = BACKOFF_MS[Math.min(conn.attempt, BACKOFF_MS.length - 1)];
-    conn.attempt++;
-    if (reason) { log('error', reason + ' \u2014 reconnecting in ' + formatDuration(delay)); }
-    conn.retryAt = new Date().getTime() + delay;
-    var tick = function () {
-      var left = Math.max(0, conn.retryAt - new Date().getTime());
-      showRetry('reconnecting in ' + (left / 1000).toFixed(1) + ' s\u2026');
-    };
-    tick();
-    conn.retryTick = setInterval(tick, 100);
-    conn.retryTimer = setTimeout(function () {
-      if (myGen !== conn.gen || !conn.active) { return; }
-      conn.retryTimer = null;
-      openTransport();
-    }, delay);
-  }
-
-  function retryNow() {
-    if (!conn.active || conn.state !== 'disconnected') { return; }
-    openTransport();
-  }
-
-  function onConnected(via) {
-    conn.attempt = 0;
-    hideRetry();
-    setState('connected');
-    log('info', 'Connected (' + via + '), cursor ' + cursor + '.');
-  }
-
-  // ------------------------------------------------------------ websocket
-
-  function wsUrl() {
-    var scheme = window.location.protocol === 'https:' ? 'wss://' : 'ws://';
-    return scheme + window.location.host + '/ws?uid=' + encodeURIComponent(uid) + '&cursor=' + cursor;
-  }
-
-  function openWebSocket() {
-    var myGen = conn.gen;
-    var ws;
-    try {
-      ws = new window.WebSocket(wsUrl());
-    } catch (e) {
-      scheduleReconnect('WebSocket failed: ' + ((e && e.message) || e));
-      return;
-    }
-    conn.ws = ws;
-    conn.ready = false;
-    conn.helloTimer = setTimeout(function () {
-      if (myGen !== conn.gen) { return; }
-      scheduleReconnect('No hello from server within ' + formatDuration(HELLO_TIMEOUT_MS));
-    }, HELLO_TIMEOUT_MS);
-
-    ws.onmessage = function (e) {
-      if (myGen !== conn.gen) { return; }
-      var msg = typeof e.data === 'string' ? parseJson(e.data) : null;
-      if (!isObject(msg)) {
-        log('error', 'Unreadable message from server: ' + truncate(String(e.data), 200));
-        return;
+  function wire(c) {
+    c.on('state', function (s) {
+      if (c !== client) { return; }
+      setTransport(s.transport);
+      setState(s.state);
+      if (s.state === 'connected') {
+        hideRetry();
+        log('info', (s.upgraded ? 'Upgraded to ' : 'Connected (') + s.transport + (s.upgraded ? ' (from ' + s.from + ')' : ')') +
+          ', cursor ' + (c.cursor || 0) + '.');
+      } else if (s.state === 'disconnected' && s.retryIn !== undefined) {
+        log('error', s.reason + ' \u2014 reconnecting in ' + formatDuration(s.retryIn));
+        retryAt = Date.now() + s.retryIn;
+        var tick = function () {
+          showRetry('reconnecting in ' + (Math.max(0, retryAt - Date.now()) / 1000).toFixed(1) + ' s\u2026');
+        };
+        tick();
+        if (retryTick) { clearInterval(retryTick); }
+        retryTick = setInterval(tick, 100);
+      } else if (s.state === 'connecting') {
+        if (!ui.retry.hidden) { showRetry('reconnecting via ' + s.transport + '\u2026'); }
       }
-      if (msg.type === 'hello') {
-        handleHello(msg);
-      } else if (isEvent(msg)) {
-        handleEvent(msg, false);
-      } else {
-        handleReply(msg);
-      }
-    };
-    ws.onerror = function () {
-      /* a close event always follows; reconnect happens there */
-    };
-    ws.onclose = function (e) {
-      if (myGen !== conn.gen) { return; }
-      conn.ws = null;
-      var wasReady = conn.ready;
-      conn.ready = false;
-      var why = wasReady ? 'Connection lost' : 'Could not connect';
-      scheduleReconnect(why + ' (close code ' + e.code + (e.reason ? ', ' + e.reason : '') + ')');
-    };
-  }
-
-  function handleHello(msg) {
-    if (conn.helloTimer) { clearTimeout(conn.helloTimer); conn.helloTimer = null; }
-    conn.ready = true;
-    var latest = typeof msg.seq === 'number' ? msg.seq : null;
-    if (msg.reset || (latest !== null && latest < cursor)) {
-      showResetNotice();
-      log('warn', 'Server reset the event stream (latest seq ' + latest + ', our cursor ' + cursor + '); some older events were dropped.');
-      conn.acceptNext = true;
-      if (latest !== null && latest < cursor) { setCursor(0); }
-    }
-    onConnected('websocket' + (msg.admin ? ', admin' : '') + (latest !== null ? ', server seq ' + latest : ''));
-  }
-
-  // ------------------------------------------------------------ long-poll
-
-  function poll(first) {
-    var myGen = conn.gen;
-    var timeout = first ? 0 : POLL_TIMEOUT_S;
-    var url = '/poll?uid=' + encodeURIComponent(uid) + '&cursor=' + cursor + '&timeout=' + timeout;
-    conn.pollReq = httpRequest('GET', url, null, (timeout + 15) * 1000, function (err, status, text) {
-      if (myGen !== conn.gen || !conn.active) { return; }
-      conn.pollReq = null;
-      if (err) {
-        scheduleReconnect('Poll failed: ' + err);
-        return;
-      }
-      var data = parseJson(text);
-      if (status !== 200 || !isObject(data) || !(data.events instanceof Array)) {
-        var info = isObject(data) && data.info ? data.info : truncate(String(text || ''), 200);
-        scheduleReconnect('Poll answered HTTP ' + status + (info ? ': ' + info : ''));
-        return;
-      }
-      if (conn.state !== 'connected') { onConnected('long-poll'); }
-      var reset = !!data.reset;
-      if (reset) {
-        showResetNotice();
-        log('warn', 'Server reset the event stream (cursor ' + cursor + '); some older events were dropped.');
-      }
-      for (var i = 0; i < data.events.length; i++) {
-        if (isObject(data.events[i])) { handleEvent(data.events[i], reset); }
-      }
-      if (typeof data.cursor === 'number' && data.cursor >= 0) { setCursor(data.cursor); }
-      // Next round; setTimeout keeps the stack flat.
-      setTimeout(function () {
-        if (myGen === conn.gen && conn.active) { poll(false); }
-      }, 0);
     });
+    c.on('error', function (e) {
+      if (c !== client || e.reply) { return; }   // error replies are logged by the command that caused them
+      if (e.upgrade) { log('warn', e.message); }
+    });
+    c.on('resumed', function (r) {
+      if (c !== client) { return; }
+      showCursor(c.cursor);
+      if (!r.complete) {
+        ui.resetNotice.hidden = false;
+        log('warn', 'Server reset the event stream (our cursor ' + r.cursor + ', server seq ' + r.latest +
+          '); some older events were dropped.');
+      } else if (!r.fresh) {
+        log('info', 'Resumed after seq ' + r.cursor + ' (server seq ' + r.latest + '): nothing missed.');
+      }
+    });
+    c.on('progress', function (ev) { if (c === client) { handleEvent(ev); } });
+    c.on('done', function (ev) { if (c === client) { handleEvent(ev); } });
+    c.on('reply', function (msg) { if (c === client) { handleReply(msg); } });
   }
 
   // ------------------------------------------------------------ messages
 
-  function isEvent(msg) {
-    return (msg.type === 'progress' || msg.type === 'done') && typeof msg.seq === 'number';
-  }
-
-  function handleEvent(ev, force) {
-    if (typeof ev.seq === 'number') {
-      if (!force && !conn.acceptNext && ev.seq <= cursor) { return; } // duplicate
-      conn.acceptNext = false;
-      setCursor(ev.seq);
-    }
+  function handleEvent(ev) {
+    showCursor(ev.seq);
     var task = ev.task;
     if (!isObject(task)) { return; }
     upsertTask(task);
@@ -539,26 +263,13 @@
   }
 
   function handleReply(msg) {
-    var ref = msg.ref;
-    var p = (ref !== undefined && ref !== null && hasOwn(pending, ref)) ? pending[ref] : null;
-    if (p) { delete pending[ref]; }
-    var refText = ref ? ' [' + ref + ']' : '';
+    var refText = msg.ref ? ' [' + msg.ref + ']' : '';
     var code = msg.code !== undefined && msg.code !== null ? msg.code + ' ' : '';
-
     switch (msg.type) {
       case 'submitted':
         if (isObject(msg.task)) { upsertTask(msg.task, true); }
         log('ok', code + (msg.duplicate ? 'duplicate \u2014 already known: ' : 'submitted ') +
           (msg.task ? msg.task.cmd + ' ' + msg.task.id + ' (' + msg.task.status + ')' : '') + refText);
-        break;
-      case 'pong':
-        if (p) {
-          var rtt = nowMs() - p.sentAt;
-          ui.pingRtt.textContent = rtt.toFixed(1) + ' ms';
-          log('ok', code + 'pong in ' + rtt.toFixed(1) + ' ms' + refText);
-        } else {
-          log('ok', code + 'pong' + refText);
-        }
         break;
       case 'cancelling':
         if (isObject(msg.task)) { upsertTask(msg.task); }
@@ -568,94 +279,49 @@
         if (isObject(msg.task)) { upsertTask(msg.task); }
         log('ok', code + 'status ' + (msg.task ? msg.task.id + ' ' + msg.task.status : '') + refText);
         break;
-      case 'handlers':
-        log('ok', code + 'handlers: ' + (msg.handlers instanceof Array ? msg.handlers.join(', ') : safeJson(msg.handlers)) + refText);
-        break;
+      case 'pong':
+        break;   // logged with the round trip by ping()
       case 'error':
-        log('error', 'error ' + code + (msg.error || '') + (msg.info ? ' \u2014 ' + msg.info : '') +
-          (p ? ' (for ' + p.cmd + ')' : '') + refText);
-        if (p && p.cmd === 'cancel' && p.taskId && tasks[p.taskId]) {
-          tasks[p.taskId].cancelling = false;
-          renderTask(tasks[p.taskId]);
-        }
-        break;
+        break;   // logged by the command's promise
       default:
         log('info', 'reply ' + truncate(safeJson(msg, false), 300));
     }
   }
 
-  // ------------------------------------------------------------ sending
-
-  function nextRef() {
-    refCounter++;
-    return 'r' + refCounter + '-' + randomSuffix(3);
+  function logCommandError(what, err) {
+    if (err && err.task) { return; }   // a task outcome: its done event is logged already
+    var text = err && err.error ? 'error ' + (err.code || '') + ' ' + err.error + (err.info ? ' \u2014 ' + err.info : '')
+      : String(err && err.message || err);
+    log('error', text + ' (for ' + what + ')' + (err && err.ref ? ' [' + err.ref + ']' : ''));
   }
 
-  function canSend() {
-    if (!conn.active) {
+  // ------------------------------------------------------------ sending
+
+  function requireClient() {
+    if (!client) {
       log('error', 'Not connected \u2014 press Connect first.');
-      return false;
-    }
-    if (transport === 'websocket' && (!conn.ws || !conn.ready || conn.ws.readyState !== 1)) {
-      log('error', 'Socket is not open yet (' + conn.state + ') \u2014 try again in a moment.');
       return false;
     }
     return true;
   }
 
-  function send(cmd, args, extra) {
-    if (!canSend()) { return null; }
-    var ref = nextRef();
-    var msg = { cmd: cmd, ref: ref };
-    if (args) { msg.args = args; }
-    var body = JSON.stringify(msg);
-    pending[ref] = { cmd: cmd, sentAt: nowMs(), args: args, taskId: extra && extra.taskId };
-    log('send', '\u2192 ' + cmd + (args ? ' ' + truncate(safeJson(args, false), 200) : '') + ' [' + ref + ']');
-
-    if (transport === 'websocket') {
-      try {
-        conn.ws.send(body);
-      } catch (e) {
-        delete pending[ref];
-        log('error', 'Send failed: ' + ((e && e.message) || e));
-        return null;
-      }
-      return ref;
-    }
-
-    httpRequest('POST', '/poll?uid=' + encodeURIComponent(uid), body, POST_TIMEOUT_MS, function (err, status, text) {
-      if (err) {
-        if (hasOwn(pending, ref)) {
-          var p = pending[ref];
-          delete pending[ref];
-          if (p.cmd === 'cancel' && p.taskId && tasks[p.taskId]) {
-            tasks[p.taskId].cancelling = false;
-            renderTask(tasks[p.taskId]);
-          }
-        }
-        log('error', 'POST /poll failed for ' + cmd + ': ' + err + ' [' + ref + ']');
-        return;
-      }
-      var reply = parseJson(text);
-      if (!isObject(reply)) {
-        delete pending[ref];
-        log('error', 'HTTP ' + status + ' for ' + cmd + ' with an unreadable body: ' + truncate(String(text || ''), 200));
-        return;
-      }
-      if (reply.ref === undefined || reply.ref === null) { reply.ref = ref; }
-      if (reply.code === undefined || reply.code === null) { reply.code = status; }
-      handleReply(reply);
-    });
-    return ref;
+  /** Any command, for the console and tests: TaskGateDemo.send('handlers'). */
+  function send(cmd, args) {
+    if (!requireClient()) { return null; }
+    log('send', '\u2192 ' + cmd + (args ? ' ' + truncate(safeJson(args, false), 200) : ''));
+    var p = client.send(cmd, args);
+    p.catch(function (err) { logCommandError(cmd, err); });
+    return p;
   }
 
   function readInt(input) {
-    var raw = input.value.replace(/^\s+|\s+$/g, '');
+    var raw = input.value.trim();
     if (/^-?\d+$/.test(raw)) { return parseInt(raw, 10); }
     return raw === '' ? undefined : raw; // let the server explain what is wrong
   }
 
   function submitTask(cmd) {
+    if (!requireClient()) { return; }
     var args = {};
     if (cmd === 'sleep') {
       var ms = readInt($('sleep-ms'));
@@ -669,23 +335,37 @@
       var m = $('fail-message').value;
       if (m) { args.message = m; }
     }
-    var id = ui.taskId.value.replace(/^\s+|\s+$/g, '');
+    var id = ui.taskId.value.trim();
     if (id) { args.id = id; }
     var t = readInt(ui.timeoutMs);
     if (t !== undefined) { args.timeout_ms = t; }
-    send(cmd, args);
+    log('send', '\u2192 ' + cmd + ' ' + truncate(safeJson(args, false), 200));
+    client.submit(cmd, args).catch(function (err) { logCommandError(cmd, err); });
+  }
+
+  function ping() {
+    if (!requireClient()) { return; }
+    client.ping().then(function (rtt) {
+      ui.pingRtt.textContent = rtt.toFixed(1) + ' ms';
+      log('ok', '200 pong in ' + rtt.toFixed(1) + ' ms');
+    }, function (err) { logCommandError('ping', err); });
   }
 
   function cancelTask(id) {
     var rec = tasks[id];
+    if (!requireClient()) { return; }
     if (rec) {
       rec.cancelling = true;
       renderTask(rec);
     }
-    if (!send('cancel', { id: id }, { taskId: id }) && rec) {
-      rec.cancelling = false;
-      renderTask(rec);
-    }
+    log('send', '\u2192 cancel ' + id);
+    client.cancel(id).catch(function (err) {
+      logCommandError('cancel', err);
+      if (rec) {
+        rec.cancelling = false;
+        renderTask(rec);
+      }
+    });
   }
 
   // ------------------------------------------------------------ task cards
@@ -883,23 +563,22 @@
   // ------------------------------------------------------------ wiring
 
   function init() {
-    ui.transport.textContent = transport;
-    ui.transport.setAttribute('data-transport', transport);
-    var initialUid = params.uid && UID_RE.test(params.uid) ? params.uid : 'demo-' + randomSuffix(6);
+    setTransport(initialTransport);
+    var initialUid = params.get('uid') && UID_RE.test(params.get('uid')) ? params.get('uid') : 'demo-' + randomSuffix(6);
     ui.uid.value = initialUid;
     uid = initialUid;
-    setCursor(loadCursor(uid));
+    showCursor(TaskGate.storedCursor(uid));
     setState('disconnected');
     setConnectButton();
 
     ui.connForm.addEventListener('submit', function (e) {
       e.preventDefault();
-      if (conn.active) { disconnect(); } else { connect(); }
+      if (client) { disconnect(); } else { connect(); }
     });
 
     ui.uid.addEventListener('input', function () {
-      var u = ui.uid.value.replace(/^\s+|\s+$/g, '');
-      if (UID_RE.test(u)) { ui.cursor.textContent = String(loadCursor(u)); }
+      var u = ui.uid.value.trim();
+      if (UID_RE.test(u)) { showCursor(TaskGate.storedCursor(u)); }
     });
 
     var forms = document.querySelectorAll('form.cmd-form');
@@ -912,35 +591,32 @@
       })(forms[i]);
     }
 
-    var pingBtn = document.querySelector('button[data-cmd="ping"]');
-    pingBtn.addEventListener('click', function () { send('ping'); });
-
-    ui.retryNow.addEventListener('click', retryNow);
+    document.querySelector('button[data-cmd="ping"]').addEventListener('click', ping);
+    ui.retryNow.addEventListener('click', function () { if (client) { client.retryNow(); } });
     ui.resetDismiss.addEventListener('click', function () { ui.resetNotice.hidden = true; });
     ui.clearFinished.addEventListener('click', clearFinished);
     ui.clearLog.addEventListener('click', function () {
       while (ui.log.firstChild) { ui.log.removeChild(ui.log.firstChild); }
     });
 
-    window.addEventListener('online', function () {
-      if (conn.active && conn.state === 'disconnected') {
-        log('info', 'Network is back.');
-        retryNow();
-      }
-    });
-
     setInterval(tickElapsed, 250);
 
-    log('info', 'Ready. Transport: ' + transport + '. Press Connect to start.');
-    if (params.autoconnect === '1' || params.autoconnect === 'true') { connect(); }
+    log('info', 'Ready. Transport: ' + (forced ? forced + ' (forced)' : transports.join(' \u2192 ')) + '. Press Connect to start.');
+    if (params.get('autoconnect') === '1' || params.get('autoconnect') === 'true') { connect(); }
   }
 
   // Exposed for debugging and tests; not needed by the page itself.
   window.TaskGateDemo = {
-    connect: function () { if (!conn.active) { connect(); } },
-    disconnect: function () { if (conn.active) { disconnect(); } },
+    connect: function () { if (!client) { connect(); } },
+    disconnect: disconnect,
     send: send,
-    state: function () { return { state: conn.state, transport: transport, uid: uid, cursor: cursor }; }
+    client: function () { return client; },
+    state: function () {
+      return {
+        state: client ? client.state : 'disconnected', transport: client ? client.transport : initialTransport,
+        uid: uid, cursor: client ? client.cursor : TaskGate.storedCursor(uid)
+      };
+    }
   };
 
   if (document.readyState === 'loading') {

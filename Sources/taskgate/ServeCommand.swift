@@ -61,6 +61,33 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("enable-echo"), help: "Serve /ws/echo, an echo WebSocket on the same stack (for compliance tests).")
     var enableEchoRoute = false
 
+    @Option(help: "dev (trust ?uid=) or token (signed user tokens only). [dev]")
+    var auth: String?
+
+    @Option(help: "Secret user tokens are signed with, in token mode ($TASKGATE_TOKEN_SECRET).")
+    var tokenSecret: String?
+
+    @Option(name: .customLong("allowed-origin"), help: "A browser origin allowed besides the page's own and localhost (repeatable; * for any).")
+    var allowedOrigins: [String] = []
+
+    @Option(help: "WebSocket/SSE connections per uid. [16]")
+    var maxConnectionsPerUid: Int?
+
+    @Option(help: "WebSocket/SSE connections in all. [10000]")
+    var maxConnections: Int?
+
+    @Option(help: "Messages per second per connection (bursts up to twice). [50]")
+    var maxMessagesPerSecond: Int?
+
+    @Option(help: "Queued and running tasks per uid. [100]")
+    var maxTasksPerUid: Int?
+
+    @Option(help: "Long-polls waiting at once per uid. [4]")
+    var maxPollsPerUid: Int?
+
+    @Option(help: "Messages waiting to be written to one connection before it is closed (1013). [1024]")
+    var maxOutboundMessages: Int?
+
     func run() async throws {
         let settings = try ServeSettings(self, environment: ProcessInfo.processInfo.environment)
         do {
@@ -89,6 +116,10 @@ struct ServeSettings: AppArguments {
     var eventRetention: EventLog.Retention
     var enableEchoRoute: Bool
     var configPath: String?
+    var authMode: AuthMode
+    var tokenSecret: String?
+    var allowedOrigins: [String]
+    var limits: Limits
 
     init(_ flags: ServeCommand, environment: [String: String]) throws {
         configPath = flags.config ?? environment["TASKGATE_CONFIG"]
@@ -134,6 +165,32 @@ struct ServeSettings: AppArguments {
         let retainHours = flags.eventRetentionHours ?? 168
         eventRetention = .init(count: retainCount, maxAge: .seconds(retainHours * 3600))
         enableEchoRoute = flags.enableEchoRoute
+        let mode = try pick(flags.auth, "TASKGATE_AUTH", nil, "dev", parse: text)
+        guard let parsedMode = AuthMode(rawValue: mode) else { throw ValidationError("auth must be dev or token") }
+        authMode = parsedMode
+        let secret = try pick(flags.tokenSecret, "TASKGATE_TOKEN_SECRET", nil, "", parse: text)
+        tokenSecret = secret.isEmpty ? nil : secret
+        if authMode == .token {
+            guard let tokenSecret, tokenSecret.utf8.count >= 16 else {
+                throw ValidationError("token mode needs --token-secret (or $TASKGATE_TOKEN_SECRET) of at least 16 characters")
+            }
+        }
+        allowedOrigins =
+            flags.allowedOrigins.isEmpty
+            ? (environment["TASKGATE_ALLOWED_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }
+            : flags.allowedOrigins
+        var limits = Limits()
+        limits.connectionsPerUID = flags.maxConnectionsPerUid ?? limits.connectionsPerUID
+        limits.connections = flags.maxConnections ?? limits.connections
+        limits.messagesPerSecond = flags.maxMessagesPerSecond ?? limits.messagesPerSecond
+        limits.tasksPerUID = flags.maxTasksPerUid ?? limits.tasksPerUID
+        limits.pollsPerUID = flags.maxPollsPerUid ?? limits.pollsPerUID
+        limits.outboundMessages = flags.maxOutboundMessages ?? limits.outboundMessages
+        self.limits = limits
+        guard [limits.connectionsPerUID, limits.connections, limits.messagesPerSecond, limits.tasksPerUID, limits.pollsPerUID,
+               limits.outboundMessages].allSatisfy({ $0 >= 1 })
+        else { throw ValidationError("every --max-… limit must be at least 1") }
 
         guard (0...65535).contains(port) else { throw ValidationError("port must be from 0 to 65535") }
         guard taskWorkers >= 1 else { throw ValidationError("task workers must be at least 1") }

@@ -71,6 +71,13 @@ public final class ClientDirectory: Sendable {
 
     public var count: Int { list().count }
 
+    /// WebSocket and SSE connections of one uid, and of everyone (for the connection limits).
+    public func persistentConnectionCounts(uid: String) -> (uid: Int, all: Int) {
+        state.withLock { state in
+            (state.sockets.values.count { $0.uid == uid }, state.sockets.count)
+        }
+    }
+
     /// Connected clients by transport (every transport listed, zero included).
     public func countsByTransport() -> [String: Int] {
         var counts = Dictionary(uniqueKeysWithValues: [Transport.webSocket, .longPoll, .sse].map { ($0.rawValue, 0) })

@@ -70,19 +70,19 @@ public final class Gateway: Sendable {
             throw GatewayError(.tooLarge, "'args' is larger than \(configuration.maxArgsBytes) bytes")
         }
 
-        try await pool.reserve()
+        try await pool.reserve(uid: uid)
         let record = TaskRecord(id: id, cmd: cmd, uid: uid, args: .object(args))
         let outcome: InsertOutcome
         do {
             outcome = try await store.insert(record)
         } catch {
-            await pool.releaseReservation()
+            await pool.releaseReservation(uid: uid)
             logger.error("could not store task", metadata: ["task": .string(id), "error": "\(error)"])
             throw GatewayError(.internalError, "the task could not be stored; it was not submitted")
         }
         switch outcome {
         case .existing(let existing):
-            await pool.releaseReservation()
+            await pool.releaseReservation(uid: uid)
             guard existing.uid == uid else { throw GatewayError(.idInUse, "task id '\(id)' is already in use") }
             let submission = Submission(task: existing, duplicate: true)
             accepted(submission)

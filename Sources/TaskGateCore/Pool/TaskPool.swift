@@ -11,9 +11,12 @@ public actor TaskPool {
     public struct Configuration: Sendable {
         public var workers: Int
         public var queueLimit: Int
-        public init(workers: Int = 4, queueLimit: Int = 1000) {
+        /// Queued and running tasks one uid may have at once.
+        public var tasksPerUID: Int
+        public init(workers: Int = 4, queueLimit: Int = 1000, tasksPerUID: Int = 100) {
             self.workers = workers
             self.queueLimit = queueLimit
+            self.tasksPerUID = tasksPerUID
         }
     }
 
@@ -30,6 +33,7 @@ public actor TaskPool {
 
     private struct Running {
         var cmd: String
+        var uid: String?
         var task: Task<Void, Never>
         var stopReason: StopReason?
     }
@@ -63,6 +67,7 @@ public actor TaskPool {
     private var retrying: [String: (job: Job, timer: Task<Void, Never>)] = [:]
     /// Places promised to submissions that are still being written to the store.
     private var reserved = 0
+    private var reservedByUID: [String: Int] = [:]
     private var accepting = true
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
     private var finishedCounts: [TaskStatus: Int] = [:]
@@ -95,22 +100,41 @@ public actor TaskPool {
     public var runningCount: Int { running.count }
 
     /// Promises a place in the pool before the task is stored, so a full queue is refused before anything is written.
-    public func reserve() throws(GatewayError) {
+    public func reserve(uid: String?) throws(GatewayError) {
         guard accepting else { throw GatewayError(.unavailable, "the server is shutting down") }
         let active = running.count + queue.count + retrying.count + reserved
         guard active < configuration.workers + configuration.queueLimit else {
             throw GatewayError(.queueFull, "the task queue is full (\(configuration.queueLimit) waiting); try again later")
         }
+        if let uid {
+            guard activeCount(uid: uid) < configuration.tasksPerUID else {
+                throw GatewayError(
+                    .tooManyRequests, "uid '\(uid)' already has \(configuration.tasksPerUID) tasks queued or running; wait for some to finish")
+            }
+            reservedByUID[uid, default: 0] += 1
+        }
         reserved += 1
     }
 
-    public func releaseReservation() {
+    public func releaseReservation(uid: String?) {
         reserved = max(0, reserved - 1)
+        if let uid { releaseUIDReservation(uid) }
+    }
+
+    private func releaseUIDReservation(_ uid: String) {
+        let left = (reservedByUID[uid] ?? 1) - 1
+        reservedByUID[uid] = left > 0 ? left : nil
+    }
+
+    private func activeCount(uid: String) -> Int {
+        reservedByUID[uid, default: 0] + queue.count { $0.record.uid == uid } + retrying.values.count { $0.job.record.uid == uid }
+            + running.values.count { $0.uid == uid }
     }
 
     /// Takes a stored, queued task; uses up one reservation.
     public func enqueue(_ record: TaskRecord, handler: any TaskHandler, options: TaskOptions) {
         reserved = max(0, reserved - 1)
+        if let uid = record.uid { releaseUIDReservation(uid) }
         queue.append(Job(record: record, handler: handler, options: options))
         startWaitingJobs()
     }
@@ -227,7 +251,7 @@ public actor TaskPool {
             let id = job.record.id
             // The task starts only after it is in `running`, so its completion always finds its entry.
             let task = Task { await self.execute(job) }
-            running[id] = Running(cmd: job.record.cmd, task: task, stopReason: nil)
+            running[id] = Running(cmd: job.record.cmd, uid: job.record.uid, task: task, stopReason: nil)
         }
         signalIdleIfNeeded()
     }

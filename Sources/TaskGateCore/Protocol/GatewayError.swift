@@ -10,6 +10,7 @@ public struct GatewayError: Error, Sendable, Equatable {
         case alreadyFinished = "already_finished"
         case idInUse = "id_in_use"
         case tooLarge = "too_large"
+        case tooManyRequests = "rate_limited"
         case queueFull = "queue_full"
         case unavailable
         case internalError = "internal_error"
@@ -22,6 +23,7 @@ public struct GatewayError: Error, Sendable, Equatable {
             case .unknownCommand, .notFound: 404
             case .alreadyFinished, .idInUse: 409
             case .tooLarge: 413
+            case .tooManyRequests: 429
             case .queueFull, .unavailable: 503
             case .internalError: 500
             }

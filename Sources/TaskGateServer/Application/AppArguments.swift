@@ -24,6 +24,12 @@ public protocol AppArguments: Sendable {
     var enableEchoRoute: Bool { get }
     /// The config file declaring handlers (`taskgate.json`); `nil`: built-in handlers only.
     var configPath: String? { get }
+    var authMode: AuthMode { get }
+    /// The secret user tokens are signed with (token mode).
+    var tokenSecret: String? { get }
+    /// Browser origins allowed besides the page's own and localhost; `*` allows every origin.
+    var allowedOrigins: [String] { get }
+    var limits: Limits { get }
 }
 
 public enum StoreKind: String, Sendable, CaseIterable {
@@ -41,6 +47,10 @@ extension AppArguments {
     public var eventRetention: EventLog.Retention { .init() }
     public var enableEchoRoute: Bool { false }
     public var configPath: String? { nil }
+    public var authMode: AuthMode { .dev }
+    public var tokenSecret: String? { nil }
+    public var allowedOrigins: [String] { [] }
+    public var limits: Limits { Limits() }
 }
 
 /// Plain values, for tests and embedding (in memory unless told otherwise).
@@ -60,6 +70,10 @@ public struct GatewayArguments: AppArguments {
     public var eventRetention = EventLog.Retention()
     public var enableEchoRoute = false
     public var configPath: String?
+    public var authMode = AuthMode.dev
+    public var tokenSecret: String?
+    public var allowedOrigins: [String] = []
+    public var limits = Limits()
 
     public init() {}
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWSCompression
 import HummingbirdWebSocket
 import Logging
@@ -17,6 +18,13 @@ public func buildApplication(
     if arguments.adminToken == nil {
         logger.warning("no admin token configured: the admin API and admin commands answer loopback clients only")
     }
+    if arguments.authMode == .dev && !["127.0.0.1", "::1", "localhost"].contains(arguments.host) {
+        logger.warning("dev auth mode trusts ?uid= from anyone: use --auth token when listening beyond loopback")
+    }
+    let admission = Admission(
+        mode: arguments.authMode, signer: arguments.tokenSecret.map(UserTokenSigner.init(secret:)),
+        adminToken: arguments.adminToken, allowedOrigins: arguments.allowedOrigins, limits: arguments.limits,
+        clients: gateway.clients)
 
     let router = Router(context: GatewayRequestContext.self)
     router.add(middleware: ErrorMiddleware())
@@ -25,16 +33,16 @@ public func buildApplication(
     router.get("/healthz") { _, _ -> Response in
         .json(await Health.current(gateway))
     }
-    WebSocketRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes).addPlainRoutes(to: router)
-    LongPollRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes).addRoutes(to: router)
-    SSERoutes(gateway: gateway, auth: auth).addRoutes(to: router)
+    let webSocketRoutes = WebSocketRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes)
+    webSocketRoutes.addPlainRoutes(to: router)
+    LongPollRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes).addRoutes(to: router)
+    SSERoutes(gateway: gateway, admission: admission).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
 
     // Frames may be larger than a message may be, so that an oversized message gets a `413` reply rather than a
     // closed socket; beyond the frame limit the library closes with 1009.
     let frameLimit = max(arguments.maxMessageBytes * 4, 1 << 20)
     let webSocketRouter = Router(context: GatewayRequestContext.self)
-    let webSocketRoutes = WebSocketRoutes(gateway: gateway, auth: auth, maxMessageBytes: arguments.maxMessageBytes)
     webSocketRoutes.addUpgradeRoutes(to: webSocketRouter)
     if arguments.enableEchoRoute {
         webSocketRoutes.addEchoRoute(to: webSocketRouter, maxMessageBytes: frameLimit)
@@ -47,10 +55,23 @@ public func buildApplication(
     )
     return Application(
         router: router,
-        server: .http1WebSocketUpgrade(webSocketRouter: webSocketRouter, configuration: .init(ws: webSocket)),
+        server: gatedWebSocketServer(webSocketRouter: webSocketRouter, webSocket: webSocket, admission: admission, logger: logger),
         configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "TaskGate"),
         logger: logger
     )
+}
+
+/// HTTP/1.1 with the WebSocket upgrade, behind the admission gate (see `AdmissionChannel`).
+func gatedWebSocketServer(
+    webSocketRouter: Router<GatewayRequestContext>, webSocket: WebSocketServerConfiguration, admission: Admission, logger: Logger
+) -> HTTPServerBuilder {
+    let webSocketResponder = webSocketRouter.buildResponder()
+    return HTTPServerBuilder { responder in
+        AdmissionChannel(
+            base: HTTP1WebSocketUpgradeChannel(
+                responder: responder, webSocketResponder: webSocketResponder, configuration: .init(ws: webSocket)),
+            admission: admission, logger: logger)
+    }
 }
 
 /// The domain behind the server: store, handler registry (built-ins plus the config file's handlers) and pool.
@@ -64,7 +85,7 @@ public func buildGateway(_ arguments: some AppArguments) throws -> Gateway {
     }
     return Gateway(
         configuration: .init(
-            pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit),
+            pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit, tasksPerUID: arguments.limits.tasksPerUID),
             eventRetention: arguments.eventRetention
         ),
         store: try makeStore(arguments, logger: logger),

@@ -22,8 +22,10 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext
         return address.protocol == .inet6 ? "[\(ip)]\(port)" : "\(ip)\(port)"
     }
 
-    public var isLoopback: Bool {
-        guard let ip = remoteAddress?.ipAddress else { return false }
+    public var isLoopback: Bool { Self.isLoopback(remoteAddress) }
+
+    static func isLoopback(_ address: SocketAddress?) -> Bool {
+        guard let ip = address?.ipAddress else { return false }
         return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
     }
 }

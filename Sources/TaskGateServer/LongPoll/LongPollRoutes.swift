@@ -7,26 +7,28 @@ import TaskGateCore
 /// as WebSocket's, so both see the same events in the same order.
 struct LongPollRoutes {
     let gateway: Gateway
-    let auth: AdminAuthenticator
+    let admission: Admission
     let maxMessageBytes: Int
     static let defaultTimeout = 25
     static let maxTimeout = 60
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/poll") { request, context -> Response in
-            let parameters = try ConnectionParameters(request: request)
+            let identity = try admission.identify(.init(request: request, context: context))
             let timeout = try Self.timeoutSeconds(request)
-            let pollKey = gateway.clients.beginPoll(
-                uid: parameters.uid, remote: context.remoteDescription, admin: auth.isAdmin(request: request, context: context))
+            guard gateway.events.waiterCount(uid: identity.uid) < admission.limits.pollsPerUID else {
+                throw GatewayError(.tooManyRequests, "uid '\(identity.uid)' already has \(admission.limits.pollsPerUID) polls waiting")
+            }
+            let pollKey = gateway.clients.beginPoll(uid: identity.uid, remote: context.remoteDescription, admin: identity.isAdmin)
             defer { gateway.clients.endPoll(pollKey) }
-            let cursor = parameters.cursor ?? 0
+            let cursor = identity.cursor ?? 0
             let batch: EventBatch
             do {
                 // A client that goes away cancels the wait instead of leaving it parked until the timeout, and so
                 // does a graceful shutdown (the poll then answers with what there is).
                 batch = try await request.body.consumeWithCancellationOnInboundClose { _ in
                     try await cancelWhenGracefulShutdown {
-                        try await gateway.events.waitForEvents(uid: parameters.uid, after: cursor, timeout: .seconds(timeout))
+                        try await gateway.events.waitForEvents(uid: identity.uid, after: cursor, timeout: .seconds(timeout))
                     }
                 }
             } catch is CancellationError {
@@ -42,17 +44,16 @@ struct LongPollRoutes {
         }
 
         router.post("/poll") { request, context -> Response in
-            let parameters = try ConnectionParameters(request: request)
-            let isAdmin = auth.isAdmin(request: request, context: context)
+            let identity = try admission.identify(.init(request: request, context: context))
             let body: ByteBuffer
             do {
                 body = try await request.body.collect(upTo: maxMessageBytes)
             } catch {
                 throw GatewayError(.tooLarge, "message is larger than \(maxMessageBytes) bytes")
             }
-            let pollKey = gateway.clients.beginPoll(uid: parameters.uid, remote: context.remoteDescription, admin: isAdmin)
+            let pollKey = gateway.clients.beginPoll(uid: identity.uid, remote: context.remoteDescription, admin: identity.isAdmin)
             defer { gateway.clients.endPoll(pollKey) }
-            let session = Session(uid: parameters.uid, isAdmin: isAdmin, transport: .longPoll, gateway: gateway)
+            let session = Session(uid: identity.uid, isAdmin: identity.isAdmin, transport: .longPoll, gateway: gateway)
             var answer = ServerMessage.error(GatewayError(.internalError, "no reply"), ref: nil)
             await session.handle(body.readableBytesView) { answer = $0 }
             return .json(answer, status: .init(code: answer.code ?? 200))

@@ -9,21 +9,21 @@ import TaskGateCore
 /// browser's automatic reconnect resumes with `Last-Event-ID`. Commands go through `POST /poll`.
 struct SSERoutes {
     let gateway: Gateway
-    let auth: AdminAuthenticator
+    let admission: Admission
     static let heartbeat = Duration.seconds(15)
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/sse") { request, context -> Response in
-            var parameters = try ConnectionParameters(request: request)
+            var identity = try admission.identify(.init(request: request, context: context))
+            try admission.admitConnection(uid: identity.uid)
             if let lastEventID = request.headers[HTTPField.Name("Last-Event-ID")!] {
                 // The browser's reconnect: it wins over the cursor in the URL it was first opened with.
                 guard let seq = UInt64(lastEventID.trimmingCharacters(in: .whitespaces)) else {
                     throw GatewayError.badRequest("'Last-Event-ID' must be a seq number")
                 }
-                parameters.cursor = seq
+                identity.cursor = seq
             }
-            let resume = parameters
-            let isAdmin = auth.isAdmin(request: request, context: context)
+            let resume = identity
             let remote = context.remoteDescription
             let logger = context.logger
             return Response(
@@ -31,27 +31,27 @@ struct SSERoutes {
                 headers: [.contentType: "text/event-stream", .cacheControl: "no-store", .init("X-Accel-Buffering")!: "no"],
                 body: .init { writer in
                     try await stream(
-                        to: &writer, request: request, parameters: resume, isAdmin: isAdmin, remote: remote, logger: logger)
+                        to: &writer, request: request, identity: resume, remote: remote, logger: logger)
                 }
             )
         }
     }
 
     private func stream(
-        to writer: inout any ResponseBodyWriter, request: Request, parameters: ConnectionParameters, isAdmin: Bool,
-        remote: String?, logger: Logger
+        to writer: inout any ResponseBodyWriter, request: Request, identity: Admission.Identity, remote: String?, logger: Logger
     ) async throws {
+        let isAdmin = identity.isAdmin
         let connection = SSEConnection(id: gateway.clients.makeConnectionID())
-        gateway.clients.add(ClientInfo(id: connection.id, uid: parameters.uid, transport: .sse, remote: remote, admin: isAdmin))
+        gateway.clients.add(ClientInfo(id: connection.id, uid: identity.uid, transport: .sse, remote: remote, admin: isAdmin))
         defer {
-            gateway.events.unsubscribe(uid: parameters.uid, connectionID: connection.id)
+            gateway.events.unsubscribe(uid: identity.uid, connectionID: connection.id)
             gateway.clients.remove(id: connection.id)
         }
         do {
-            try await gateway.events.subscribe(uid: parameters.uid, connection: connection, after: parameters.cursor) {
+            try await gateway.events.subscribe(uid: identity.uid, connection: connection, after: identity.cursor) {
                 latestSeq, reset in
                 var hello = ServerMessage(type: "hello", code: 200, info: "connected")
-                hello.uid = parameters.uid
+                hello.uid = identity.uid
                 hello.transport = Transport.sse.rawValue
                 hello.seq = latestSeq
                 hello.admin = isAdmin
@@ -59,7 +59,7 @@ struct SSERoutes {
                 return hello
             }
         } catch {
-            logger.error("could not load events", metadata: ["uid": .string(parameters.uid), "error": "\(error)"])
+            logger.error("could not load events", metadata: ["uid": .string(identity.uid), "error": "\(error)"])
             connection.send(OutgoingMessage(ServerMessage.error(GatewayError(.unavailable, "events unavailable; try again"), ref: nil)))
             connection.finish()
         }

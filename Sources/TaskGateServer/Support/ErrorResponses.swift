@@ -18,6 +18,7 @@ extension GatewayError: HTTPResponseError {
             case 403: .forbidden
             case 404: .notFound
             case 413: .tooLarge
+            case 429: .tooManyRequests
             case 400..<500: .badRequest
             case 503: .unavailable
             default: .internalError

@@ -1,29 +1,59 @@
 import HummingbirdWebSocket
+import Logging
 import NIOWebSocket
+import Synchronization
 import TaskGateCore
 
 /// A WebSocket behind the `ClientConnection` seam: `send` only queues, and one writer task per connection drains
-/// the queue in order, so publishing an event never waits for a socket.
+/// the queue in order, so publishing an event never waits for a socket. A client that stops reading cannot make
+/// the queue grow without bound: past `outboundLimit` waiting messages the connection is closed (1013) and the
+/// client resumes from its cursor, its events being in the log.
 final class WebSocketConnection: ClientConnection {
     enum Outbound: Sendable {
         case text(String)
         case close(CloseReason)
     }
 
+    private struct State {
+        var pending = 0
+        var closing = false
+    }
+
     let id: String
     private let queue: AsyncStream<Outbound>.Continuation
     private let stream: AsyncStream<Outbound>
+    private let outboundLimit: Int
+    private let state = Mutex(State())
+    private let logger: Logger
 
-    init(id: String) {
+    init(id: String, outboundLimit: Int = .max, logger: Logger = Logger(label: "taskgate")) {
         self.id = id
+        self.outboundLimit = outboundLimit
+        self.logger = logger
         (stream, queue) = AsyncStream<Outbound>.makeStream()
     }
 
     func send(_ message: OutgoingMessage) {
-        queue.yield(.text(message.json))
+        let verdict = state.withLock { state -> (accept: Bool, overflow: Bool) in
+            if state.closing { return (false, false) }
+            if state.pending >= outboundLimit {
+                state.closing = true
+                return (false, true)
+            }
+            state.pending += 1
+            return (true, false)
+        }
+        if verdict.accept {
+            queue.yield(.text(message.json))
+        } else if verdict.overflow {
+            logger.warning("closing a connection that does not read", metadata: ["connection": .string(id), "queued": "\(outboundLimit)"])
+            queue.yield(.close(.tryAgainLater("you are not reading: reconnect with your cursor")))
+            queue.finish()
+        }
     }
 
     func close(reason: CloseReason) {
+        state.withLock { $0.closing = true }
         queue.yield(.close(reason))
         queue.finish()
     }
@@ -40,6 +70,7 @@ final class WebSocketConnection: ClientConnection {
                 switch item {
                 case .text(let text):
                     try await outbound.write(.text(text))
+                    state.withLock { $0.pending -= 1 }
                 case .close(let reason):
                     let (code, text) = Self.closeFrame(for: reason)
                     try await outbound.close(code, reason: text)

@@ -8,7 +8,7 @@ import TaskGateCore
 /// `GET /ws?uid=U[&cursor=N][&admin=1]`: the WebSocket front door.
 struct WebSocketRoutes {
     let gateway: Gateway
-    let auth: AdminAuthenticator
+    let admission: Admission
     let maxMessageBytes: Int
 
     /// The WebSocket router: a separate one, so ordinary requests never go through upgrade matching.
@@ -16,15 +16,15 @@ struct WebSocketRoutes {
         router.ws(
             "/ws",
             shouldUpgrade: { request, context in
-                // A refused upgrade is answered 400 before any WebSocket exists.
-                _ = try ConnectionParameters(request: request)
+                // The upgrade gate has already answered refusals with their status; this is the same check again.
+                let identity = try admission.identify(.init(request: request, context: context))
+                try admission.admitConnection(uid: identity.uid)
                 return .upgrade([:])
             },
             onUpgrade: { inbound, outbound, wsContext in
-                let parameters = try ConnectionParameters(request: wsContext.request)
-                let isAdmin = auth.isAdmin(request: wsContext.request, context: wsContext.requestContext)
+                let identity = try admission.identify(.init(request: wsContext.request, context: wsContext.requestContext))
                 await serve(
-                    inbound: inbound, outbound: outbound, parameters: parameters, isAdmin: isAdmin,
+                    inbound: inbound, outbound: outbound, identity: identity,
                     remote: wsContext.requestContext.remoteDescription, logger: wsContext.logger
                 )
             }
@@ -46,26 +46,28 @@ struct WebSocketRoutes {
 
     /// A plain GET on /ws (no upgrade headers) gets a clear error instead of a 404.
     func addPlainRoutes(to router: Router<GatewayRequestContext>) {
-        router.get("/ws") { request, _ -> Response in
-            _ = try ConnectionParameters(request: request)
+        router.get("/ws") { request, context -> Response in
+            _ = try admission.identify(.init(request: request, context: context))
             throw GatewayError.badRequest("this endpoint needs a WebSocket upgrade (Upgrade: websocket)")
         }
     }
 
     private func serve(
-        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, parameters: ConnectionParameters,
-        isAdmin: Bool, remote: String?, logger: Logger
+        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, identity: Admission.Identity,
+        remote: String?, logger: Logger
     ) async {
-        let connection = WebSocketConnection(id: gateway.clients.makeConnectionID())
-        let session = Session(uid: parameters.uid, isAdmin: isAdmin, transport: .webSocket, gateway: gateway)
-        let info = ClientInfo(id: connection.id, uid: parameters.uid, transport: .webSocket, remote: remote, admin: isAdmin)
+        let isAdmin = identity.isAdmin
+        let connection = WebSocketConnection(
+            id: gateway.clients.makeConnectionID(), outboundLimit: admission.limits.outboundMessages, logger: logger)
+        let session = Session(uid: identity.uid, isAdmin: isAdmin, transport: .webSocket, gateway: gateway)
+        let info = ClientInfo(id: connection.id, uid: identity.uid, transport: .webSocket, remote: remote, admin: isAdmin)
         gateway.clients.add(info)
-        logger.info("websocket connected", metadata: ["uid": .string(parameters.uid), "connection": .string(connection.id)])
+        logger.info("websocket connected", metadata: ["uid": .string(identity.uid), "connection": .string(connection.id)])
         do {
-            try await gateway.events.subscribe(uid: parameters.uid, connection: connection, after: parameters.cursor) {
+            try await gateway.events.subscribe(uid: identity.uid, connection: connection, after: identity.cursor) {
                 latestSeq, reset in
                 var hello = ServerMessage(type: "hello", code: 200, info: "connected")
-                hello.uid = parameters.uid
+                hello.uid = identity.uid
                 hello.transport = Transport.webSocket.rawValue
                 hello.seq = latestSeq
                 hello.admin = isAdmin
@@ -74,25 +76,29 @@ struct WebSocketRoutes {
             }
         } catch {
             // The user's events could not be loaded: say so and close, rather than serve a log with holes.
-            logger.error("could not load events", metadata: ["uid": .string(parameters.uid), "error": "\(error)"])
+            logger.error("could not load events", metadata: ["uid": .string(identity.uid), "error": "\(error)"])
             connection.send(OutgoingMessage(ServerMessage.error(GatewayError(.unavailable, "events unavailable; try again"), ref: nil)))
             connection.close(reason: .tryAgainLater("events unavailable"))
         }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await connection.runWriter(outbound) }
-            await readMessages(inbound: inbound, outbound: outbound, session: session, connection: connection)
+            await readMessages(
+                inbound: inbound, outbound: outbound, session: session, connection: connection,
+                rateLimiter: RateLimiter(perSecond: admission.limits.messagesPerSecond))
             connection.finish()
         }
-        gateway.events.unsubscribe(uid: parameters.uid, connectionID: connection.id)
+        gateway.events.unsubscribe(uid: identity.uid, connectionID: connection.id)
         gateway.clients.remove(id: connection.id)
-        logger.info("websocket disconnected", metadata: ["uid": .string(parameters.uid), "connection": .string(connection.id)])
+        logger.info("websocket disconnected", metadata: ["uid": .string(identity.uid), "connection": .string(connection.id)])
     }
 
     /// Reads whole messages frame by frame, so that a message over the limit is answered with `413 too_large` and
     /// the connection stays open (the library's message reader would close it).
     private func readMessages(
-        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, session: Session, connection: WebSocketConnection
+        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, session: Session, connection: WebSocketConnection,
+        rateLimiter: RateLimiter
     ) async {
+        var rateLimiter = rateLimiter
         var frames = inbound.makeAsyncIterator()
         var message = ByteBuffer()
         var inMessage = false
@@ -129,6 +135,12 @@ struct WebSocketRoutes {
                 guard String(validating: message.readableBytesView, as: UTF8.self) != nil else {
                     return try await outbound.close(.dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 }
+                guard rateLimiter.allow() else {
+                    connection.send(OutgoingMessage(ServerMessage.error(
+                        GatewayError(.tooManyRequests, "more than \(admission.limits.messagesPerSecond) messages per second; slow down"),
+                        ref: nil)))
+                    continue
+                }
                 await session.handle(message.readableBytesView) { reply in connection.send(OutgoingMessage(reply)) }
             }
         } catch {
@@ -137,21 +149,25 @@ struct WebSocketRoutes {
     }
 }
 
-/// The query of a WebSocket or long-poll request: who the client is and where it resumes.
-struct ConnectionParameters {
-    var uid: String
-    var cursor: UInt64?
+/// A token bucket: `perSecond` messages a second on average, bursts of up to twice that.
+struct RateLimiter {
+    private let perSecond: Double
+    private let capacity: Double
+    private var tokens: Double
+    private var last = ContinuousClock.now
 
-    init(request: Request) throws(GatewayError) {
-        let query = request.uri.queryParameters
-        guard let uid = query["uid"].map(String.init) else { throw .badRequest("missing 'uid' query parameter") }
-        guard Identifier.isValidUID(uid) else {
-            throw .badRequest("'uid' must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
-        }
-        self.uid = uid
-        if let text = query["cursor"] {
-            guard let cursor = UInt64(text) else { throw .badRequest("'cursor' must be a non-negative whole number") }
-            self.cursor = cursor
-        }
+    init(perSecond: Int) {
+        self.perSecond = Double(perSecond)
+        capacity = Double(perSecond * 2)
+        tokens = capacity
+    }
+
+    mutating func allow(now: ContinuousClock.Instant = .now) -> Bool {
+        let elapsed = now - last
+        last = now
+        tokens = min(capacity, tokens + perSecond * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
     }
 }

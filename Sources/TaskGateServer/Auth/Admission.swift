@@ -1,0 +1,152 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import TaskGateCore
+
+/// How clients prove who they are.
+public enum AuthMode: String, Sendable, CaseIterable {
+    /// `?uid=` is trusted: for local development (a warning is logged when listening beyond loopback).
+    case dev
+    /// The uid comes only from a signed token (`?token=` or `Authorization: Bearer`).
+    case token
+}
+
+/// Limits that keep one client from taking the server down; each is answered with a clear error, never a crash.
+public struct Limits: Sendable, Equatable {
+    /// WebSocket and SSE connections one uid may hold.
+    public var connectionsPerUID = 16
+    /// WebSocket and SSE connections in all.
+    public var connections = 10_000
+    /// Messages a connection may send per second (bursts up to twice that).
+    public var messagesPerSecond = 50
+    /// Queued and running tasks one uid may have.
+    public var tasksPerUID = 100
+    /// Long-polls one uid may have waiting at once.
+    public var pollsPerUID = 4
+    /// Messages waiting to be written to one connection; past it the connection is closed (1013), and its events
+    /// stay in the log for a resume.
+    public var outboundMessages = 1024
+
+    public init() {}
+}
+
+/// Who a WebSocket, SSE or long-poll request is, and whether it may connect. Used both before the WebSocket
+/// upgrade (so a refusal is a plain HTTP error) and by the routes.
+public struct Admission: Sendable {
+    /// The parts of a request admission looks at, whichever layer it comes from.
+    struct Candidate {
+        var query: [String: String]
+        var header: (String) -> String?
+        var isLoopback: Bool
+    }
+
+    struct Identity: Sendable {
+        var uid: String
+        var isAdmin: Bool
+        var cursor: UInt64?
+    }
+
+    let mode: AuthMode
+    let signer: UserTokenSigner?
+    let adminToken: String?
+    let allowedOrigins: [String]
+    let limits: Limits
+    let clients: ClientDirectory
+
+    func identify(_ candidate: Candidate) throws(GatewayError) -> Identity {
+        try checkOrigin(candidate)
+        let isAdmin = Self.isAdmin(candidate, adminToken: adminToken)
+        let uid: String
+        switch mode {
+        case .dev:
+            guard let claimed = candidate.query["uid"] else { throw .badRequest("missing 'uid' query parameter") }
+            uid = claimed
+        case .token:
+            if let token = candidate.query["token"] ?? Self.userBearer(candidate, adminToken: adminToken), let signer {
+                uid = try signer.verify(token)
+                if let claimed = candidate.query["uid"], claimed != uid {
+                    throw GatewayError(.unauthorized, "'uid' does not match the token")
+                }
+            } else if isAdmin, let claimed = candidate.query["uid"] {
+                uid = claimed  // an admin (admin token) may name the uid it listens as
+            } else {
+                throw GatewayError(.unauthorized, "a token is required: ?token=<signed token> (see `taskgate token`)")
+            }
+        }
+        guard Identifier.isValidUID(uid) else {
+            throw .badRequest("'uid' must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+        }
+        var cursor: UInt64?
+        if let text = candidate.query["cursor"] {
+            guard let value = UInt64(text) else { throw .badRequest("'cursor' must be a non-negative whole number") }
+            cursor = value
+        }
+        return Identity(uid: uid, isAdmin: isAdmin, cursor: cursor)
+    }
+
+    /// A new WebSocket or SSE connection must fit the connection limits.
+    func admitConnection(uid: String) throws(GatewayError) {
+        let (mine, all) = clients.persistentConnectionCounts(uid: uid)
+        guard all < limits.connections else {
+            throw GatewayError(.unavailable, "the server holds its maximum of \(limits.connections) connections; try again later")
+        }
+        guard mine < limits.connectionsPerUID else {
+            throw GatewayError(.tooManyRequests, "uid '\(uid)' already has \(limits.connectionsPerUID) connections")
+        }
+    }
+
+    /// Browsers send `Origin`; only the page's own origin, localhost, and configured origins may connect. Clients
+    /// that are not browsers send none and are not affected.
+    func checkOrigin(_ candidate: Candidate) throws(GatewayError) {
+        guard let origin = candidate.header("origin"), !allowedOrigins.contains("*") else { return }
+        if allowedOrigins.contains(origin) { return }
+        let host = URLComponents(string: origin)?.host
+        if let host, ["localhost", "127.0.0.1", "::1", "[::1]"].contains(host) { return }
+        if let requestHost = candidate.header("host"), let originHost = URLComponents(string: origin),
+            Self.authority(originHost) == requestHost.lowercased()
+        {
+            return
+        }
+        throw GatewayError(.forbidden, "origin '\(origin)' is not allowed (see --allowed-origin)")
+    }
+
+    private static func authority(_ url: URLComponents) -> String {
+        let host = url.host?.lowercased() ?? ""
+        let defaultPort = url.scheme == "https" ? 443 : 80
+        guard let port = url.port, port != defaultPort else { return host }
+        return "\(host):\(port)"
+    }
+
+    static func isAdmin(_ candidate: Candidate, adminToken: String?) -> Bool {
+        if let adminToken {
+            guard let presented = bearer(candidate) else { return false }
+            return AdminAuthenticator.constantTimeEquals(presented, adminToken)
+        }
+        return candidate.isLoopback && candidate.query["admin"] == "1"
+    }
+
+    static func bearer(_ candidate: Candidate) -> String? {
+        guard let header = candidate.header("authorization") else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return parts[1].trimmingCharacters(in: .whitespaces)
+    }
+
+    /// A bearer that is not the admin token is a user token.
+    static func userBearer(_ candidate: Candidate, adminToken: String?) -> String? {
+        guard let presented = bearer(candidate) else { return nil }
+        if let adminToken, AdminAuthenticator.constantTimeEquals(presented, adminToken) { return nil }
+        return presented
+    }
+}
+
+extension Admission.Candidate {
+    init(request: Request, context: GatewayRequestContext) {
+        var query: [String: String] = [:]
+        for (key, value) in request.uri.queryParameters { query[String(key)] = String(value) }
+        self.init(
+            query: query,
+            header: { name in HTTPField.Name(name).flatMap { request.headers[$0] } },
+            isLoopback: context.isLoopback)
+    }
+}
