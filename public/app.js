@@ -232,7 +232,7 @@
         ui.resetNotice.hidden = false;
         log('warn', 'Server reset the event stream (our cursor ' + r.cursor + ', server seq ' + r.latest +
           '); some older events were dropped.');
-      } else if (!r.fresh) {
+      } else if (r.cursor > 0) {
         log('info', 'Resumed after seq ' + r.cursor + ' (server seq ' + r.latest + '): nothing missed.');
       }
     });

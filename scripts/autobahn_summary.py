@@ -43,9 +43,10 @@ def load_case(outdir: str, entry: dict) -> dict:
         return {}
 
 
-def table(rows: list[tuple[str, Counter]], columns: list[str]) -> str:
-    header = ["group"] + columns + ["total"]
-    body = [[name] + [str(c.get(col, 0)) for col in columns] + [str(sum(c.values()))] for name, c in rows]
+def table(rows: list[tuple[str, Counter, int]], columns: list[str]) -> str:
+    header = ["group"] + columns + ["total", "time s"]
+    body = [[name] + [str(c.get(col, 0)) for col in columns] + [str(sum(c.values())), f"{ms / 1000:.0f}"]
+            for name, c, ms in rows]
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
     lines = [fmt(header), fmt(["-" * w for w in widths])]
@@ -80,6 +81,7 @@ def main() -> int:
 
     overall: Counter = Counter()
     per_group: dict[str, Counter] = defaultdict(Counter)
+    group_ms: Counter = Counter()
     close_overall: Counter = Counter()
     failed, close_problems = [], []
     total_ms = 0
@@ -91,14 +93,15 @@ def main() -> int:
         per_group[case_id.split(".")[0]][behaviour] += 1
         close_overall[close] += 1
         total_ms += int(entry.get("duration") or 0)
+        group_ms[case_id.split(".")[0]] += int(entry.get("duration") or 0)
         if behaviour == "FAILED":
             failed.append((case_id, entry))
         elif close not in GOOD_CLOSE and behaviour != "UNIMPLEMENTED":
             close_problems.append((case_id, entry))
 
     columns = BEHAVIOURS + sorted(set(overall) - set(BEHAVIOURS))
-    rows = [(group, per_group[group]) for group in sorted(per_group, key=lambda g: case_key(g))]
-    rows.append(("all", overall))
+    rows = [(group, per_group[group], group_ms[group]) for group in sorted(per_group, key=lambda g: case_key(g))]
+    rows.append(("all", overall, total_ms))
     print(f"Autobahn fuzzingclient results for agent {agent}: {len(cases)} cases "
           f"(sum of case durations {total_ms / 1000:.1f} s)")
     print()

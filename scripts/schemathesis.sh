@@ -15,7 +15,8 @@
 # POLL_TIMEOUT_CAP (default 1; see scripts/schemathesis_hooks.py), REQUEST_TIMEOUT (per request, default 10 s).
 #
 # The server runs with --admin-token s3cret --store memory; every request carries `Authorization: Bearer s3cret`
-# (the `ignored_auth` check also sends requests without it / with a wrong one). Reports (JUnit XML, JSON) and the
+# (the `ignored_auth` check also sends requests without it / with a wrong one). Per-operation settings are in
+# scripts/schemathesis.toml, the GET /poll timeout cap in scripts/schemathesis_hooks.py. Reports (JUnit XML, JSON) and the
 # server's output go to build/schemathesis/. Exit status: that of `st run` (0 all checks passed, 1 failures or
 # errors), 3 when the hard timeout hit, 4 on a setup error.
 set -euo pipefail
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
         --seed) seed="${2:?}"; shift ;;
         --seed=*) seed="${1#*=}" ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "schemathesis.sh: unknown argument '$1' (try --help)" >&2; exit 4 ;;
     esac
     shift
@@ -100,9 +101,9 @@ echo "schemathesis $VERSION: openapi.yaml against http://127.0.0.1:$PORT, checks
     "seed $seed, hard timeout ${run_timeout}s"
 started=$(date +%s)
 rc=0
-SCHEMATHESIS_HOOKS="$ROOT/scripts/schemathesis_hooks.py" \
+SCHEMATHESIS_HOOKS="$ROOT/scripts/schemathesis_hooks.py" SCHEMATHESIS_CACHE_DIR="$ROOT/build/schemathesis-cache" \
     timeout --signal=TERM --kill-after=15 "$run_timeout" \
-    "$VENV/bin/st" run openapi.yaml \
+    "$VENV/bin/st" --config-file "$ROOT/scripts/schemathesis.toml" run openapi.yaml \
     --url "http://127.0.0.1:$PORT" \
     --header "Authorization: Bearer $TOKEN" \
     --checks all \

@@ -340,6 +340,40 @@ def test_rest_task_events_reach_uid_connections(server, api, ws_connect):
     run(body())
 
 
+def test_stats_endpoint(start_server, api, ws_connect):
+    """GET /api/v1/stats: connections by transport, load per handler, finished counters (own server: exact counts)."""
+    srv = start_server("--task-workers", "1", "--store", "memory")
+    url = f"{srv.base_url}/api/v1/stats"
+    uid = new_uid("stats")
+
+    empty = api.get(url).json()
+    assert empty["connections"] == {"websocket": 0, "long-poll": 0, "sse": 0}, empty
+    assert empty["pool"]["queued"] == 0 and empty["pool"]["running"] == 0 and empty["pool"]["handlers"] == {}
+    assert empty["pool"]["workers"] == 1 and empty["pool"]["queueLimit"] >= 1
+    assert empty["pool"]["finished"] == {"succeeded": 0, "failed": 0, "cancelled": 0, "timed_out": 0}
+    assert empty["generation"] == api.get(f"{srv.base_url}/api/v1/handlers").json()["generation"]
+
+    async def body():
+        ws = await ws_connect(uid, srv=srv)
+        await ws.next()
+        running = await asyncio.to_thread(rest_submit, api, srv, {"cmd": "sleep", "args": {"ms": 10000}, "uid": uid})
+        waiting = await asyncio.to_thread(rest_submit, api, srv, {"cmd": "echo", "args": {}, "uid": uid})
+        await ws.wait_for(lambda m: m.get("type") == "progress" and m["task"]["id"] == running["id"], 5)
+        busy = (await asyncio.to_thread(api.get, url)).json()
+        assert busy["connections"]["websocket"] == 1, busy
+        assert busy["pool"]["running"] == 1 and busy["pool"]["queued"] == 1, busy
+        assert busy["pool"]["handlers"] == {"sleep": {"queued": 0, "running": 1}, "echo": {"queued": 1, "running": 0}}
+        await asyncio.to_thread(api.post, f"{srv.base_url}/api/v1/tasks/{running['id']}/cancel")
+        failing = await asyncio.to_thread(rest_submit, api, srv, {"cmd": "fail", "args": {}, "uid": uid})
+        for tid in (running["id"], waiting["id"], failing["id"]):
+            await ws.wait_for(lambda m, tid=tid: m.get("type") == "done" and m["task"]["id"] == tid, 10)
+        done = (await asyncio.to_thread(api.get, url)).json()
+        assert done["pool"]["finished"] == {"succeeded": 1, "failed": 1, "cancelled": 1, "timed_out": 0}, done
+        assert done["pool"]["handlers"] == {} and done["pool"]["running"] == 0
+
+    run(body())
+
+
 # --------------------------------------------------------------------------- admin token
 
 
@@ -351,6 +385,7 @@ ENDPOINTS = [
     ("POST", "/api/v1/reload", None, 200),
     ("GET", "/api/v1/clients", None, 200),
     ("GET", "/api/v1/handlers", None, 200),
+    ("GET", "/api/v1/stats", None, 200),
 ]
 
 
@@ -463,12 +498,12 @@ EXEMPT = {
     **{(p, m, "500"): "internal error" for p, m in [
         ("/poll", "get"), ("/poll", "post"), ("/api/v1/tasks", "post"), ("/api/v1/tasks", "get"),
         ("/api/v1/tasks/{id}", "get"), ("/api/v1/tasks/{id}/cancel", "post"), ("/api/v1/reload", "post"),
-        ("/api/v1/clients", "get"), ("/api/v1/handlers", "get")]},
+        ("/api/v1/clients", "get"), ("/api/v1/handlers", "get"), ("/api/v1/stats", "get")]},
     # 403 on the admin API needs a non-loopback client with no token configured; the suite is loopback only.
     **{(p, m, "403"): "non-loopback only" for p, m in [
         ("/api/v1/tasks", "post"), ("/api/v1/tasks", "get"), ("/api/v1/tasks/{id}", "get"),
         ("/api/v1/tasks/{id}/cancel", "post"), ("/api/v1/reload", "post"), ("/api/v1/clients", "get"),
-        ("/api/v1/handlers", "get")]},
+        ("/api/v1/handlers", "get"), ("/api/v1/stats", "get")]},
     # POST /poll with a wrong/missing bearer is treated as a non-admin connection (403 forbidden for
     # clients/reload, like WebSocket); no request makes it answer 401. Documented but unreachable.
 }

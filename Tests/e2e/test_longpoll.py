@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from conftest import new_uid, run, strip
+from sse_client import SSEStream
 
 
 def poll(api, server, uid, cursor=0, timeout=5, **kw):
@@ -325,3 +326,64 @@ def test_get_poll_keeps_connection_reusable(server):
         pytest.fail(f"the server closed the connection after GET /poll without 'Connection: close': "
                     f"the next request on the same connection failed with {type(e).__name__}: {e}")
     assert [r[0] for r in results] == [200, 200, 200]
+
+
+# --------------------------------------------------------------------------- Server-Sent Events (GET /sse)
+# The SSE stream shares the uid's event log with WebSocket and long-poll; its commands go through POST /poll.
+# The resume-with-Last-Event-ID test and the browser client are in test_client_lib.py.
+
+
+def _sse_messages(contract, frames):
+    msgs = []
+    for f in frames:
+        msg = f.json
+        problems = contract.check_message("ServerMessage", msg)
+        assert not problems, "SSE data does not match openapi ServerMessage:\n" + "\n".join(problems)
+        assert f.event == msg["type"], f"event name {f.event!r} but data type {msg['type']!r}"
+        if "seq" in msg and msg["type"] != "hello":
+            assert f.id == str(msg["seq"]), f"id: {f.id!r} must be the seq {msg['seq']}"
+        msgs.append(msg)
+    return msgs
+
+
+def test_sse_stream_matches_long_poll(server, api, contract):
+    uid = new_uid("sse")
+    with SSEStream(server.base_url, uid=uid) as sse:
+        assert sse.status == 200
+        assert sse.content_type.split(";")[0].strip() == "text/event-stream"
+        assert sse.headers.get("Cache-Control") == "no-store"
+        contract.covered.add(("/sse", "get", "200"))  # a stream: checked here frame by frame, not by `api`
+        (hello,) = _sse_messages(contract, [sse.next_frame()])
+        assert hello["type"] == "hello" and hello["transport"] == "sse" and hello["uid"] == uid, hello
+        assert hello["seq"] == 0 and hello["reset"] is False and hello["admin"] is False
+
+        reply = submit(api, server, uid, "sleep", {"ms": 200}, ref="sse-1")
+        tid = reply["task"]["id"]
+        frames = sse.events_until(lambda f: f.event == "done", timeout=10)
+        events = _sse_messages(contract, frames)
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["task"]["id"] == tid and events[-1]["task"]["status"] == "succeeded"
+
+        clients = api.get(f"{server.base_url}/api/v1/clients").json()["clients"]
+        assert any(c["uid"] == uid and c["transport"] == "sse" for c in clients), clients
+        stats = api.get(f"{server.base_url}/api/v1/stats").json()
+        assert stats["connections"]["sse"] >= 1
+
+    # the same events, the same seqs, in the long-poll log
+    r = poll(api, server, uid, 0, timeout=0)
+    assert [(e["seq"], e["type"]) for e in r.json()["events"]] == [(e["seq"], e["type"]) for e in events]
+
+
+@pytest.mark.parametrize("params,headers", [
+    ({}, {}),
+    ({"uid": "bad uid"}, {}),
+    ({"uid": "x" * 129}, {}),
+    ({"uid": "ok", "cursor": "-1"}, {}),
+    ({"uid": "ok", "cursor": "abc"}, {}),
+    ({"uid": "ok"}, {"Last-Event-ID": "not-a-seq"}),
+], ids=["no-uid", "bad-uid", "long-uid", "negative-cursor", "text-cursor", "bad-last-event-id"])
+def test_sse_bad_parameters_are_400(server, api, params, headers):
+    r = api.get(f"{server.base_url}/sse", params=params, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.json()["error"] == "bad_request"

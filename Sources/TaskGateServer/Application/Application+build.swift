@@ -51,6 +51,8 @@ public func buildApplication(
         maxFrameSize: frameLimit,
         extensions: [.perMessageDeflate(maxDecompressedFrameSize: frameLimit)],
         autoPing: .enabled(timePeriod: .seconds(30)),
+        // A client that does not answer our close frame is not waited for long (shutdown waits for it).
+        closeTimeout: .seconds(3),
         validateUTF8: true
     )
     return Application(

@@ -25,11 +25,14 @@ final class WebSocketConnection: ClientConnection {
     private let outboundLimit: Int
     private let state = Mutex(State())
     private let logger: Logger
+    /// Drops the TCP connection: the last resort for a client that reads nothing, not even a close frame.
+    private let abort: @Sendable () -> Void
 
-    init(id: String, outboundLimit: Int = .max, logger: Logger = Logger(label: "taskgate")) {
+    init(id: String, outboundLimit: Int = .max, logger: Logger = Logger(label: "taskgate"), abort: @escaping @Sendable () -> Void = {}) {
         self.id = id
         self.outboundLimit = outboundLimit
         self.logger = logger
+        self.abort = abort
         (stream, queue) = AsyncStream<Outbound>.makeStream()
     }
 
@@ -49,6 +52,12 @@ final class WebSocketConnection: ClientConnection {
             logger.warning("closing a connection that does not read", metadata: ["connection": .string(id), "queued": "\(outboundLimit)"])
             queue.yield(.close(.tryAgainLater("you are not reading: reconnect with your cursor")))
             queue.finish()
+            // The close frame waits behind what is queued; if the client does not read it soon, drop the connection.
+            let abort = self.abort
+            Task {
+                try? await Task.sleep(for: .seconds(2))
+                abort()
+            }
         }
     }
 
@@ -69,6 +78,9 @@ final class WebSocketConnection: ClientConnection {
             for await item in stream {
                 switch item {
                 case .text(let text):
+                    // Once the connection is being closed for not reading, what is queued is not sent: the events
+                    // are in the log for the client's resume.
+                    if state.withLock({ $0.closing }) { continue }
                     try await outbound.write(.text(text))
                     state.withLock { $0.pending -= 1 }
                 case .close(let reason):

@@ -16,16 +16,18 @@ struct WebSocketRoutes {
         router.ws(
             "/ws",
             shouldUpgrade: { request, context in
-                // The upgrade gate has already answered refusals with their status; this is the same check again.
-                let identity = try admission.identify(.init(request: request, context: context))
-                try admission.admitConnection(uid: identity.uid)
+                // The upgrade gate (AdmissionChannel) has already answered refusals, with their status, and checked
+                // the connection limits; this repeats the identity check only.
+                _ = try admission.identify(.init(request: request, context: context))
                 return .upgrade([:])
             },
             onUpgrade: { inbound, outbound, wsContext in
                 let identity = try admission.identify(.init(request: wsContext.request, context: wsContext.requestContext))
+                let channel = wsContext.requestContext.channel
                 await serve(
                     inbound: inbound, outbound: outbound, identity: identity,
-                    remote: wsContext.requestContext.remoteDescription, logger: wsContext.logger
+                    remote: wsContext.requestContext.remoteDescription, logger: wsContext.logger,
+                    abort: { channel.close(promise: nil) }
                 )
             }
         )
@@ -54,11 +56,11 @@ struct WebSocketRoutes {
 
     private func serve(
         inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, identity: Admission.Identity,
-        remote: String?, logger: Logger
+        remote: String?, logger: Logger, abort: @escaping @Sendable () -> Void
     ) async {
         let isAdmin = identity.isAdmin
         let connection = WebSocketConnection(
-            id: gateway.clients.makeConnectionID(), outboundLimit: admission.limits.outboundMessages, logger: logger)
+            id: gateway.clients.makeConnectionID(), outboundLimit: admission.limits.outboundMessages, logger: logger, abort: abort)
         let session = Session(uid: identity.uid, isAdmin: isAdmin, transport: .webSocket, gateway: gateway)
         let info = ClientInfo(id: connection.id, uid: identity.uid, transport: .webSocket, remote: remote, admin: isAdmin)
         gateway.clients.add(info)
