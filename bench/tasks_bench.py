@@ -101,7 +101,7 @@ def run(binary: str, store: str, connections: int, window: int, seconds: float, 
     workdir = tempfile.mkdtemp(prefix="taskgate-bench-")
     args = [binary, "serve", "--port", str(port), "--store", store, "--data-dir", f"{workdir}/data",
             "--log-dir", f"{workdir}/log", "--log-level", "warning", "--task-workers", str(workers),
-            "--queue-limit", "100000"]
+            "--queue-limit", "100000", "--max-messages-per-second", "1000000", "--max-tasks-per-uid", "100000"]
     server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
         for _ in range(200):

@@ -198,6 +198,12 @@ wstest_rc=0
 wait "$WSTEST_PID" || wstest_rc=$?
 WSTEST_PID=""
 elapsed=$(($(date +%s) - started))
+server_died=""
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    server_died=1
+    echo "autobahn.sh: the server EXITED during the run; the end of its output:" >&2
+    tail -n 30 "$OUT/server.log" >&2
+fi
 # CPU seconds the server used (user + system), to tell server cost from client cost in slow cases.
 server_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$SERVER_PID/stat" 2>/dev/null || echo "?")
 stop_server
@@ -217,6 +223,9 @@ echo
 summary_rc=0
 python3 scripts/autobahn_summary.py "$REPORTS" --agent TaskGate --expect-cases "$selected" \
     --json "$OUT/summary.json" || summary_rc=$?
+if [ -n "$server_died" ] && [ "$summary_rc" -eq 0 ]; then
+    exit 2
+fi
 if [ "$wstest_rc" -ne 0 ] && [ "$summary_rc" -eq 0 ]; then
     echo "autobahn.sh: wstest exited with $wstest_rc; output in ${OUT#$ROOT/}/wstest.log" >&2
     exit 2

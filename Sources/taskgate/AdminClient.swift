@@ -44,7 +44,7 @@ struct AdminClient {
     }
 
     func post<Value: Decodable>(_ path: String, body: (some Encodable)?, as type: Value.Type) async throws -> Value {
-        let data = try body.map { try WireJSON.makeEncoder().encode($0) }
+        let data = try body.map { try WireJSON.encoder.encode($0) }
         return try await send(.POST, path, body: data, as: type)
     }
 
@@ -70,7 +70,7 @@ struct AdminClient {
             throw CLIError(description: "\(response.status.code) \(detail)")
         }
         do {
-            return try WireJSON.makeDecoder().decode(Value.self, from: data)
+            return try WireJSON.decoder.decode(Value.self, from: data)
         } catch {
             throw CLIError(description: "unexpected answer from \(baseURL)\(path): \(error)")
         }

@@ -59,10 +59,14 @@ def driver():
 
 
 def _wait(drv, cond, timeout, what):
+    """WebDriverWait that retries while elements are missing or were just re-rendered (stale)."""
+    from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                            TimeoutException)
     from selenium.webdriver.support.ui import WebDriverWait
     try:
-        return WebDriverWait(drv, timeout, poll_frequency=0.1).until(cond)
-    except Exception as e:  # TimeoutException: add the page state to the message
+        return WebDriverWait(drv, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(cond)
+    except TimeoutException as e:  # add the page state to the message
         shot = SCREENSHOTS / f"failure-{int(time.time() * 1000)}.png"
         drv.save_screenshot(str(shot))
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; screenshot={shot}") from e
@@ -498,8 +502,10 @@ def test_dashboard(server, driver, api):
           == [quick["id"]], 5, "only the echo task")
     Select(driver.find_element(By.ID, "f-handler")).select_by_value("")
     Select(driver.find_element(By.ID, "f-status")).select_by_value("cancelled")
-    _wait(driver, lambda d: sorted(r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "tr.task-row"))
-          == sorted([slow["id"], new_id]), 5, "the two cancelled tasks")
+    rows = lambda d: sorted((r.get_attribute("data-id"), r.get_attribute("data-status"))
+                            for r in d.find_elements(By.CSS_SELECTOR, "tr.task-row"))
+    _wait(driver, lambda d: rows(d) == sorted([(slow["id"], "cancelled"), (new_id, "cancelled")]), 5,
+          "the two cancelled tasks")
 
     # reload
     driver.find_element(By.ID, "reload").click()

@@ -25,9 +25,13 @@ public enum WireJSON {
         return decoder
     }
 
+    /// Shared: encoders and decoders are safe to use from many threads, and making one per message is costly.
+    public static let encoder = makeEncoder()
+    public static let decoder = makeDecoder()
+
     public static func encode(_ value: some Encodable) -> String {
         do {
-            return String(decoding: try makeEncoder().encode(value), as: UTF8.self)
+            return String(decoding: try encoder.encode(value), as: UTF8.self)
         } catch {
             // Every wire type is built from strings, numbers and JSONValue; none can fail to encode.
             preconditionFailure("wire value failed to encode: \(error)")

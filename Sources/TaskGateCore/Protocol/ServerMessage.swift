@@ -33,6 +33,18 @@ public struct ServerMessage: Sendable, Encodable, Equatable {
         return message
     }
 
+    /// The first message on a WebSocket or SSE connection: who it is, the latest seq, and whether the cursor it
+    /// resumed from was out of range.
+    public static func hello(uid: String, transport: Transport, latestSeq: UInt64, admin: Bool, reset: Bool) -> ServerMessage {
+        var message = ServerMessage(type: "hello", code: 200, info: "connected")
+        message.uid = uid
+        message.transport = transport.rawValue
+        message.seq = latestSeq
+        message.admin = admin
+        message.reset = reset
+        return message
+    }
+
     public static func submitted(_ task: TaskRecord, duplicate: Bool, ref: String?) -> ServerMessage {
         var message = ServerMessage(type: "submitted", code: 202, info: duplicate ? "task already submitted" : "task submitted", ref: ref)
         message.task = task

@@ -172,6 +172,6 @@ public final class SQLiteTaskStore: TaskStore {
     }
 
     private static func decode(_ record: String) throws -> TaskRecord {
-        try WireJSON.makeDecoder().decode(TaskRecord.self, from: Data(record.utf8))
+        try WireJSON.decoder.decode(TaskRecord.self, from: Data(record.utf8))
     }
 }

@@ -105,7 +105,7 @@ struct AdminRoutes {
             throw GatewayError(.tooLarge, "request body is larger than \(maxBodyBytes) bytes")
         }
         do {
-            return try WireJSON.makeDecoder().decode(Body.self, from: Data(buffer.readableBytesView))
+            return try WireJSON.decoder.decode(Body.self, from: Data(buffer.readableBytesView))
         } catch DecodingError.keyNotFound(let key, _) {
             throw GatewayError.badRequest("body is missing '\(key.stringValue)'")
         } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {

@@ -48,15 +48,8 @@ struct SSERoutes {
             gateway.clients.remove(id: connection.id)
         }
         do {
-            try await gateway.events.subscribe(uid: identity.uid, connection: connection, after: identity.cursor) {
-                latestSeq, reset in
-                var hello = ServerMessage(type: "hello", code: 200, info: "connected")
-                hello.uid = identity.uid
-                hello.transport = Transport.sse.rawValue
-                hello.seq = latestSeq
-                hello.admin = isAdmin
-                hello.reset = reset
-                return hello
+            try await gateway.events.subscribe(uid: identity.uid, connection: connection, after: identity.cursor) { latestSeq, reset in
+                .hello(uid: identity.uid, transport: .sse, latestSeq: latestSeq, admin: isAdmin, reset: reset)
             }
         } catch {
             logger.error("could not load events", metadata: ["uid": .string(identity.uid), "error": "\(error)"])

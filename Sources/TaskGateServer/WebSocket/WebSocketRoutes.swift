@@ -66,15 +66,8 @@ struct WebSocketRoutes {
         gateway.clients.add(info)
         logger.info("websocket connected", metadata: ["uid": .string(identity.uid), "connection": .string(connection.id)])
         do {
-            try await gateway.events.subscribe(uid: identity.uid, connection: connection, after: identity.cursor) {
-                latestSeq, reset in
-                var hello = ServerMessage(type: "hello", code: 200, info: "connected")
-                hello.uid = identity.uid
-                hello.transport = Transport.webSocket.rawValue
-                hello.seq = latestSeq
-                hello.admin = isAdmin
-                hello.reset = reset
-                return hello
+            try await gateway.events.subscribe(uid: identity.uid, connection: connection, after: identity.cursor) { latestSeq, reset in
+                .hello(uid: identity.uid, transport: .webSocket, latestSeq: latestSeq, admin: isAdmin, reset: reset)
             }
         } catch {
             // The user's events could not be loaded: say so and close, rather than serve a log with holes.
