@@ -504,8 +504,12 @@ EXEMPT = {
         ("/api/v1/tasks", "post"), ("/api/v1/tasks", "get"), ("/api/v1/tasks/{id}", "get"),
         ("/api/v1/tasks/{id}/cancel", "post"), ("/api/v1/reload", "post"), ("/api/v1/clients", "get"),
         ("/api/v1/handlers", "get"), ("/api/v1/stats", "get")]},
-    # POST /poll with a wrong/missing bearer is treated as a non-admin connection (403 forbidden for
-    # clients/reload, like WebSocket); no request makes it answer 401. Documented but unreachable.
+    # Admission refusals (token mode, Origin, limits) are exercised by test_security.py, with servers started
+    # for them (token mode, tiny limits), outside this coverage run.
+    **{(p, m, c): "test_security.py" for p, m, codes in [
+        ("/ws", "get", ["401", "403", "429", "503"]), ("/sse", "get", ["401", "403", "429", "503"]),
+        ("/poll", "get", ["401", "403", "429", "503"]), ("/poll", "post", ["401", "429"]),
+        ("/api/v1/tasks", "post", ["429"])] for c in codes},
 }
 
 

@@ -133,16 +133,21 @@ def test_connection_limits(start_server):
     uid = new_uid("lim")
 
     async def body():
-        first = await websockets.connect(f"{server.ws_url}?uid={uid}", open_timeout=5, proxy=None)
-        second = await websockets.connect(f"{server.ws_url}?uid={uid}", open_timeout=5, proxy=None)
+        async def connected(query: str):
+            ws = await websockets.connect(f"{server.ws_url}?{query}", open_timeout=5, proxy=None)
+            await asyncio.wait_for(ws.recv(), 5)  # hello comes once the connection is registered (and counted)
+            return ws
+
+        first = await connected(f"uid={uid}")
+        second = await connected(f"uid={uid}")
         status, error = await refused(f"{server.ws_url}?uid={uid}")
         assert status == 429 and error["error"] == "rate_limited", error
-        third = await websockets.connect(f"{server.ws_url}?uid=other-{uid}", open_timeout=5, proxy=None)
+        third = await connected(f"uid=other-{uid}")
         status, error = await refused(f"{server.ws_url}?uid=fourth-{uid}")
         assert status == 503, error
         await first.close()
         await asyncio.sleep(0.3)
-        again = await websockets.connect(f"{server.ws_url}?uid={uid}", open_timeout=5, proxy=None)
+        again = await connected(f"uid={uid}")
         for ws in (second, third, again):
             await ws.close()
 
