@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, new_uid
-
-CHROMIUM = os.environ.get("TASKGATE_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TASKGATE_CHROMEDRIVER", "/usr/bin/chromedriver")
-SCREENSHOTS = REPO / "build" / "screenshots"
-
-
-def _browser_available() -> bool:
-    return all(Path(p).exists() or shutil.which(p) for p in (CHROMIUM, CHROMEDRIVER))
+from browser import SCREENSHOTS, launch_browser
+from conftest import new_uid
 
 
 @pytest.fixture(scope="module")
 def driver():
-    if not _browser_available():
-        if os.environ.get("TASKGATE_REQUIRE_BROWSER"):
-            pytest.fail(f"TASKGATE_REQUIRE_BROWSER is set but {CHROMIUM} / {CHROMEDRIVER} are missing")
-        pytest.skip(f"chromium ({CHROMIUM}) or chromedriver ({CHROMEDRIVER}) not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1600", "--no-proxy-server", "--disable-extensions"):
-        options.add_argument(arg)
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    drv.set_page_load_timeout(20)
+    drv = launch_browser("1280,1600")
     drv.set_script_timeout(10)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     yield drv
     drv.quit()
 

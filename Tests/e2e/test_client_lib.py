@@ -7,10 +7,7 @@ execute_async_script; every wait is bounded.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -19,13 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from browser import SCREENSHOTS, launch_browser
 from conftest import (REPO, STARTUP_TIMEOUT, TASKGATE_BIN, ADMIN_TOKEN, ServerHandle, _stop_and_check, free_port,
                       new_uid, wait_task_final)
 from sse_client import SSEStream
 
-CHROMIUM = os.environ.get("TASKGATE_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TASKGATE_CHROMEDRIVER", "/usr/bin/chromedriver")
-SCREENSHOTS = REPO / "build" / "screenshots"
 HTTP = requests.Session()
 HTTP.trust_env = False  # loopback only: never through a proxy
 
@@ -33,27 +28,9 @@ HTTP.trust_env = False  # loopback only: never through a proxy
 # --------------------------------------------------------------------------- browser plumbing
 
 
-def _browser_available() -> bool:
-    return all(Path(p).exists() or shutil.which(p) for p in (CHROMIUM, CHROMEDRIVER))
-
-
 @pytest.fixture(scope="module")
 def driver():
-    if not _browser_available():
-        if os.environ.get("TASKGATE_REQUIRE_BROWSER"):
-            pytest.fail(f"TASKGATE_REQUIRE_BROWSER is set but {CHROMIUM} / {CHROMEDRIVER} are missing")
-        pytest.skip(f"chromium ({CHROMIUM}) or chromedriver ({CHROMEDRIVER}) not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1000", "--no-proxy-server", "--disable-extensions"):
-        options.add_argument(arg)
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    drv.set_page_load_timeout(20)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    drv = launch_browser("1400,1000")
     yield drv
     drv.quit()
 
@@ -514,7 +491,12 @@ def test_dashboard(server, driver, api):
     assert f"generation {generation + 1}" in text and "added:" in text and "removed:" in text, text
 
     # the chart has counters behind it
-    assert int(driver.find_element(By.ID, "fin-cancelled").text) >= 2
+    # (the counters come from /api/v1/stats, polled every second)
+    def cancelled_count(d):
+        text = d.find_element(By.ID, "fin-cancelled").text.strip()
+        return int(text) if text.isdigit() else 0
+
+    _wait(driver, lambda d: cancelled_count(d) >= 2, 5, "the cancelled counter")
     assert driver.find_element(By.ID, "chart").size["height"] > 100
     Select(driver.find_element(By.ID, "f-status")).select_by_value("")
     _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.task-row")) == 3, 5, "all three tasks")

@@ -7,6 +7,7 @@ public struct GatewayError: Error, Sendable, Equatable {
         case forbidden
         case unknownCommand = "unknown_command"
         case notFound = "not_found"
+        case methodNotAllowed = "method_not_allowed"
         case alreadyFinished = "already_finished"
         case idInUse = "id_in_use"
         case tooLarge = "too_large"
@@ -21,6 +22,7 @@ public struct GatewayError: Error, Sendable, Equatable {
             case .unauthorized: 401
             case .forbidden: 403
             case .unknownCommand, .notFound: 404
+            case .methodNotAllowed: 405
             case .alreadyFinished, .idInUse: 409
             case .tooLarge: 413
             case .tooManyRequests: 429

@@ -17,6 +17,7 @@ extension GatewayError: HTTPResponseError {
             case 401: .unauthorized
             case 403: .forbidden
             case 404: .notFound
+            case 405: .methodNotAllowed
             case 413: .tooLarge
             case 429: .tooManyRequests
             case 400..<500: .badRequest
@@ -34,6 +35,15 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let error as GatewayError {
             return try error.response(from: request, context: context)
+        } catch let error as HTTPError where error.status == .notFound {
+            // The router answers 404 for a known path with another method; say 405 and what is allowed.
+            guard let allowed = KnownRoutes.methods(forPath: request.uri.path), !allowed.contains(request.method) else {
+                return try GatewayError(.notFound, "no such path: \(request.uri.path)").response(from: request, context: context)
+            }
+            var response = try GatewayError(.methodNotAllowed, "\(request.method) is not supported here").response(
+                from: request, context: context)
+            response.headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
+            return response
         } catch let error as HTTPError {
             var response = try GatewayError(httpStatus: error.status, message: error.body).response(from: request, context: context)
             // A 404 from the router keeps its status, but with the JSON body; a 405 likewise.
@@ -59,5 +69,30 @@ extension Response {
             headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
             body: .init(byteBuffer: ByteBuffer(string: text))
         )
+    }
+}
+
+/// The paths the server answers and their methods, for the `405 Allow` answer.
+enum KnownRoutes {
+    static let table: [(pattern: [String], methods: [HTTPRequest.Method])] = [
+        ([], [.get]),  // the demo page
+        (["healthz"], [.get]),
+        (["ws"], [.get]),
+        (["sse"], [.get]),
+        (["poll"], [.get, .post]),
+        (["api", "v1", "tasks"], [.get, .post]),
+        (["api", "v1", "tasks", "*"], [.get]),
+        (["api", "v1", "tasks", "*", "cancel"], [.post]),
+        (["api", "v1", "reload"], [.post]),
+        (["api", "v1", "clients"], [.get]),
+        (["api", "v1", "handlers"], [.get]),
+        (["api", "v1", "stats"], [.get]),
+    ]
+
+    static func methods(forPath path: String) -> [HTTPRequest.Method]? {
+        let parts = path.split(separator: "/").map(String.init)
+        return table.first { route in
+            route.pattern.count == parts.count && zip(route.pattern, parts).allSatisfy { $0 == "*" || $0 == $1 }
+        }?.methods
     }
 }
