@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,14 +20,10 @@ from pathlib import Path
 
 import requests
 
+from benchserver import taskgate
+
 HERE = Path(__file__).resolve().parent
 NO_PROXY = {"http": None, "https": None}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def finished(base: str) -> int:
@@ -74,20 +67,9 @@ def main():
                         "processes": options.processes},
     }}
     (workdir / "taskgate.json").write_text(json.dumps(config))
-    port = free_port()
-    server = subprocess.Popen(
-        [options.bin, "serve", "--port", str(port), "--config", str(workdir / "taskgate.json"), "--store", "memory",
-         "--log-dir", str(workdir / "log"), "--log-level", "warning", "--task-workers", str(options.processes),
-         "--queue-limit", "100000", "--max-tasks-per-uid", "100000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                requests.get(f"{base}/healthz", timeout=1, proxies=NO_PROXY)
-                break
-            except requests.RequestException:
-                time.sleep(0.05)
+    with taskgate(options.bin, "--config", str(workdir / "taskgate.json"), "--store", "memory",
+                  workers=options.processes) as (_, port, _):
+        base = f"http://127.0.0.1:{port}"
         measure(base, "noop_worker", 20, options.threads, 60)  # warm-up: starts the worker processes
         results = {}
         for cmd in ("echo", "noop_worker", "noop_command"):
@@ -99,13 +81,7 @@ def main():
         for cmd, rate in results.items():
             print(f"{cmd:<14} {rate:>9.1f} {options.processes * 1000 / rate:>20.2f}")
         print(f"\nworker / command tasks/s: {results['noop_worker'] / results['noop_command']:.1f}x")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,38 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
 import websockets
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
-def rss_kb(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
+from benchserver import cpu_seconds, rss_kb, taskgate
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
@@ -97,19 +71,7 @@ async def drive(port: int, uid_prefix: str, connections: int, window: int, secon
 
 
 def run(binary: str, store: str, connections: int, window: int, seconds: float, workers: int) -> dict:
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="taskgate-bench-")
-    args = [binary, "serve", "--port", str(port), "--store", store, "--data-dir", f"{workdir}/data",
-            "--log-dir", f"{workdir}/log", "--log-level", "warning", "--task-workers", str(workers),
-            "--queue-limit", "100000", "--max-messages-per-second", "1000000", "--max-tasks-per-uid", "100000"]
-    server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+    with taskgate(binary, "--store", store, workers=workers) as (server, port, _):
         # A short warm-up, not measured.
         asyncio.run(drive(port, "warm", min(connections, 10), window, 1.0))
         cpu_before = cpu_seconds(server.pid)
@@ -129,13 +91,6 @@ def run(binary: str, store: str, connections: int, window: int, seconds: float, 
             "server_cpu_us_per_task": round(cpu_used / completed * 1e6, 1) if completed else None,
             "server_rss_kb": rss_kb(server.pid),
         }
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main():

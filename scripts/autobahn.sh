@@ -118,43 +118,16 @@ if ! "$BIN" serve --help 2>/dev/null | grep -q -- '--enable-echo'; then
 fi
 
 rm -rf "$OUT"
-mkdir -p "$REPORTS" "$OUT/server-log"
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-
-SERVER_PID=""
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
+mkdir -p "$REPORTS"
+source "$ROOT/scripts/lib/taskgate-server.sh"
 WSTEST_PID=""
 cleanup() {
     [ -z "$WSTEST_PID" ] || kill -TERM "$WSTEST_PID" 2>/dev/null || true
-    stop_server
+    stop_taskgate
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-"$BIN" serve --host 127.0.0.1 --port "$PORT" --enable-echo --store memory --shutdown-grace 1 \
-    --log-dir "$OUT/server-log" >"$OUT/server.log" 2>&1 &
-SERVER_PID=$!
-up=""
-for _ in $(seq 150); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
-    if python3 -c "import urllib.request, sys; urllib.request.urlopen('http://127.0.0.1:$PORT/healthz', timeout=1)" \
-        2>/dev/null; then up=1; break; fi
-    sleep 0.2
-done
-if [ -z "$up" ]; then
-    echo "autobahn.sh: the server did not come up on 127.0.0.1:$PORT; its output:" >&2
-    tail -n 30 "$OUT/server.log" >&2
-    exit 4
-fi
+start_taskgate autobahn.sh "$OUT" --enable-echo
 
 # --- the spec and the run -----------------------------------------------------------------------------------------
 python3 - "$OUT/fuzzingclient.json" "$REPORTS" "ws://127.0.0.1:$PORT/ws/echo" "$cases" "$exclude" <<'EOF'
@@ -206,7 +179,7 @@ if ! kill -0 "$SERVER_PID" 2>/dev/null; then
 fi
 # CPU seconds the server used (user + system), to tell server cost from client cost in slow cases.
 server_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$SERVER_PID/stat" 2>/dev/null || echo "?")
-stop_server
+stop_taskgate
 
 if ! grep -q '^Running test case ID' "$OUT/wstest.log"; then
     echo "autobahn.sh: wstest ran no case; its output:" >&2

@@ -64,39 +64,10 @@ if [ ! -x "$BIN" ]; then
     exit 4
 fi
 rm -rf "$OUT"
-mkdir -p "$OUT/server-log"
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-
-SERVER_PID=""
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
-trap stop_server EXIT
+source "$ROOT/scripts/lib/taskgate-server.sh"
+trap stop_taskgate EXIT
 trap 'exit 130' INT TERM
-
-# --shutdown-grace 1: tasks the fuzzer submitted (sleep, primes) must not hold up the stop.
-"$BIN" serve --host 127.0.0.1 --port "$PORT" --admin-token "$TOKEN" --store memory --shutdown-grace 1 \
-    --log-dir "$OUT/server-log" >"$OUT/server.log" 2>&1 &
-SERVER_PID=$!
-up=""
-for _ in $(seq 150); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/healthz', timeout=1)" \
-        2>/dev/null; then up=1; break; fi
-    sleep 0.2
-done
-if [ -z "$up" ]; then
-    echo "schemathesis.sh: the server did not come up on 127.0.0.1:$PORT; its output:" >&2
-    tail -n 30 "$OUT/server.log" >&2
-    exit 4
-fi
+start_taskgate schemathesis.sh "$OUT" --admin-token "$TOKEN"
 
 # --- the run ------------------------------------------------------------------------------------------------------
 echo "schemathesis $VERSION: openapi.yaml against http://127.0.0.1:$PORT, checks all, max examples $max_examples," \
@@ -117,7 +88,7 @@ SCHEMATHESIS_HOOKS="$ROOT/scripts/schemathesis_hooks.py" SCHEMATHESIS_CACHE_DIR=
     --report junit,json --report-dir "$OUT" \
     "${extra[@]}" 2>&1 | tee "$OUT/st.log" || rc=${PIPESTATUS[0]}
 elapsed=$(($(date +%s) - started))
-stop_server
+stop_taskgate
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     echo "schemathesis.sh: st run TIMED OUT after ${run_timeout}s (output in ${OUT#$ROOT/}/st.log)" >&2
     exit 3
