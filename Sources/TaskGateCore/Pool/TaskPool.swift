@@ -146,10 +146,7 @@ public actor TaskPool {
         var failed = 0
         for var record in tasks {
             guard let handler = handlers.handler(named: record.cmd) else {
-                record.status = .failed
-                record.error = "interrupted: no handler named '\(record.cmd)' after the restart"
-                record.finishedAt = Date()
-                await finish(record)
+                await end(record, as: .failed, error: "interrupted: no handler named '\(record.cmd)' after the restart")
                 failed += 1
                 continue
             }
@@ -158,10 +155,7 @@ public actor TaskPool {
                 ?? (try! TaskOptions(args: [:], handler: handler))  // no overrides: cannot fail
             if record.status == .running {
                 guard handler.isIdempotent, record.attempts < options.maxAttempts else {
-                    record.status = .failed
-                    record.error = "interrupted: the server stopped while the task was running"
-                    record.finishedAt = Date()
-                    await finish(record)
+                    await end(record, as: .failed, error: "interrupted: the server stopped while the task was running")
                     failed += 1
                     continue
                 }
@@ -193,13 +187,10 @@ public actor TaskPool {
             entry.timer.cancel()
             waiting = entry.job.record
         }
-        if var record = waiting {
-            record.status = .cancelled
-            record.error = "cancelled before it started"
-            record.finishedAt = Date()
-            await finish(record)
+        if let waiting {
+            let cancelled = await end(waiting, as: .cancelled, error: "cancelled before it started")
             signalIdleIfNeeded()
-            return .dequeued(record)
+            return .dequeued(cancelled)
         }
         guard var entry = running[id] else { return .notActive }
         if entry.stopReason == nil { entry.stopReason = .cancelled }
@@ -218,11 +209,7 @@ public actor TaskPool {
         queue.removeAll()
         if !store.isDurable {
             for job in waiting {
-                var record = job.record
-                record.status = .failed
-                record.error = "interrupted: the server shut down before the task started"
-                record.finishedAt = Date()
-                await finish(record)
+                await end(job.record, as: .failed, error: "interrupted: the server shut down before the task started")
             }
         }
         if !running.isEmpty {
@@ -269,12 +256,8 @@ public actor TaskPool {
             job.handler = current
             job.options = (try? TaskOptions(args: job.record.args.objectValue ?? [:], handler: current)) ?? job.options
         } else {
-            var record = job.record
-            record.status = .failed
-            record.error = "no handler named '\(record.cmd)' any more (removed by a reload)"
-            record.finishedAt = Date()
-            await finish(record)
-            running[record.id] = nil
+            await end(job.record, as: .failed, error: "no handler named '\(job.record.cmd)' any more (removed by a reload)")
+            running[job.record.id] = nil
             startWaitingJobs()
             return
         }
@@ -389,6 +372,17 @@ public actor TaskPool {
 
     private func publishProgress(_ record: TaskRecord) async {
         await self.record(record) { seq in .progress(record, seq: seq) }
+    }
+
+    /// Ends a task that never ran to completion (cancelled while waiting, interrupted, no handler).
+    @discardableResult
+    private func end(_ task: TaskRecord, as status: TaskStatus, error: String) async -> TaskRecord {
+        var record = task
+        record.status = status
+        record.error = error
+        record.finishedAt = Date()
+        await finish(record)
+        return record
     }
 
     private func finish(_ record: TaskRecord) async {
