@@ -28,7 +28,17 @@ public struct CommandHandler: TaskHandler {
 
     public func run(_ context: TaskContext) async throws -> JSONValue {
         await limiter.acquire()
-        defer { Task { await limiter.release() } }
+        do {
+            let result = try await runProcess(context)
+            await limiter.release()
+            return result
+        } catch {
+            await limiter.release()
+            throw error
+        }
+    }
+
+    private func runProcess(_ context: TaskContext) async throws -> JSONValue {
         try Task.checkCancellation()
         let input = WireJSON.encode(TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.args)) + "\n"
         let killer = ProcessGroupKiller()
