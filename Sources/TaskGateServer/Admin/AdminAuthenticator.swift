@@ -1,8 +1,10 @@
+import Foundation
 import Hummingbird
 import TaskGateCore
 
-/// Decides who is an admin. With a token configured, only `Authorization: Bearer <token>` is; without one, only a
-/// loopback client is (the seed let anyone reload; we do not).
+/// Guards the REST admin API (admins on WebSocket, SSE and long-poll are decided by `Admission`). With a token
+/// configured, only `Authorization: Bearer <token>` passes; without one, only a loopback client does (the seed let
+/// anyone reload; we do not).
 struct AdminAuthenticator: Sendable {
     let token: String?
 
@@ -20,20 +22,16 @@ struct AdminAuthenticator: Sendable {
         }
     }
 
-    /// For WebSocket and long-poll clients: admin commands need the token, or `?admin=1` from loopback when none is set.
-    func isAdmin(request: Request, context: GatewayRequestContext) -> Bool {
-        if let token {
-            guard let presented = Self.bearerToken(request) else { return false }
-            return Self.constantTimeEquals(presented, token)
-        }
-        return context.isLoopback && request.uri.queryParameters["admin"] == "1"
+    static func bearerToken(_ request: Request) -> String? {
+        bearerToken(fromHeader: request.headers[.authorization])
     }
 
-    static func bearerToken(_ request: Request) -> String? {
-        guard let header = request.headers[.authorization] else { return nil }
+    /// The token of an `Authorization: Bearer <token>` header; the one parser for admin and user tokens.
+    static func bearerToken(fromHeader header: String?) -> String? {
+        guard let header else { return nil }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        return String(parts[1]).trimmingSpaces
+        return parts[1].trimmingCharacters(in: .whitespaces)
     }
 
     /// Compares without an early exit, so response time does not reveal how much of a guess was right.
@@ -47,11 +45,5 @@ struct AdminAuthenticator: Sendable {
             difference |= x ^ y
         }
         return difference == 0 && a.count == b.count
-    }
-}
-
-extension String {
-    fileprivate var trimmingSpaces: String {
-        String(drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
     }
 }

@@ -126,10 +126,7 @@ public struct Admission: Sendable {
     }
 
     static func bearer(_ candidate: Candidate) -> String? {
-        guard let header = candidate.header("authorization") else { return nil }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        return parts[1].trimmingCharacters(in: .whitespaces)
+        AdminAuthenticator.bearerToken(fromHeader: candidate.header("authorization"))
     }
 
     /// A bearer that is not the admin token is a user token.
