@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and a fresh machine lacks: C headers for the Swift packages, Chromium and its
-# driver for the browser tests, PHP for the example worker handler, and the Python packages of the end-to-end suite. Installs only what is missing.
+# driver for the browser tests, PHP for the example worker handler, PostgreSQL for the cluster tests (they start their
+# own throwaway server on a loopback port; Tests/e2e/pg.py), and the Python packages of the end-to-end suite. Installs
+# only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,19 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v curl >/dev/null || missing+=(curl)
 command -v php >/dev/null || missing+=(php-cli)
 command -v pgrep >/dev/null || missing+=(procps)
+have_postgres() {  # initdb/pg_ctl/postgres where Tests/e2e/pg.py looks for them, and psql
+    local dirs=() d
+    if command -v pg_config >/dev/null; then dirs+=("$(pg_config --bindir 2>/dev/null || true)"); fi
+    dirs+=(/usr/lib/postgresql/*/bin)
+    for d in "${dirs[@]}"; do
+        if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ]; then
+            [ -x "$d/psql" ] || command -v psql >/dev/null
+            return
+        fi
+    done
+    return 1
+}
+have_postgres || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     SUDO=""

@@ -107,6 +107,7 @@ struct ClientView: Decodable {
     var connectedAt: String
     var remote: String?
     var admin: Bool
+    var node: String?
 }
 
 struct ClientListView: Decodable { var clients: [ClientView] }
@@ -114,6 +115,24 @@ struct ClientListView: Decodable { var clients: [ClientView] }
 struct ReloadView: Decodable {
     var generation: Int
     var handlers: [String]
+    var nodes: [NodeReload]?
+}
+
+struct NodeListView: Decodable {
+    struct Node: Decodable {
+        var id: String
+        var isSelf: Bool
+        var startedAt: String
+        var heartbeatAt: String
+        var clients: Int
+        var running: Int
+
+        enum CodingKeys: String, CodingKey {
+            case id, startedAt, heartbeatAt, clients, running
+            case isSelf = "self"
+        }
+    }
+    var nodes: [Node]
 }
 
 struct HandlerListView: Decodable {

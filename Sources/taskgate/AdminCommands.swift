@@ -6,10 +6,36 @@ struct ReloadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reload", abstract: "Reload the task handlers softly: connections stay, running tasks finish.")
     @OptionGroup var options: AdminOptions
+    @Option(help: "Reload only this node of a cluster (default: every node).")
+    var node: String?
 
     func run() async throws {
-        let result = try await options.client().post("/api/v1/reload", body: NoBody(), as: ReloadView.self)
+        let path = node.map { "/api/v1/reload?node=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" }
+        let result = try await options.client().post(path ?? "/api/v1/reload", body: NoBody(), as: ReloadView.self)
         print("reloaded: generation \(result.generation), handlers: \(result.handlers.joined(separator: ", "))")
+        // A cluster answers per node; a single node's one answer is the line above.
+        guard let nodes = result.nodes, nodes.count > 1 || nodes.first?.node != Gateway.standaloneNodeID else { return }
+        for answer in nodes {
+            if let error = answer.error {
+                print("  \(answer.node): refused: \(error)")
+            } else {
+                print("  \(answer.node): generation \(answer.generation ?? 0), handlers: \((answer.handlers ?? []).joined(separator: ", "))")
+            }
+        }
+    }
+}
+
+struct NodesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "nodes", abstract: "List the live nodes of a cluster.")
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        let list = try await options.client().get("/api/v1/nodes", as: NodeListView.self)
+        print("NODE\tCLIENTS\tRUNNING\tSTARTED\tHEARTBEAT")
+        for node in list.nodes {
+            let marker = node.isSelf ? " (answered)" : ""
+            print("\(node.id)\t\(node.clients)\t\(node.running)\t\(node.startedAt)\t\(node.heartbeatAt)\(marker)")
+        }
     }
 }
 
@@ -23,9 +49,12 @@ struct ListCommand: AsyncParsableCommand {
             print("no clients connected")
             return
         }
+        print("UID\tTRANSPORT\tNODE\tREMOTE\tSINCE\tID")
         for client in list.clients {
             let admin = client.admin ? " admin" : ""
-            print("\(client.uid)\t\(client.transport)\t\(client.remote ?? "-")\tsince \(client.connectedAt)\t\(client.id)\(admin)")
+            print(
+                "\(client.uid)\t\(client.transport)\t\(client.node ?? Gateway.standaloneNodeID)\t\(client.remote ?? "-")\tsince \(client.connectedAt)\t\(client.id)\(admin)"
+            )
         }
     }
 }

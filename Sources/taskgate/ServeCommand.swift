@@ -46,8 +46,17 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds running tasks get to finish on SIGTERM. [10]")
     var shutdownGrace: Int?
 
-    @Option(help: "sqlite (durable) or memory (gone on restart). [sqlite]")
+    @Option(help: "sqlite (durable), memory (gone on restart) or postgres (several nodes sharing one database). [sqlite]")
     var store: String?
+
+    @Option(help: "PostgreSQL for --store postgres: postgres://user:password@host:5432/database ($TASKGATE_DATABASE_URL).")
+    var databaseURL: String?
+
+    @Option(help: "This node's id in a cluster, unique per node ($TASKGATE_NODE_ID). [host name-port]")
+    var nodeID: String?
+
+    @Option(help: "Seconds a cluster node's running tasks stay leased without its heartbeat; then another node takes them over. [10]")
+    var leaseTimeout: Int?
 
     @Option(help: "Directory of the SQLite database, taskgate.sqlite. [data]")
     var dataDir: String?
@@ -113,6 +122,9 @@ struct ServeSettings: AppArguments {
     var shutdownGrace: Duration
     var store: StoreKind
     var dataDirectory: String
+    var databaseURL: String?
+    var nodeID: String?
+    var leaseTimeout: Duration
     var eventRetention: EventLog.Retention
     var enableEchoRoute: Bool
     var configPath: String?
@@ -158,9 +170,19 @@ struct ServeSettings: AppArguments {
         maxMessageBytes = try pick(flags.maxMessageBytes, "TASKGATE_MAX_MESSAGE_BYTES", file.maxMessageBytes, 64 * 1024, parse: number)
         shutdownGrace = .seconds(try pick(flags.shutdownGrace, "TASKGATE_SHUTDOWN_GRACE", file.shutdownGrace, 10, parse: number))
         let storeName = try pick(flags.store, "TASKGATE_STORE", file.store, "sqlite", parse: text)
-        guard let parsedStore = StoreKind(rawValue: storeName) else { throw ValidationError("store must be sqlite or memory") }
+        guard let parsedStore = StoreKind(rawValue: storeName) else { throw ValidationError("store must be sqlite, memory or postgres") }
         store = parsedStore
         dataDirectory = try pick(flags.dataDir, "TASKGATE_DATA_DIR", file.dataDir, "data", parse: text)
+        let url = try pick(flags.databaseURL, "TASKGATE_DATABASE_URL", file.databaseURL, "", parse: text)
+        databaseURL = url.isEmpty ? nil : url
+        let node = try pick(flags.nodeID, "TASKGATE_NODE_ID", file.nodeID, "", parse: text)
+        nodeID = node.isEmpty ? nil : node
+        let lease = try pick(flags.leaseTimeout, "TASKGATE_LEASE_TIMEOUT", file.leaseTimeout, 10, parse: number)
+        guard lease >= 1 else { throw ValidationError("lease timeout must be at least 1 second") }
+        leaseTimeout = .seconds(lease)
+        if store == .postgres, databaseURL == nil {
+            throw ValidationError("--store postgres needs --database-url (or $TASKGATE_DATABASE_URL)")
+        }
         let retainCount = flags.eventRetentionCount ?? 1000
         let retainHours = flags.eventRetentionHours ?? 168
         eventRetention = .init(count: retainCount, maxAge: .seconds(retainHours * 3600))

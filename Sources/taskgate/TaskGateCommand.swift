@@ -11,7 +11,7 @@ struct TaskGateCommand: AsyncParsableCommand {
             """,
         subcommands: [
             ServeCommand.self, ReloadCommand.self, ListCommand.self, SubmitCommand.self, StatusCommand.self,
-            CancelCommand.self, TasksCommand.self, HandlersCommand.self, TokenCommand.self,
+            CancelCommand.self, TasksCommand.self, HandlersCommand.self, NodesCommand.self, TokenCommand.self,
         ]
     )
 }

@@ -532,3 +532,44 @@ def pytest_collection_modifyitems(session, config, items):
 @pytest.fixture(scope="session")
 def full_run(request) -> bool:
     return bool(getattr(request.config, "_taskgate_full_run", False))
+
+
+# --------------------------------------------------------------------------- PostgreSQL (cluster tests)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster: several TaskGate nodes sharing one PostgreSQL (test_cluster.py)")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (Tests/e2e/pg.py) for the whole session.
+
+    Skips when PostgreSQL is not installed, unless TASKGATE_REQUIRE_POSTGRES=1 (then the test fails)."""
+    from pg import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as e:
+        if os.environ.get("TASKGATE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"TASKGATE_REQUIRE_POSTGRES=1 but {e}")
+        pytest.skip(str(e))
+    try:
+        server.start()
+    except Exception:
+        server.cleanup()
+        raise
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_database(postgres) -> str:
+    """A fresh, empty database of the session's PostgreSQL; yields its URL, drops it afterwards.
+
+    Request it before the fixtures that start TaskGate nodes, so that they stop before the database goes."""
+    url = postgres.create_database()
+    yield url
+    if not postgres.is_running():  # a test that stopped PostgreSQL and failed before starting it again
+        postgres.start()
+    postgres.drop_database(postgres.database_of(url))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import uuid
@@ -498,12 +499,12 @@ EXEMPT = {
     **{(p, m, "500"): "internal error" for p, m in [
         ("/poll", "get"), ("/poll", "post"), ("/api/v1/tasks", "post"), ("/api/v1/tasks", "get"),
         ("/api/v1/tasks/{id}", "get"), ("/api/v1/tasks/{id}/cancel", "post"), ("/api/v1/reload", "post"),
-        ("/api/v1/clients", "get"), ("/api/v1/handlers", "get"), ("/api/v1/stats", "get")]},
+        ("/api/v1/clients", "get"), ("/api/v1/handlers", "get"), ("/api/v1/stats", "get"), ("/api/v1/nodes", "get")]},
     # 403 on the admin API needs a non-loopback client with no token configured; the suite is loopback only.
     **{(p, m, "403"): "non-loopback only" for p, m in [
         ("/api/v1/tasks", "post"), ("/api/v1/tasks", "get"), ("/api/v1/tasks/{id}", "get"),
         ("/api/v1/tasks/{id}/cancel", "post"), ("/api/v1/reload", "post"), ("/api/v1/clients", "get"),
-        ("/api/v1/handlers", "get"), ("/api/v1/stats", "get")]},
+        ("/api/v1/handlers", "get"), ("/api/v1/stats", "get"), ("/api/v1/nodes", "get")]},
     # Admission refusals (token mode, Origin, limits) are exercised by test_security.py, with servers started
     # for them (token mode, tiny limits), outside this coverage run.
     **{(p, m, c): "test_security.py" for p, m, codes in [
@@ -511,6 +512,34 @@ EXEMPT = {
         ("/poll", "get", ["401", "403", "429", "503"]), ("/poll", "post", ["401", "429"]),
         ("/api/v1/tasks", "post", ["429"])] for c in codes},
 }
+# Only a cluster node that lost its database answers these; test_cluster.py does, when PostgreSQL is here.
+if os.environ.get("TASKGATE_REQUIRE_POSTGRES") != "1":
+    EXEMPT.update({("/healthz", "get", "503"): "test_cluster.py", ("/api/v1/nodes", "get", "503"): "test_cluster.py"})
+
+
+def test_nodes_on_a_single_node(server, api):
+    r = api.get(f"{server.base_url}/api/v1/nodes")
+    assert r.status_code == 200, r.text
+    [node] = r.json()["nodes"]
+    assert node["id"] == "local" and node["self"] is True, node
+    health = api.get(f"{server.base_url}/healthz").json()
+    assert health["node"] == "local" and health["store"] == "sqlite" and health["database"] == "ok", health
+
+
+def test_nodes_needs_the_admin_token(token_server, api):
+    r = api.get(f"{token_server.base_url}/api/v1/nodes")
+    assert r.status_code == 401, r.text
+
+
+def test_reload_of_an_unknown_node_on_a_single_node(server, api):
+    before = api.get(f"{server.base_url}/healthz").json()["generation"]
+    r = api.post(f"{server.base_url}/api/v1/reload", params={"node": "node-x"})
+    assert r.status_code == 404 and r.json()["error"] == "node_not_found", r.text
+    assert api.get(f"{server.base_url}/healthz").json()["generation"] == before
+    r = api.post(f"{server.base_url}/api/v1/reload", params={"node": "local"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["generation"] == before + 1 and [n["node"] for n in body["nodes"]] == ["local"], body
 
 
 def test_openapi_coverage(contract, full_run):

@@ -34,6 +34,9 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var publicDir: String?
         public var maxMessageBytes: Int?
         public var shutdownGrace: Int?
+        public var databaseURL: String?
+        public var nodeID: String?
+        public var leaseTimeout: Int?
 
         public init() {}
 
@@ -49,6 +52,9 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             case publicDir = "public_dir"
             case maxMessageBytes = "max_message_bytes"
             case shutdownGrace = "shutdown_grace"
+            case databaseURL = "database_url"
+            case nodeID = "node_id"
+            case leaseTimeout = "lease_timeout"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -66,6 +72,9 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             publicDir = try container.decodeIfPresent(String.self, forKey: .publicDir)
             maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes)
             shutdownGrace = try container.decodeIfPresent(Int.self, forKey: .shutdownGrace)
+            databaseURL = try container.decodeIfPresent(String.self, forKey: .databaseURL)
+            nodeID = try container.decodeIfPresent(String.self, forKey: .nodeID)
+            leaseTimeout = try container.decodeIfPresent(Int.self, forKey: .leaseTimeout)
             if let port, !(0...65535).contains(port) {
                 throw ConfigError.invalid(path: container.codingPath + [CodingKeys.port], "must be from 0 to 65535")
             }

@@ -62,6 +62,9 @@ public final class EventLog: Sendable {
         var subscribers: [String: any ClientConnection] = [:]
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var lastActivity = ContinuousClock.now
+        /// A cluster node fetching events other nodes stored; `catchUpAgain` asks it for one more round.
+        var catchingUp = false
+        var catchUpAgain = false
 
         var isIdle: Bool { subscribers.isEmpty && waiters.isEmpty && assignedSeq == deliveredSeq }
     }
@@ -74,6 +77,8 @@ public final class EventLog: Sendable {
     public let retention: Retention
     public let maxBatch: Int
     private let store: any TaskStore
+    /// Set in a cluster: the store numbers events, and other nodes' events arrive through `notified`.
+    private let shared: (any SharedTaskStore)?
     private let state = Mutex(State())
 
     public init(retention: Retention = .init(), maxBatch: Int = 500, store: any TaskStore) {
@@ -81,6 +86,7 @@ public final class EventLog: Sendable {
         self.retention = retention
         self.maxBatch = maxBatch
         self.store = store
+        self.shared = store as? any SharedTaskStore
     }
 
     public var capacity: Int { retention.count }
@@ -88,8 +94,20 @@ public final class EventLog: Sendable {
     /// Numbers, stores and delivers one event about `task`; the store records the task's new state with it.
     /// `makeMessage` gets the event's seq. If the store fails, the event is still delivered to live clients (and the
     /// error thrown), so nobody waits for a result that exists.
+    ///
+    /// In a cluster the store numbers the event, only if `condition` still holds for the task (else it throws
+    /// `WriteConditionFailed`); a failed store write delivers nothing, since the event has no number yet.
     @discardableResult
-    public func append(uid: String, task: TaskRecord, _ makeMessage: @Sendable (UInt64) -> ServerMessage) async throws -> UInt64 {
+    public func append(
+        uid: String, task: TaskRecord, condition: WriteCondition = .runningHere,
+        _ makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
+    ) async throws -> UInt64 {
+        if let shared {
+            let event = try await shared.appendNumbered(
+                uid: uid, task: task, condition: condition, retainCount: retention.count, makeMessage: makeMessage)
+            deliver(event, to: uid)
+            return event.seq
+        }
         var event: LoggedEvent?
         while event == nil {
             try await ensureLoaded(uid)
@@ -117,8 +135,9 @@ public final class EventLog: Sendable {
     }
 
     private func deliver(_ event: LoggedEvent, to uid: String) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            guard var log = state.users[uid] else { return [] }
+        let (waiters, gap) = state.withLock { state -> ([CheckedContinuation<Void, Never>], Bool) in
+            guard var log = state.users[uid] else { return ([], false) }
+            guard event.seq > log.deliveredSeq else { return ([], false) }  // a cluster node hears its own events too
             log.ready[event.seq] = event
             var delivered = false
             while let next = log.ready.removeValue(forKey: log.deliveredSeq + 1) {
@@ -129,13 +148,83 @@ public final class EventLog: Sendable {
                 for connection in log.subscribers.values { connection.send(outgoing) }
                 delivered = true
             }
+            log.assignedSeq = max(log.assignedSeq, log.deliveredSeq)
             log.lastActivity = .now
             let waiters = delivered ? Array(log.waiters.values) : []
             if delivered { log.waiters.removeAll() }
+            // In a cluster a later seq can arrive first (ours, or a notification): the earlier ones are already
+            // committed, since the store numbers a uid's events one transaction at a time, so fetch them now.
+            let gap = !log.ready.isEmpty && shared != nil
             state.users[uid] = log
-            return waiters
+            return (waiters, gap)
         }
         for waiter in waiters { waiter.resume() }
+        if gap { Task { await self.catchUp(uid) } }
+    }
+
+    // MARK: - Events stored by other nodes
+
+    /// Another node (or this one) stored event `seq` of `uid`.
+    public func notified(uid: String, seq: UInt64) async {
+        let behind = state.withLock { state -> Bool in
+            guard let log = state.users[uid] else { return false }  // not loaded: it is read from the store when needed
+            return seq > log.deliveredSeq && log.ready[seq] == nil
+        }
+        if behind { await catchUp(uid) }
+    }
+
+    /// Compares every loaded uid that someone is waiting on with the store, and fetches what was missed (after the
+    /// listener reconnected, and now and then in case a notification was lost).
+    public func resynchronize() async throws {
+        guard let shared else { return }
+        let known = state.withLock { state in
+            state.users.compactMapValues { log in log.subscribers.isEmpty && log.waiters.isEmpty ? nil : log.deliveredSeq }
+        }
+        guard !known.isEmpty else { return }
+        let stored = try await shared.lastSeqs(uids: Array(known.keys))
+        for (uid, seq) in stored where seq > known[uid, default: 0] {
+            await catchUp(uid)
+        }
+    }
+
+    /// Reads the uid's events after the last delivered one from the store and delivers them, one round at a time.
+    private func catchUp(_ uid: String) async {
+        guard let shared else { return }
+        let start = state.withLock { state -> UInt64? in
+            guard var log = state.users[uid] else { return nil }
+            if log.catchingUp {
+                log.catchUpAgain = true
+                state.users[uid] = log
+                return nil
+            }
+            log.catchingUp = true
+            state.users[uid] = log
+            return log.deliveredSeq
+        }
+        guard var cursor = start else { return }
+        while true {
+            let events = (try? await shared.events(uid: uid, after: cursor, limit: maxBatch)) ?? []
+            if let first = events.first, first.seq > cursor + 1 {
+                // Pruned from the store before this node saw them: they are gone, so the log starts over after them.
+                state.withLock { state in
+                    guard var log = state.users[uid], log.deliveredSeq < first.seq - 1 else { return }
+                    log.deliveredSeq = first.seq - 1
+                    log.events.removeAll()
+                    state.users[uid] = log
+                }
+            }
+            for event in events { deliver(event, to: uid) }
+            let next = state.withLock { state -> UInt64? in
+                guard var log = state.users[uid] else { return nil }
+                let more = log.catchUpAgain || events.count == maxBatch
+                log.catchUpAgain = false
+                if !more { log.catchingUp = false }
+                state.users[uid] = log
+                return more ? log.deliveredSeq : nil
+            }
+            guard let next else { return }
+            cursor = next
+        }
     }
 
     /// Registers a live connection. `greeting` is sent first (it is told the latest seq and whether the cursor was

@@ -14,14 +14,21 @@ public final class ClientDirectory: Sendable {
         var sockets: [String: ClientInfo] = [:]
         var polls: [String: LongPollClient] = [:]
         var nextID: UInt64 = 0
+        /// Bumped on every connect and disconnect, so a cluster node republishes its list only when it changed.
+        var version: UInt64 = 0
     }
 
     private let state = Mutex(State())
     public let longPollLinger: Duration
+    /// Stamped on every client listed here (a cluster node's id).
+    public let node: String?
 
-    public init(longPollLinger: Duration = .seconds(30)) {
+    public init(longPollLinger: Duration = .seconds(30), node: String? = nil) {
         self.longPollLinger = longPollLinger
+        self.node = node
     }
+
+    public var version: UInt64 { state.withLock { $0.version } }
 
     public func makeConnectionID() -> String {
         state.withLock { state in
@@ -31,11 +38,18 @@ public final class ClientDirectory: Sendable {
     }
 
     public func add(_ client: ClientInfo) {
-        state.withLock { $0.sockets[client.id] = client }
+        var client = client
+        client.node = node
+        state.withLock { [client] state in
+            state.sockets[client.id] = client
+            state.version += 1
+        }
     }
 
     public func remove(id: String) {
-        state.withLock { _ = $0.sockets.removeValue(forKey: id) }
+        state.withLock { state in
+            if state.sockets.removeValue(forKey: id) != nil { state.version += 1 }
+        }
     }
 
     /// Marks the start of a long-poll request; returns a token for `endPoll`.
@@ -45,8 +59,10 @@ public final class ClientDirectory: Sendable {
             let now = ContinuousClock.now
             if state.polls[key] == nil {
                 state.nextID += 1
-                let info = ClientInfo(id: "p-\(state.nextID)", uid: uid, transport: .longPoll, remote: remote, admin: admin)
+                let info = ClientInfo(
+                    id: "p-\(state.nextID)", uid: uid, transport: .longPoll, remote: remote, admin: admin, node: node)
                 state.polls[key] = LongPollClient(info: info, lastSeen: now)
+                state.version += 1
             }
             state.polls[key]?.lastSeen = now
             state.polls[key]?.waiting += 1
@@ -64,7 +80,9 @@ public final class ClientDirectory: Sendable {
     public func list() -> [ClientInfo] {
         state.withLock { state in
             let cutoff = ContinuousClock.now - longPollLinger
+            let before = state.polls.count
             state.polls = state.polls.filter { $0.value.waiting > 0 || $0.value.lastSeen > cutoff }
+            if state.polls.count != before { state.version += 1 }
             return (state.sockets.values + state.polls.values.map(\.info)).sorted { ($0.connectedAt, $0.id) < ($1.connectedAt, $1.id) }
         }
     }

@@ -17,6 +17,8 @@ public final class Gateway: Sendable {
     }
 
     public let store: any TaskStore
+    /// Set when this node is one of several sharing the store.
+    public let shared: (any SharedTaskStore)?
     public let registry: any HandlerRegistry
     public let events: EventLog
     public let pool: TaskPool
@@ -33,12 +35,13 @@ public final class Gateway: Sendable {
     ) {
         self.configuration = configuration
         self.store = store
+        self.shared = store as? any SharedTaskStore
         self.registry = registry
         self.events = EventLog(retention: configuration.eventRetention, store: store)
         self.pool = TaskPool(
             configuration: configuration.pool, store: store, events: events, handlers: { [registry] in registry.current },
             logger: logger)
-        self.clients = ClientDirectory()
+        self.clients = ClientDirectory(node: shared?.nodeID)
         self.logger = logger
     }
 
@@ -78,7 +81,8 @@ public final class Gateway: Sendable {
         } catch {
             await pool.releaseReservation(uid: uid)
             logger.error("could not store task", metadata: ["task": .string(id), "error": "\(error)"])
-            throw GatewayError(.internalError, "the task could not be stored; it was not submitted")
+            // A shared database that went away is a temporary state, not a server fault.
+            throw GatewayError(shared == nil ? .internalError : .unavailable, "the task could not be stored; it was not submitted")
         }
         switch outcome {
         case .existing(let existing):
@@ -154,6 +158,8 @@ public final class Gateway: Sendable {
 
     /// Picks up what a previous run left: queued tasks queue again, interrupted ones are retried or failed.
     public func recover() async throws {
+        // In a cluster other nodes may be running these; leases tell which were really left behind.
+        guard shared == nil else { return }
         let unfinished = try await store.unfinishedTasks()
         guard !unfinished.isEmpty else { return }
         let (requeued, failed) = await pool.recover(unfinished, handlers: registry.current)

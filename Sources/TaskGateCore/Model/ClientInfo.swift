@@ -14,17 +14,22 @@ public struct ClientInfo: Sendable, Codable, Equatable {
     public var connectedAt: Date
     public var remote: String?
     public var admin: Bool
+    /// The node it is connected to (a cluster; `nil` on a single node).
+    public var node: String?
 
-    public init(id: String, uid: String, transport: Transport, connectedAt: Date = Date(), remote: String?, admin: Bool) {
+    public init(
+        id: String, uid: String, transport: Transport, connectedAt: Date = Date(), remote: String?, admin: Bool, node: String? = nil
+    ) {
         self.id = id
         self.uid = uid
         self.transport = transport
         self.connectedAt = connectedAt
         self.remote = remote
         self.admin = admin
+        self.node = node
     }
 
-    enum CodingKeys: String, CodingKey { case id, uid, transport, connectedAt, remote, admin }
+    enum CodingKeys: String, CodingKey { case id, uid, transport, connectedAt, remote, admin, node }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
@@ -34,5 +39,6 @@ public struct ClientInfo: Sendable, Codable, Equatable {
         try container.encode(connectedAt, forKey: .connectedAt)
         try container.encode(remote, forKey: .remote)
         try container.encode(admin, forKey: .admin)
+        try container.encode(node, forKey: .node)
     }
 }

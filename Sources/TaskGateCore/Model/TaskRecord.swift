@@ -31,6 +31,8 @@ public struct TaskRecord: Sendable, Codable, Equatable {
     public var createdAt: Date
     public var startedAt: Date?
     public var finishedAt: Date?
+    /// The node that last ran it (a cluster; `nil` on a single node and before it first runs).
+    public var node: String?
 
     public init(
         id: String, cmd: String, uid: String?, args: JSONValue, status: TaskStatus = .queued, progress: Double = 0,
@@ -66,11 +68,12 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         createdAt = try container.decode(Date.self, forKey: .createdAt)
         startedAt = try container.decodeIfPresent(Date.self, forKey: .startedAt)
         finishedAt = try container.decodeIfPresent(Date.self, forKey: .finishedAt)
+        node = try container.decodeIfPresent(String.self, forKey: .node)
     }
 
     // Explicit keys so that `nil` fields are written as `null`: clients can rely on every field being present.
     enum CodingKeys: String, CodingKey {
-        case id, cmd, uid, args, status, progress, result, error, attempts, createdAt, startedAt, finishedAt
+        case id, cmd, uid, args, status, progress, result, error, attempts, createdAt, startedAt, finishedAt, node
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -87,6 +90,7 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         try container.encode(createdAt, forKey: .createdAt)
         try container.encode(startedAt, forKey: .startedAt)
         try container.encode(finishedAt, forKey: .finishedAt)
+        try container.encode(node, forKey: .node)
     }
 }
 

@@ -29,6 +29,8 @@ public actor TaskPool {
     private enum StopReason {
         case cancelled
         case shutdown
+        /// Another node reclaimed the task (this node's lease ran out): its result is no longer ours to record.
+        case lost
     }
 
     private struct Running {
@@ -55,6 +57,10 @@ public actor TaskPool {
 
     public let configuration: Configuration
     private let store: any TaskStore
+    /// Set in a cluster: queued tasks wait in the shared store, not in `queue`, and free workers claim them.
+    private let shared: (any SharedTaskStore)?
+    private var claiming = false
+    private var claimAgain = false
     private let events: EventLog
     private let executor: TaskWorkerExecutor
     /// The handler table in force: a queued task runs on the table of when it starts, so tasks queued before a
@@ -78,6 +84,7 @@ public actor TaskPool {
     ) {
         self.configuration = configuration
         self.store = store
+        self.shared = store as? any SharedTaskStore
         self.events = events
         self.handlers = handlers
         self.executor = TaskWorkerExecutor(threadCount: configuration.workers)
@@ -98,16 +105,44 @@ public actor TaskPool {
             handlers: handlers, finished: finished)
     }
     public var runningCount: Int { running.count }
+    public var runningTaskIDs: [String] { Array(running.keys) }
 
     /// Promises a place in the pool before the task is stored, so a full queue is refused before anything is written.
-    public func reserve(uid: String?) throws(GatewayError) {
+    public func reserve(uid: String?) async throws(GatewayError) {
         guard accepting else { throw GatewayError(.unavailable, "the server is shutting down") }
+        if let shared {
+            try await reserveInCluster(uid: uid, shared: shared)
+            return
+        }
         let active = running.count + queue.count + retrying.count + reserved
         guard active < configuration.workers + configuration.queueLimit else {
             throw GatewayError(.queueFull, "the task queue is full (\(configuration.queueLimit) waiting); try again later")
         }
         if let uid {
             guard activeCount(uid: uid) < configuration.tasksPerUID else {
+                throw GatewayError(
+                    .tooManyRequests, "uid '\(uid)' already has \(configuration.tasksPerUID) tasks queued or running; wait for some to finish")
+            }
+            reservedByUID[uid, default: 0] += 1
+        }
+        reserved += 1
+    }
+
+    /// In a cluster the queue is the shared store's, so the limits count what is waiting there.
+    private func reserveInCluster(uid: String?, shared: any SharedTaskStore) async throws(GatewayError) {
+        let unreachable = GatewayError(.unavailable, "the task database cannot be reached; try again later")
+        guard shared.isReachable else { throw unreachable }
+        let counts: (queued: Int, uid: Int)
+        do {
+            counts = try await shared.activeCounts(uid: uid)
+        } catch {
+            throw unreachable
+        }
+        guard counts.queued + reserved < configuration.queueLimit + configuration.workers else {
+            throw GatewayError(.queueFull, "the task queue is full (\(configuration.queueLimit) waiting); try again later")
+        }
+        if let uid {
+            guard counts.uid + reservedByUID[uid, default: 0] < configuration.tasksPerUID else {
                 throw GatewayError(
                     .tooManyRequests, "uid '\(uid)' already has \(configuration.tasksPerUID) tasks queued or running; wait for some to finish")
             }
@@ -135,8 +170,89 @@ public actor TaskPool {
     public func enqueue(_ record: TaskRecord, handler: any TaskHandler, options: TaskOptions) {
         reserved = max(0, reserved - 1)
         if let uid = record.uid { releaseUIDReservation(uid) }
+        if shared != nil {
+            claimWork()  // it waits in the shared store, where any node's free worker may claim it
+            return
+        }
         queue.append(Job(record: record, handler: handler, options: options))
         startWaitingJobs()
+    }
+
+    // MARK: - Claiming from the shared store (a cluster)
+
+    /// Claims queued tasks from the shared store while workers are free. Called when a task is queued here or
+    /// elsewhere, when a task ends, and on a timer (for retries whose backoff ran out and reclaimed tasks).
+    public func claimWork() {
+        guard shared != nil, accepting else { return }
+        if claiming {
+            claimAgain = true
+            return
+        }
+        claiming = true
+        Task { await self.claimLoop() }
+    }
+
+    private func claimLoop() async {
+        guard let shared else { return }
+        repeat {
+            claimAgain = false
+            while accepting, running.count < configuration.workers {
+                guard let claimed = try? await shared.claimNext() else { break }
+                startClaimed(claimed)
+            }
+        } while claimAgain && accepting && running.count < configuration.workers
+        claiming = false
+    }
+
+    private func startClaimed(_ record: TaskRecord) {
+        let id = record.id
+        let task: Task<Void, Never>
+        if let handler = handlers().handler(named: record.cmd) {
+            let options =
+                (try? TaskOptions(args: record.args.objectValue ?? [:], handler: handler))
+                ?? (try! TaskOptions(args: [:], handler: handler))  // no overrides: cannot fail
+            task = Task { await self.execute(Job(record: record, handler: handler, options: options), claimed: true) }
+        } else {
+            task = Task {
+                await self.end(record, as: .failed, error: "no handler named '\(record.cmd)' on node \(self.shared?.nodeID ?? "?")")
+                self.running[id] = nil
+                self.startWaitingJobs()
+            }
+        }
+        running[id] = Running(cmd: record.cmd, uid: record.uid, task: task, stopReason: nil)
+    }
+
+    /// Tasks whose node stopped heartbeating: run again (idempotent, attempts left) or failed as interrupted, by the
+    /// same rules as a restart. Any node may do it; the store lets only one win each task.
+    public func reclaimExpiredTasks() async {
+        guard let shared, accepting, let expired = try? await shared.expiredTasks(limit: 100), !expired.isEmpty else { return }
+        let table = handlers()
+        for var record in expired {
+            let lostNode = record.node ?? "?"
+            guard let handler = table.handler(named: record.cmd),
+                let options = try? TaskOptions(args: record.args.objectValue ?? [:], handler: handler),
+                handler.isIdempotent, record.attempts < options.maxAttempts
+            else {
+                await end(
+                    record, as: .failed, error: "interrupted: node \(lostNode) stopped while the task was running",
+                    condition: .leaseExpired)
+                continue
+            }
+            record.status = .queued
+            record.error = "interrupted: node \(lostNode) stopped while it ran; running it again"
+            if await persist(record, condition: .leaseExpired) {
+                logger.notice("reclaimed a task from a lost node", metadata: ["task": .string(record.id), "node": .string(lostNode)])
+            }
+        }
+        claimWork()
+    }
+
+    /// Another node asked to cancel a task; it is ours only if it runs here.
+    public func cancelIfRunningHere(id: String) {
+        guard var entry = running[id] else { return }
+        if entry.stopReason == nil { entry.stopReason = .cancelled }
+        running[id] = entry
+        entry.task.cancel()
     }
 
     /// After a restart: queued tasks queue again; tasks that were running when the process died run again if their
@@ -188,14 +304,36 @@ public actor TaskPool {
             waiting = entry.job.record
         }
         if let waiting {
-            let cancelled = await end(waiting, as: .cancelled, error: "cancelled before it started")
+            let cancelled = await end(waiting, as: .cancelled, error: "cancelled before it started") ?? waiting
             signalIdleIfNeeded()
             return .dequeued(cancelled)
         }
-        guard var entry = running[id] else { return .notActive }
-        if entry.stopReason == nil { entry.stopReason = .cancelled }
-        running[id] = entry
-        entry.task.cancel()
+        if var entry = running[id] {
+            if entry.stopReason == nil { entry.stopReason = .cancelled }
+            running[id] = entry
+            entry.task.cancel()
+            return .stopping
+        }
+        guard let shared else { return .notActive }
+        return await cancelInCluster(id: id, shared: shared)
+    }
+
+    /// A queued task is cancelled here, unless a node claims it first; a task running on another node is asked to
+    /// stop through the store.
+    private func cancelInCluster(id: String, shared: any SharedTaskStore) async -> CancelOutcome {
+        guard let record = try? await store.task(id: id), !record.status.isFinal else { return .notActive }
+        if record.status == .queued {
+            if let cancelled = await end(record, as: .cancelled, error: "cancelled before it started", condition: .queued) {
+                return .dequeued(cancelled)
+            }
+            if running[id] != nil { return await cancel(id: id) }  // claimed here meanwhile
+            guard let latest = try? await store.task(id: id), latest.status == .running else { return .notActive }
+        }
+        do {
+            try await shared.requestCancel(taskID: id)
+        } catch {
+            logger.error("could not ask for a cancel", metadata: ["task": .string(id), "error": "\(error)"])
+        }
         return .stopping
     }
 
@@ -234,6 +372,7 @@ public actor TaskPool {
     }
 
     private func startWaitingJobs() {
+        claimWork()
         while accepting, running.count < configuration.workers, let job = queue.popFirst() {
             let id = job.record.id
             // The task starts only after it is in `running`, so its completion always finds its entry.
@@ -250,9 +389,12 @@ public actor TaskPool {
         for waiter in waiters { waiter.resume() }
     }
 
-    private func execute(_ queued: Job) async {
+    /// Runs one task to its end. A `claimed` task comes from the shared store already marked running here.
+    private func execute(_ queued: Job, claimed: Bool = false) async {
         var job = queued
-        if let current = handlers().handler(named: job.record.cmd) {
+        if claimed {
+            // Resolved from the table in force when it was claimed.
+        } else if let current = handlers().handler(named: job.record.cmd) {
             job.handler = current
             job.options = (try? TaskOptions(args: job.record.args.objectValue ?? [:], handler: current)) ?? job.options
         } else {
@@ -262,8 +404,11 @@ public actor TaskPool {
             return
         }
         var record = job.record
-        record.status = .running
-        record.attempts += 1
+        if !claimed {
+            record.status = .running
+            record.attempts += 1
+        }
+        record.node = shared?.nodeID ?? record.node
         record.progress = 0
         record.error = nil
         record.startedAt = Date()
@@ -279,6 +424,12 @@ public actor TaskPool {
         record.progress = tracker.current.progress
         record.finishedAt = Date()
         let stopReason = running[record.id]?.stopReason
+        if stopReason == .lost {
+            logger.notice("task reclaimed by another node; this node's result is dropped", metadata: ["task": .string(record.id)])
+            running[record.id] = nil
+            startWaitingJobs()
+            return
+        }
         switch outcome {
         case .success(let result):
             record.status = .succeeded
@@ -303,6 +454,16 @@ public actor TaskPool {
         case .failure(let error):
             record.status = .failed
             record.error = (error as? TaskFailure)?.message ?? "handler error: \(error)"
+            if record.attempts < job.options.maxAttempts && accepting && shared != nil {
+                // In a cluster the backoff waits in the store, where any node claims it once it is due.
+                record.status = .queued
+                record.finishedAt = nil
+                let delay = TaskOptions.backoff(afterAttempt: record.attempts)
+                await persist(record, notBefore: Date().addingTimeInterval(Double(delay.wholeMilliseconds) / 1000))
+                running[record.id] = nil
+                startWaitingJobs()
+                return
+            }
             if record.attempts < job.options.maxAttempts && accepting {
                 scheduleRetry(Job(record: record, handler: job.handler, options: job.options))
                 running[record.id] = nil
@@ -370,49 +531,79 @@ public actor TaskPool {
         }
     }
 
-    private func publishProgress(_ record: TaskRecord) async {
-        await self.record(record) { seq in .progress(record, seq: seq) }
-    }
-
-    /// Ends a task that never ran to completion (cancelled while waiting, interrupted, no handler).
+    /// Ends a task that never ran to completion (cancelled while waiting, interrupted, no handler). Returns the
+    /// ended task, or `nil` in a cluster when `condition` no longer held (another node got there first).
     @discardableResult
-    private func end(_ task: TaskRecord, as status: TaskStatus, error: String) async -> TaskRecord {
+    private func end(
+        _ task: TaskRecord, as status: TaskStatus, error: String, condition: WriteCondition = .runningHere
+    ) async -> TaskRecord? {
         var record = task
         record.status = status
         record.error = error
         record.finishedAt = Date()
-        await finish(record)
-        return record
+        return await finish(record, condition: condition) ? record : nil
     }
 
-    private func finish(_ record: TaskRecord) async {
+    @discardableResult
+    private func finish(_ record: TaskRecord, condition: WriteCondition = .runningHere) async -> Bool {
+        // A single node's failed write is logged and the task still ends here; a cluster's means another node has it.
+        let recorded = await persist(record, condition: condition) { seq in .done(record, seq: seq) }
+        guard recorded || shared == nil else { return false }
         finishedCounts[record.status, default: 0] += 1
         logger.info(
             "task finished",
             metadata: ["task": .string(record.id), "cmd": .string(record.cmd), "status": .string(record.status.rawValue)]
         )
-        await self.record(record) { seq in .done(record, seq: seq) }
+        return true
     }
 
-    /// Records a state change with its event (for a task with an owner) or alone.
-    private func record(_ record: TaskRecord, event: @escaping @Sendable (UInt64) -> ServerMessage) async {
-        do {
-            if let uid = record.uid {
-                try await events.append(uid: uid, task: record, event)
-            } else {
-                try await store.update(record)
-            }
-        } catch {
-            logger.error("could not record task state", metadata: ["task": .string(record.id), "error": "\(error)"])
-        }
+    private func publishProgress(_ record: TaskRecord) async {
+        await persist(record) { seq in .progress(record, seq: seq) }
     }
 
     /// Records a state change that clients are not told about (a task going back to the queue).
     private func save(_ record: TaskRecord) async {
-        do {
-            try await store.update(record)
-        } catch {
-            logger.error("could not record task state", metadata: ["task": .string(record.id), "error": "\(error)"])
+        await persist(record)
+    }
+
+    /// Records a state change with its event (for a task with an owner and an `event`) or alone. In a cluster the
+    /// write is retried while the database is unreachable, so nothing accepted is lost, and refused when `condition`
+    /// no longer holds: then a task running here was reclaimed by another node and is stopped. Returns whether it
+    /// was recorded.
+    @discardableResult
+    private func persist(
+        _ record: TaskRecord, condition: WriteCondition = .runningHere, notBefore: Date? = nil,
+        event: (@Sendable (UInt64) -> ServerMessage)? = nil
+    ) async -> Bool {
+        var delay = Duration.milliseconds(100)
+        var givingUpAt: ContinuousClock.Instant?
+        while true {
+            do {
+                if let uid = record.uid, let event {
+                    try await events.append(uid: uid, task: record, condition: condition, event)
+                } else if let shared {
+                    try await shared.update(record, condition: condition, notBefore: notBefore)
+                } else {
+                    try await store.update(record)
+                }
+                return true
+            } catch is WriteConditionFailed {
+                if condition == .runningHere, var entry = running[record.id], entry.stopReason != .lost {
+                    entry.stopReason = .lost
+                    running[record.id] = entry
+                    entry.task.cancel()
+                }
+                return false
+            } catch {
+                logger.error("could not record task state", metadata: ["task": .string(record.id), "error": "\(error)"])
+                guard shared != nil else { return false }
+                // Shutting down: the lease runs out and another node takes the task over, so stop trying soon.
+                if !accepting, givingUpAt == nil { givingUpAt = .now + .seconds(5) }
+                if let givingUpAt, ContinuousClock.now > givingUpAt { return false }
+                // Outside the calling task, so that a cancelled task (its handler was cancelled) still waits.
+                await Task { [delay] in try? await Task.sleep(for: delay) }.value
+                delay = min(delay * 2, .seconds(2))
+            }
         }
     }
 }

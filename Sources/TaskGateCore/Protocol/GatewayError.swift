@@ -7,6 +7,7 @@ public struct GatewayError: Error, Sendable, Equatable {
         case forbidden
         case unknownCommand = "unknown_command"
         case notFound = "not_found"
+        case nodeNotFound = "node_not_found"
         case methodNotAllowed = "method_not_allowed"
         case alreadyFinished = "already_finished"
         case idInUse = "id_in_use"
@@ -21,7 +22,7 @@ public struct GatewayError: Error, Sendable, Equatable {
             case .badRequest: 400
             case .unauthorized: 401
             case .forbidden: 403
-            case .unknownCommand, .notFound: 404
+            case .unknownCommand, .notFound, .nodeNotFound: 404
             case .methodNotAllowed: 405
             case .alreadyFinished, .idInUse: 409
             case .tooLarge: 413

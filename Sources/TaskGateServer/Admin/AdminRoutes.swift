@@ -23,21 +23,26 @@ struct AdminRoutes {
         var generation: Int
     }
     struct ClientList: Encodable { var clients: [ClientInfo] }
+    /// The first node's answer at the top (what a single node always said), and every targeted node's in `nodes`.
     struct ReloadSummary: Encodable {
         var generation: Int
         var handlers: [String]
         var added: [String]
         var changed: [String]
         var removed: [String]
+        var nodes: [NodeReload]
 
-        init(_ result: TaskGateCore.ReloadResult) {
-            generation = result.table.generation
-            handlers = result.table.names
-            added = result.added
-            changed = result.changed
-            removed = result.removed
+        init(_ answers: [NodeReload]) {
+            let first = answers.first { $0.error == nil }
+            generation = first?.generation ?? 0
+            handlers = first?.handlers ?? []
+            added = first?.added ?? []
+            changed = first?.changed ?? []
+            removed = first?.removed ?? []
+            nodes = answers
         }
     }
+    struct NodeList: Encodable { var nodes: [Gateway.NodeSummary] }
     struct HandlerList: Encodable {
         struct Handler: Encodable {
             var name: String
@@ -75,12 +80,17 @@ struct AdminRoutes {
             return .json(try await gateway.cancel(id: id, visibleTo: nil))
         }
 
-        api.post("reload") { _, _ -> Response in
-            return .json(ReloadSummary(try await gateway.reload()))
+        api.post("reload") { request, _ -> Response in
+            let node = request.uri.queryParameters["node"].map(String.init)
+            return .json(ReloadSummary(try await gateway.reload(node: node)))
         }
 
         api.get("clients") { _, _ -> Response in
-            .json(ClientList(clients: gateway.clients.list()))
+            .json(ClientList(clients: await gateway.allClients()))
+        }
+
+        api.get("nodes") { _, _ -> Response in
+            .json(NodeList(nodes: try await gateway.nodes()))
         }
 
         api.get("stats") { _, _ -> Response in

@@ -19,6 +19,12 @@ public protocol AppArguments: Sendable {
     var store: StoreKind { get }
     /// Where the SQLite database lives.
     var dataDirectory: String { get }
+    /// The PostgreSQL database several nodes share (`--store postgres`).
+    var databaseURL: String? { get }
+    /// This node's id in a cluster (unique per node).
+    var nodeID: String? { get }
+    /// How long a cluster node's running tasks stay leased without its heartbeat.
+    var leaseTimeout: Duration { get }
     var eventRetention: EventLog.Retention { get }
     /// Serve `/ws/echo` (for WebSocket compliance suites).
     var enableEchoRoute: Bool { get }
@@ -37,6 +43,8 @@ public enum StoreKind: String, Sendable, CaseIterable {
     case memory
     /// `taskgate.sqlite` in the data directory: survives restarts and crashes (the default).
     case sqlite
+    /// A PostgreSQL database that several nodes share (`--database-url`).
+    case postgres
 }
 
 extension AppArguments {
@@ -44,6 +52,9 @@ extension AppArguments {
     public var shutdownGrace: Duration { .seconds(10) }
     public var store: StoreKind { .sqlite }
     public var dataDirectory: String { "data" }
+    public var databaseURL: String? { nil }
+    public var nodeID: String? { nil }
+    public var leaseTimeout: Duration { .seconds(10) }
     public var eventRetention: EventLog.Retention { .init() }
     public var enableEchoRoute: Bool { false }
     public var configPath: String? { nil }
@@ -67,6 +78,9 @@ public struct GatewayArguments: AppArguments {
     public var shutdownGrace = Duration.seconds(10)
     public var store = StoreKind.memory
     public var dataDirectory = "data"
+    public var databaseURL: String?
+    public var nodeID: String?
+    public var leaseTimeout = Duration.seconds(10)
     public var eventRetention = EventLog.Retention()
     public var enableEchoRoute = false
     public var configPath: String?

@@ -6,6 +6,7 @@ import HummingbirdWebSocket
 import Logging
 import ServiceLifecycle
 import TaskGateCore
+import TaskGatePostgres
 
 /// Builds the whole server: one HTTP/1.1 port with the WebSocket upgrade, long-poll, the REST admin API, the demo
 /// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
@@ -31,7 +32,8 @@ public func buildApplication(
     router.add(middleware: LogRequestsMiddleware(.debug))
     router.add(middleware: FileMiddleware(arguments.publicDirectory, searchForIndexHtml: true, logger: logger))
     router.get("/healthz") { _, _ -> Response in
-        .json(await Health.current(gateway))
+        let health = await Health.current(gateway)
+        return .json(health, status: health.isHealthy ? .ok : .serviceUnavailable)
     }
     let webSocketRoutes = WebSocketRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes)
     webSocketRoutes.addPlainRoutes(to: router)
@@ -109,6 +111,8 @@ public func buildServer(_ arguments: some AppArguments) throws -> ServiceGroup {
     return ServiceGroup(
         configuration: .init(
             services: [
+                // First in, last out: a cluster node's database work outlives the draining of its pool.
+                .init(service: ClusterService(gateway: gateway)),
                 .init(service: app),
                 .init(service: GatewayService(gateway: gateway, grace: arguments.shutdownGrace, logger: logger)),
                 .init(service: ReloadSignalService(gateway: gateway, logger: logger)),
@@ -141,7 +145,30 @@ func makeStore(_ arguments: some AppArguments, logger: Logger) throws -> any Tas
                 description: "cannot open the task database \(path): \(readable(error)) "
                     + "(check that --data-dir is a writable directory on a disk with free space)")
         }
+    case .postgres:
+        guard let text = arguments.databaseURL, !text.isEmpty else {
+            throw StartupError(description: "--store postgres needs --database-url postgres://user:password@host:5432/database")
+        }
+        let url: DatabaseURL
+        do {
+            url = try DatabaseURL(text)
+        } catch {
+            throw StartupError(description: "bad --database-url: \(error)")
+        }
+        let node = arguments.nodeID ?? defaultNodeID(port: arguments.port)
+        guard PostgresTaskStore.isValidNodeID(node) else {
+            throw StartupError(description: "--node-id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+        }
+        logger.info("cluster store", metadata: ["database": "\(url)", "node": .string(node)])
+        return PostgresTaskStore(url: url, nodeID: node, leaseTimeout: arguments.leaseTimeout, logger: logger)
     }
+}
+
+/// Host name and port: unique on one machine, and stable across restarts of the same node.
+func defaultNodeID(port: Int) -> String {
+    let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
+    let safe = String(host.unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) || $0 == "-" })
+    return "\(safe.isEmpty ? "node" : safe)-\(port)"
 }
 
 /// Foundation's file errors print as a dictionary; the POSIX reason underneath is what a person needs.
@@ -162,7 +189,7 @@ func makeLogger(_ arguments: some AppArguments) -> Logger {
     return logger
 }
 
-/// `GET /healthz`
+/// `GET /healthz`: `503` with `unhealthy` while a cluster node cannot reach its database.
 struct Health: Encodable {
     var status: String
     var uptimeSeconds: Double
@@ -170,16 +197,26 @@ struct Health: Encodable {
     var queued: Int
     var running: Int
     var generation: Int
+    var node: String
+    var store: String
+    var database: String
+
+    var isHealthy: Bool { status == "ok" }
 
     static func current(_ gateway: Gateway) async -> Health {
         let uptime = ContinuousClock.now - gateway.startedAt
+        let reachable = gateway.shared?.isReachable ?? true
+        let store = gateway.shared != nil ? "postgres" : gateway.store.isDurable ? "sqlite" : "memory"
         return Health(
-            status: "ok",
+            status: reachable ? "ok" : "unhealthy",
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
             connections: gateway.clients.count,
             queued: await gateway.pool.queuedCount,
             running: await gateway.pool.runningCount,
-            generation: gateway.registry.current.generation
+            generation: gateway.registry.current.generation,
+            node: gateway.nodeID ?? Gateway.standaloneNodeID,
+            store: store,
+            database: reachable ? "ok" : "unreachable"
         )
     }
 }

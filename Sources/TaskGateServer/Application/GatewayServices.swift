@@ -47,3 +47,21 @@ struct ReloadSignalService: Service {
         }
     }
 }
+
+/// A cluster node's database work (connections, migrations, heartbeats, claiming, notifications); nothing on a
+/// single node. A database that refuses this node at startup ends the process with the reason.
+struct ClusterService: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        guard gateway.shared != nil else {
+            try await gracefulShutdown()  // a service that returns would end the group
+            return
+        }
+        do {
+            try await cancelWhenGracefulShutdown { try await gateway.runCluster() }
+        } catch where Task.isShuttingDownGracefully || error is CancellationError {
+            // Stopped for the shutdown: not a failure.
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+
+/// A store that several nodes share (PostgreSQL). Beyond `TaskStore` it is the cluster's one source of order: it
+/// numbers each uid's events (so `seq` is one sequence per uid whichever node appends), hands every queued task to
+/// exactly one node, leases running tasks to the node that runs them, and tells each node what the others did.
+///
+/// The pool and the event log use it when the gateway's store is one; a single node never needs it.
+public protocol SharedTaskStore: TaskStore {
+    var nodeID: String { get }
+    /// How long a running task stays leased without a heartbeat from its node before another node reclaims it.
+    var leaseTimeout: Duration { get }
+    /// False while the database cannot be reached: the node reports unhealthy and refuses new submits.
+    var isReachable: Bool { get }
+
+    /// Runs what the store needs for its lifetime (connections, migrations, the notification listener) until
+    /// cancelled; notifications arrive through `notifications`.
+    func run() async throws
+    var notifications: AsyncStream<ClusterNotification> { get }
+
+    /// Numbers the uid's next event, stores it with the task's new state and tells every node, atomically, but only
+    /// if `condition` still holds for the task; else throws `WriteConditionFailed` and writes nothing.
+    func appendNumbered(
+        uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
+        makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
+    ) async throws -> LoggedEvent
+    /// Writes a state clients are not told about (back to the queue), if `condition` holds. A queued task is not
+    /// claimed before `notBefore` (retry backoff).
+    func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws
+    /// Claims the oldest due queued task for this node: it becomes `running` here, one more attempt, leased.
+    func claimNext() async throws -> TaskRecord?
+    /// Tasks running on nodes whose lease ran out (the node died or lost the database).
+    func expiredTasks(limit: Int) async throws -> [TaskRecord]
+    /// Renews this node's presence and the leases of its running tasks, publishes its clients, and returns the ids
+    /// of its tasks that another node asked to cancel.
+    func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String]
+    /// Asks the node running the task to cancel it.
+    func requestCancel(taskID: String) async throws
+    /// Queued tasks in the whole cluster, and the uid's queued and running ones.
+    func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int)
+    /// The uid's events after `seq`, oldest first, as far as they are retained.
+    func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent]
+    /// The last seq of each uid that has one.
+    func lastSeqs(uids: [String]) async throws -> [String: UInt64]
+    /// Nodes whose heartbeat is within the lease, with their published clients.
+    func liveNodes() async throws -> [NodeInfo]
+    /// Asks nodes (`nil`: every node) to reload their handlers; their answers come back through `reloadAnswers`.
+    func requestReload(requestID: String, node: String?) async throws
+    func answerReload(requestID: String, answer: NodeReload) async throws
+    func reloadAnswers(requestID: String) async throws -> [NodeReload]
+}
+
+/// What must still hold for a task when a node writes its new state: the cluster's guard against two nodes
+/// finishing one task.
+public enum WriteCondition: Sendable, Equatable {
+    /// Running, on this node.
+    case runningHere
+    /// Still waiting (a cancel before it starts).
+    case queued
+    /// Running on a node whose lease ran out (reclaiming it).
+    case leaseExpired
+}
+
+/// The task was not in the state the write expected: another node finished, cancelled or reclaimed it.
+public struct WriteConditionFailed: Error, Sendable {
+    public var taskID: String
+    public init(taskID: String) { self.taskID = taskID }
+}
+
+public enum ClusterNotification: Sendable, Equatable {
+    /// A node stored event `seq` of `uid`.
+    case event(uid: String, seq: UInt64)
+    /// A task was queued (or queued again): free workers should try to claim.
+    case taskQueued
+    case cancel(taskID: String)
+    case reload(requestID: String, node: String?)
+    /// The listener reconnected: notifications may have been missed meanwhile.
+    case resynchronize
+}
+
+/// A node of the cluster as `GET /api/v1/nodes` lists it.
+public struct NodeInfo: Sendable, Codable, Equatable {
+    public var id: String
+    public var startedAt: Date
+    public var heartbeatAt: Date
+    public var running: Int
+    public var clients: [ClientInfo]
+
+    public init(id: String, startedAt: Date, heartbeatAt: Date, running: Int, clients: [ClientInfo]) {
+        self.id = id
+        self.startedAt = startedAt
+        self.heartbeatAt = heartbeatAt
+        self.running = running
+        self.clients = clients
+    }
+}
+
+/// One node's answer to a reload.
+public struct NodeReload: Sendable, Codable, Equatable {
+    public var node: String
+    public var generation: Int?
+    public var handlers: [String]?
+    public var added: [String]?
+    public var changed: [String]?
+    public var removed: [String]?
+    public var error: String?
+
+    public init(node: String, result: ReloadResult) {
+        self.node = node
+        generation = result.table.generation
+        handlers = result.table.names
+        added = result.added
+        changed = result.changed
+        removed = result.removed
+    }
+
+    public init(node: String, error: String) {
+        self.node = node
+        self.error = error
+    }
+
+    enum CodingKeys: String, CodingKey { case node, generation, handlers, added, changed, removed, error }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(node, forKey: .node)
+        try container.encodeIfPresent(generation, forKey: .generation)
+        try container.encodeIfPresent(handlers, forKey: .handlers)
+        try container.encodeIfPresent(added, forKey: .added)
+        try container.encodeIfPresent(changed, forKey: .changed)
+        try container.encodeIfPresent(removed, forKey: .removed)
+        try container.encodeIfPresent(error, forKey: .error)
+    }
+}
