@@ -86,6 +86,10 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "TaskGatePostgresTests",
+            dependencies: ["TaskGatePostgres"]
+        ),
+        .testTarget(
             name: "TaskGateServerTests",
             dependencies: [
                 "TaskGateServer",

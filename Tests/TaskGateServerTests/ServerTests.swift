@@ -159,7 +159,19 @@ struct AdminAPITests {
         try await app.test(.router) { client in
             try await client.execute(uri: "/healthz", method: .get) { response in
                 #expect(response.status == .ok)
-                #expect((try? json(response.body))?["status"] as? String == "ok")
+                let health = try? json(response.body)
+                #expect(health?["status"] as? String == "ok")
+                #expect(health?["node"] as? String == "local" && health?["store"] as? String == "memory")
+                #expect(health?["database"] as? String == "ok")
+            }
+            try await client.execute(uri: "/api/v1/nodes", method: .get, headers: bearer) { response in
+                #expect(response.status == .ok)
+                let nodes = (try? json(response.body))?["nodes"] as? [[String: Any]]
+                #expect(nodes?.count == 1 && nodes?.first?["id"] as? String == "local" && nodes?.first?["self"] as? Bool == true)
+            }
+            try await client.execute(uri: "/api/v1/reload?node=elsewhere", method: .post, headers: bearer) { response in
+                #expect(response.status == .notFound)
+                #expect((try? json(response.body))?["error"] as? String == "node_not_found")
             }
             try await client.execute(uri: "/", method: .get) { response in
                 #expect(response.status == .ok)

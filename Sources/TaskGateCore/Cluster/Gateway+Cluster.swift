@@ -43,7 +43,7 @@ extension Gateway {
                     clients: $0.clients.count, running: $0.running)
             }
         } catch {
-            throw GatewayError(.unavailable, "the task database cannot be reached; try again later")
+            throw GatewayError.databaseUnreachable
         }
     }
 
@@ -61,7 +61,7 @@ extension Gateway {
         } catch {
             // Without the database this node can still reload itself; it cannot reach the others.
             guard target == nil || target == self_ else {
-                throw GatewayError(.unavailable, "the task database cannot be reached; try again later")
+                throw GatewayError.databaseUnreachable
             }
             return [NodeReload(node: self_, result: try await reload())]
         }
@@ -73,7 +73,7 @@ extension Gateway {
             do {
                 try await shared.requestReload(requestID: requestID, node: target)
             } catch {
-                throw GatewayError(.unavailable, "the task database cannot be reached; try again later")
+                throw GatewayError.databaseUnreachable
             }
         }
         var answers: [String: NodeReload] = [:]
@@ -186,4 +186,5 @@ extension Gateway {
 
 extension GatewayError {
     public static func nodeNotFound(_ node: String) -> Self { .init(.nodeNotFound, "no live node with id '\(node)'") }
+    public static let databaseUnreachable = Self(.unavailable, "the task database cannot be reached; try again later")
 }

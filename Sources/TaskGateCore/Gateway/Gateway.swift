@@ -81,8 +81,7 @@ public final class Gateway: Sendable {
         } catch {
             await pool.releaseReservation(uid: uid)
             logger.error("could not store task", metadata: ["task": .string(id), "error": "\(error)"])
-            // A shared database that went away is a temporary state, not a server fault.
-            throw GatewayError(shared == nil ? .internalError : .unavailable, "the task could not be stored; it was not submitted")
+            throw storeFailure("the task could not be stored; it was not submitted")
         }
         switch outcome {
         case .existing(let existing):
@@ -106,7 +105,7 @@ public final class Gateway: Sendable {
         do {
             record = try await store.task(id: id)
         } catch {
-            throw GatewayError(.internalError, "the task store could not be read")
+            throw storeFailure("the task store could not be read")
         }
         guard let record, uid == nil || record.uid == uid else { throw .taskNotFound(id) }
         return record
@@ -116,7 +115,7 @@ public final class Gateway: Sendable {
         do {
             return try await store.list(query)
         } catch {
-            throw GatewayError(.internalError, "the task store could not be read")
+            throw storeFailure("the task store could not be read")
         }
     }
 
@@ -172,6 +171,11 @@ public final class Gateway: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// A shared database that went away is a passing state (503), a local store that fails a server fault (500).
+    func storeFailure(_ info: String) -> GatewayError {
+        GatewayError(shared == nil ? .internalError : .unavailable, info)
+    }
 
     static func clientTaskID(in args: [String: JSONValue]) throws(GatewayError) -> String? {
         switch args["id"] {

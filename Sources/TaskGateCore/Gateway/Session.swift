@@ -58,17 +58,26 @@ public struct Session: Sendable {
         case "clients":
             try requireAdmin(message.cmd)
             var reply = ServerMessage(type: "clients", code: 200, ref: ref)
-            reply.clients = gateway.clients.list()
+            reply.clients = await gateway.allClients()
             return reply
         case "reload":
             try requireAdmin(message.cmd)
-            let result = try await gateway.reload()
+            let node: String?
+            switch message.args["node"] {
+            case nil, .null?: node = nil
+            case .string(let name)?: node = name
+            default: throw GatewayError.badRequest("'args.node' must be a node id")
+            }
+            let answers = try await gateway.reload(node: node)
+            // The first node that reloaded speaks for the reply, as on a single node; `nodes` has every answer.
+            let first = answers.first { $0.error == nil }
             var reply = ServerMessage(type: "reloaded", code: 200, info: "handlers reloaded", ref: ref)
-            reply.generation = result.table.generation
-            reply.handlers = result.table.names
-            reply.added = result.added
-            reply.changed = result.changed
-            reply.removed = result.removed
+            reply.generation = first?.generation
+            reply.handlers = first?.handlers
+            reply.added = first?.added
+            reply.changed = first?.changed
+            reply.removed = first?.removed
+            reply.nodes = answers
             return reply
         default:
             _ = try await gateway.submit(cmd: message.cmd, args: message.args, uid: uid) { submission in

@@ -130,7 +130,7 @@ public actor TaskPool {
 
     /// In a cluster the queue is the shared store's, so the limits count what is waiting there.
     private func reserveInCluster(uid: String?, shared: any SharedTaskStore) async throws(GatewayError) {
-        let unreachable = GatewayError(.unavailable, "the task database cannot be reached; try again later")
+        let unreachable = GatewayError.databaseUnreachable
         guard shared.isReachable else { throw unreachable }
         let counts: (queued: Int, uid: Int)
         do {

@@ -19,6 +19,8 @@ public struct ServerMessage: Sendable, Encodable, Equatable {
     public var added: [String]?
     public var changed: [String]?
     public var removed: [String]?
+    /// Each node's answer to a reload (a cluster reloads every node, or the one named in `args.node`).
+    public var nodes: [NodeReload]?
 
     public init(type: String, code: Int? = nil, info: String? = nil, ref: String? = nil) {
         self.type = type
