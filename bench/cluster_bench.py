@@ -31,20 +31,13 @@ from pathlib import Path
 import websockets
 
 from benchserver import CLOCK_TICKS, cpu_seconds, rss_kb, taskgate
+from tasks_bench import RECV_TIMEOUT, client, percentile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "e2e"))
 from pg import PostgresServer  # noqa: E402  (Tests/e2e/pg.py)
 
-RECV_TIMEOUT = 30.0      # no single WebSocket read waits longer
 SAMPLE_TIMEOUT = 10.0    # a latency sample's done event must come within this
 NODE_NAMES = ["node-a", "node-b", "node-c", "node-d", "node-e"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def process_tree_cpu(root_pid: int) -> dict[int, float]:
@@ -68,40 +61,6 @@ def postmaster_pid(pg: PostgresServer) -> int:
 
 
 # --------------------------------------------------------------------------- throughput
-
-
-async def client(url: str, window: int, deadline: float, latencies: list[float], counts: list[int]):
-    async with websockets.connect(url, compression=None, max_queue=None, open_timeout=10, proxy=None,
-                                  ping_interval=None) as ws:
-        await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)  # hello
-        sent: dict[str, float] = {}
-        next_ref = 0
-
-        async def submit():
-            nonlocal next_ref
-            next_ref += 1
-            ref = str(next_ref)
-            sent[ref] = time.perf_counter()
-            await ws.send(json.dumps({"cmd": "echo", "args": {"n": next_ref}, "ref": ref}))
-
-        for _ in range(window):
-            await submit()
-        started_by_task: dict[str, float] = {}
-        while True:
-            message = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
-            kind = message["type"]
-            if kind == "submitted":
-                started_by_task[message["task"]["id"]] = sent.pop(message["ref"])
-            elif kind == "done":
-                begun = started_by_task.pop(message["task"]["id"])
-                latencies.append(time.perf_counter() - begun)
-                counts[0] += 1
-                if time.perf_counter() < deadline:
-                    await submit()
-                elif not started_by_task and not sent:
-                    return
-            elif kind == "error":
-                raise RuntimeError(message)
 
 
 async def drive(ports: list[int], uid_prefix: str, connections: int, window: int, seconds: float):

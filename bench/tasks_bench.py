@@ -26,9 +26,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+RECV_TIMEOUT = 30.0  # no single WebSocket read waits longer
+
+
 async def client(url: str, window: int, deadline: float, latencies: list[float], counts: list[int]):
-    async with websockets.connect(url, compression=None, max_queue=None) as ws:
-        await ws.recv()  # hello
+    """One WebSocket keeping `window` echo tasks in flight until `deadline`; submit->done times into `latencies`."""
+    async with websockets.connect(url, compression=None, max_queue=None, open_timeout=10, proxy=None,
+                                  ping_interval=None) as ws:
+        await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)  # hello
         sent: dict[str, float] = {}
         next_ref = 0
 
@@ -43,7 +48,7 @@ async def client(url: str, window: int, deadline: float, latencies: list[float],
             await submit()
         started_by_task: dict[str, float] = {}
         while True:
-            message = json.loads(await ws.recv())
+            message = json.loads(await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
             kind = message["type"]
             if kind == "submitted":
                 started_by_task[message["task"]["id"]] = sent.pop(message["ref"])

@@ -24,6 +24,7 @@ public final class PostgresTaskStore: SharedTaskStore {
     /// Whether the last database call got an answer, and whether the schema is in place.
     private let health = Mutex((reachable: false, ready: false))
     private let heartbeatCount = Atomic<Int>(0)
+    private let hasLeft = Atomic<Bool>(false)
 
     static let channel = "taskgate"
     /// Any constant: nodes starting at once take turns at the migrations under it.
@@ -528,13 +529,16 @@ public final class PostgresTaskStore: SharedTaskStore {
         let clientsJSON = WireJSON.encode(clients)
         let running = runningTaskIDs.count
         let housekeeping = heartbeatCount.add(1, ordering: .relaxed).newValue % 100 == 1
+        let hasLeft = hasLeft.load(ordering: .relaxed)
         return try await perform("heartbeat") {
-            try await self.client.query(
-                """
-                INSERT INTO nodes (id, started_at, heartbeat_at, running, clients)
-                VALUES (\(self.nodeID), \(self.startedAt), now(), \(running), \(clientsJSON))
-                ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), running = excluded.running, clients = excluded.clients
-                """, logger: self.logger)
+            if !hasLeft {
+                try await self.client.query(
+                    """
+                    INSERT INTO nodes (id, started_at, heartbeat_at, running, clients)
+                    VALUES (\(self.nodeID), \(self.startedAt), now(), \(running), \(clientsJSON))
+                    ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), running = excluded.running, clients = excluded.clients
+                    """, logger: self.logger)
+            }
             var cancelled: [String] = []
             if !runningTaskIDs.isEmpty {
                 // Only tasks this process really runs: a restarted node with the same id lets its old leases lapse.
@@ -551,6 +555,17 @@ public final class PostgresTaskStore: SharedTaskStore {
                     "DELETE FROM reload_answers WHERE created_at < now() - interval '10 minutes'", logger: self.logger)
             }
             return cancelled
+        }
+    }
+
+    public func leave() async {
+        hasLeft.store(true, ordering: .relaxed)
+        do {
+            try await perform("leave") {
+                try await self.client.query("DELETE FROM nodes WHERE id = \(self.nodeID)", logger: self.logger)
+            }
+        } catch {
+            logger.warning("could not leave the node list; the heartbeat lapses instead", metadata: ["error": "\(error)"])
         }
     }
 

@@ -347,6 +347,10 @@ final class SharedMemoryStore: SharedTaskStore {
         }
     }
 
+    func leave() async {
+        _ = try? database.access { $0.nodes[nodeID] = nil }
+    }
+
     func requestCancel(taskID: String) async throws {
         try database.access { $0.tasks[taskID]?.cancelRequested = true }
         database.broadcast(.cancel(taskID: taskID))

@@ -33,6 +33,9 @@ public protocol SharedTaskStore: TaskStore {
     /// Renews this node's presence and the leases of its running tasks, publishes its clients, and returns the ids
     /// of its tasks that another node asked to cancel.
     func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String]
+    /// Takes this node out of the live nodes at once (a graceful shutdown), rather than when its heartbeat lapses;
+    /// later heartbeats no longer bring it back.
+    func leave() async
     /// Asks the node running the task to cancel it.
     func requestCancel(taskID: String) async throws
     /// Queued tasks in the whole cluster, and the uid's queued and running ones.

@@ -28,6 +28,8 @@ struct GatewayService: Service {
         }
         logger.info("stopping the task pool", metadata: ["grace": "\(grace)"])
         await gateway.shutdown(grace: grace)
+        // Drained: other nodes may stop listing this one (its database work stops after this service).
+        await gateway.shared?.leave()
     }
 }
 
