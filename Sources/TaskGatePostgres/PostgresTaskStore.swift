@@ -421,18 +421,15 @@ public final class PostgresTaskStore: SharedTaskStore {
 
     /// Locks the task's row if `condition` holds; the write that follows in the same transaction is then safe.
     private func lock(_ taskID: String, _ condition: WriteCondition, on connection: PostgresConnection) async throws {
-        let query: PostgresQuery =
-            switch condition {
-            case .runningHere:
-                "SELECT 1 FROM tasks WHERE id = \(taskID) AND status = 'running' AND owner = \(nodeID) FOR UPDATE"
-            case .queued:
-                "SELECT 1 FROM tasks WHERE id = \(taskID) AND status = 'queued' FOR UPDATE"
-            case .leaseExpired:
-                "SELECT 1 FROM tasks WHERE id = \(taskID) AND status = 'running' AND lease_until < now() FOR UPDATE"
-            }
-        guard try await !connection.query(query, logger: logger).collect().isEmpty else {
-            throw WriteConditionFailed(taskID: taskID)
-        }
+        let rows = try await connection.query(
+            """
+            SELECT 1 FROM tasks WHERE id = \(taskID) AND CASE \(Self.mode(condition))
+                WHEN 'here' THEN status = 'running' AND owner = \(nodeID)
+                WHEN 'queued' THEN status = 'queued'
+                ELSE status = 'running' AND lease_until < now() END
+            FOR UPDATE
+            """, logger: logger)
+        guard try await !rows.collect().isEmpty else { throw WriteConditionFailed(taskID: taskID) }
     }
 
     /// The task's columns follow its state: only a running task has an owner and a lease.
@@ -450,35 +447,69 @@ public final class PostgresTaskStore: SharedTaskStore {
 
     private var leaseSeconds: Double { Double(leaseTimeout.wholeMilliseconds) / 1000 }
 
+    /// The seq a message is encoded with before the database numbers it; the statement puts the real one in its
+    /// place. Keys are sorted, so the message's own `"seq"` comes before `"task"` and is the first occurrence.
+    static let seqPlaceholder = "\"seq\":\(UInt64.max)"
+
+    /// How a `WriteCondition` is named in SQL (see `lockedTask`).
+    private static func mode(_ condition: WriteCondition) -> String {
+        switch condition {
+        case .runningHere: "here"
+        case .queued: "queued"
+        case .leaseExpired: "expired"
+        }
+    }
+
     public func appendNumbered(
         uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
         makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
     ) async throws -> LoggedEvent {
-        try await transaction("append event") { connection in
-            try await self.lock(task.id, condition, on: connection)
-            var seq: Int64 = 0
-            for try await next in try await connection.query(
-                """
-                INSERT INTO users (uid, last_seq) VALUES (\(uid), 1)
+        let message = makeMessage(UInt64.max)
+        let json = WireJSON.encode(message)
+        precondition(json.contains(Self.seqPlaceholder), "every event carries its seq")
+        let record = WireJSON.encode(task)
+        let running = task.status == .running
+        let owner: String? = running ? nodeID : nil
+        let createdAt = Date()
+        // One statement, so one round trip and atomic without BEGIN/COMMIT: lock the task if the condition holds,
+        // number the event, store it, write the task, and notify every node at commit.
+        let query: PostgresQuery = """
+            WITH locked AS (
+                SELECT id FROM tasks WHERE id = \(task.id) AND CASE \(Self.mode(condition))
+                    WHEN 'here' THEN status = 'running' AND owner = \(nodeID)
+                    WHEN 'queued' THEN status = 'queued'
+                    ELSE status = 'running' AND lease_until < now() END
+                FOR UPDATE
+            ), numbered AS (
+                INSERT INTO users (uid, last_seq) SELECT \(uid), 1 FROM locked
                 ON CONFLICT (uid) DO UPDATE SET last_seq = users.last_seq + 1 RETURNING last_seq
-                """, logger: self.logger
-            ).decode(Int64.self) {
-                seq = next
-            }
-            let message = makeMessage(UInt64(seq))
-            let event = LoggedEvent(seq: UInt64(seq), json: WireJSON.encode(message), type: message.type)
-            try await connection.query(
-                """
+            ), stored AS (
                 INSERT INTO events (uid, seq, type, json, created_at)
-                VALUES (\(uid), \(seq), \(event.type), \(event.json), \(event.createdAt))
-                """, logger: self.logger)
-            try await self.writeTask(task, notBefore: nil, on: connection)
-            // Trim to the retained count now and then rather than on every event.
-            if seq % 64 == 0, seq > Int64(retainCount) {
-                try await connection.query(
-                    "DELETE FROM events WHERE uid = \(uid) AND seq <= \(seq - Int64(retainCount))", logger: self.logger)
+                SELECT \(uid), last_seq, \(message.type),
+                    overlay(\(json) PLACING '"seq":' || last_seq FROM position(\(Self.seqPlaceholder) IN \(json))
+                        FOR length(\(Self.seqPlaceholder))),
+                    \(createdAt)
+                FROM numbered RETURNING seq, json
+            ), written AS (
+                UPDATE tasks SET status = \(task.status.rawValue), record = \(record), owner = \(owner),
+                    lease_until = CASE WHEN \(running) THEN coalesce(lease_until, now() + make_interval(secs => \(leaseSeconds))) END,
+                    not_before = NULL, cancel_requested = cancel_requested AND \(running)
+                FROM numbered WHERE tasks.id = \(task.id)
+            )
+            SELECT seq, json FROM stored
+            CROSS JOIN LATERAL (SELECT pg_notify(\(Self.channel), 'e:' || \(uid) || ':' || seq)) AS told
+            """
+        return try await perform("append event") {
+            var event: LoggedEvent?
+            for try await (seq, stored) in try await self.client.query(query, logger: self.logger).decode((Int64, String).self) {
+                event = LoggedEvent(seq: UInt64(seq), json: stored, type: message.type, createdAt: createdAt)
             }
-            try await connection.query("SELECT pg_notify(\(Self.channel), \("e:\(uid):\(seq)"))", logger: self.logger)
+            guard let event else { throw WriteConditionFailed(taskID: task.id) }
+            // Trim to the retained count now and then rather than on every event.
+            if event.seq % 64 == 0, event.seq > UInt64(retainCount) {
+                try await self.client.query(
+                    "DELETE FROM events WHERE uid = \(uid) AND seq <= \(Int64(event.seq) - Int64(retainCount))", logger: self.logger)
+            }
             return event
         }
     }
@@ -494,28 +525,23 @@ public final class PostgresTaskStore: SharedTaskStore {
     }
 
     public func claimNext() async throws -> TaskRecord? {
-        try await transaction("claim task") { connection -> TaskRecord? in
-            var claimed: TaskRecord?
-            for try await text in try await connection.query(
+        // One statement: the record's JSON is patched in place, so that it never says `queued` for a claimed task.
+        try await perform("claim task") {
+            let rows = try await self.client.query(
                 """
-                SELECT record FROM tasks
-                WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
-                ORDER BY position LIMIT 1 FOR UPDATE SKIP LOCKED
-                """, logger: self.logger
-            ).decode(String.self) {
-                claimed = try Self.decode(text)
-            }
-            guard var record = claimed else { return nil }
-            record.status = .running
-            record.attempts += 1
-            record.node = self.nodeID
-            try await connection.query(
-                """
-                UPDATE tasks SET status = 'running', owner = \(self.nodeID), record = \(WireJSON.encode(record)),
-                    lease_until = now() + make_interval(secs => \(self.leaseSeconds)), not_before = NULL
-                WHERE id = \(record.id)
+                UPDATE tasks SET status = 'running', owner = \(self.nodeID), not_before = NULL,
+                    lease_until = now() + make_interval(secs => \(self.leaseSeconds)),
+                    record = (record::jsonb || jsonb_build_object(
+                        'status', 'running', 'attempts', coalesce((record::jsonb->>'attempts')::int, 0) + 1,
+                        'node', \(self.nodeID)::text))::text
+                WHERE id = (
+                    SELECT id FROM tasks WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
+                    ORDER BY position LIMIT 1 FOR UPDATE SKIP LOCKED
+                )
+                RETURNING record
                 """, logger: self.logger)
-            return record
+            for try await text in rows.decode(String.self) { return try Self.decode(text) }
+            return nil
         }
     }
 
