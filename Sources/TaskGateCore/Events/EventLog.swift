@@ -72,6 +72,9 @@ public final class EventLog: Sendable {
     private struct State {
         var users: [String: UserLog] = [:]
         var nextWaiterID: UInt64 = 0
+        /// A cluster node loading these uids from the store: the highest seq other nodes announced meanwhile,
+        /// which the load may have read too early to see.
+        var loading: [String: UInt64] = [:]
     }
 
     public let retention: Retention
@@ -167,7 +170,11 @@ public final class EventLog: Sendable {
     /// Another node (or this one) stored event `seq` of `uid`.
     public func notified(uid: String, seq: UInt64) async {
         let behind = state.withLock { state -> Bool in
-            guard let log = state.users[uid] else { return false }  // not loaded: it is read from the store when needed
+            guard let log = state.users[uid] else {
+                // Not loaded: it is read from the store when needed, unless a load is under way right now.
+                if let seen = state.loading[uid] { state.loading[uid] = max(seen, seq) }
+                return false
+            }
             return seq > log.deliveredSeq && log.ready[seq] == nil
         }
         if behind { await catchUp(uid) }
@@ -328,13 +335,26 @@ public final class EventLog: Sendable {
 
     /// Brings a user's log into memory (its last seq and retained events) from the store.
     private func ensureLoaded(_ uid: String) async throws {
-        if state.withLock({ $0.users[uid] != nil }) { return }
-        let stored = try await store.loadEvents(uid: uid, limit: retention.count)
-        state.withLock { state in
-            guard state.users[uid] == nil else { return }  // another caller loaded it meanwhile
+        let loaded = state.withLock { state -> Bool in
+            if state.users[uid] != nil { return true }
+            if shared != nil, state.loading[uid] == nil { state.loading[uid] = 0 }
+            return false
+        }
+        if loaded { return }
+        let stored: StoredEvents
+        do {
+            stored = try await store.loadEvents(uid: uid, limit: retention.count)
+        } catch {
+            state.withLock { _ = $0.loading.removeValue(forKey: uid) }
+            throw error
+        }
+        let missed = state.withLock { state -> Bool in
+            guard state.users[uid] == nil else { return false }  // another caller loaded it meanwhile
             state.users[uid] = UserLog(
                 assignedSeq: stored.lastSeq, deliveredSeq: stored.lastSeq, events: Deque(stored.events.suffix(retention.count)))
+            return (state.loading.removeValue(forKey: uid) ?? 0) > stored.lastSeq
         }
+        if missed { await catchUp(uid) }
     }
 
     /// Applies the age limit, in memory and in the store, and (for a durable store, which can load them again)
