@@ -204,13 +204,18 @@ public actor TaskPool {
         claiming = false
     }
 
+    /// A stored task's options, as validated when it was submitted; the handler's defaults if its handler changed
+    /// so much that they no longer validate.
+    private static func options(of record: TaskRecord, on handler: any TaskHandler) -> TaskOptions {
+        (try? TaskOptions(args: record.args.objectValue ?? [:], handler: handler))
+            ?? (try! TaskOptions(args: [:], handler: handler))  // no overrides: cannot fail
+    }
+
     private func startClaimed(_ record: TaskRecord) {
         let id = record.id
         let task: Task<Void, Never>
         if let handler = handlers().handler(named: record.cmd) {
-            let options =
-                (try? TaskOptions(args: record.args.objectValue ?? [:], handler: handler))
-                ?? (try! TaskOptions(args: [:], handler: handler))  // no overrides: cannot fail
+            let options = Self.options(of: record, on: handler)
             task = Task { await self.execute(Job(record: record, handler: handler, options: options), claimed: true) }
         } else {
             task = Task {
@@ -229,9 +234,8 @@ public actor TaskPool {
         let table = handlers()
         for var record in expired {
             let lostNode = record.node ?? "?"
-            guard let handler = table.handler(named: record.cmd),
-                let options = try? TaskOptions(args: record.args.objectValue ?? [:], handler: handler),
-                handler.isIdempotent, record.attempts < options.maxAttempts
+            guard let handler = table.handler(named: record.cmd), handler.isIdempotent,
+                record.attempts < Self.options(of: record, on: handler).maxAttempts
             else {
                 await end(
                     record, as: .failed, error: "interrupted: node \(lostNode) stopped while the task was running",
@@ -266,9 +270,7 @@ public actor TaskPool {
                 failed += 1
                 continue
             }
-            let options =
-                (try? TaskOptions(args: record.args.objectValue ?? [:], handler: handler))
-                ?? (try! TaskOptions(args: [:], handler: handler))  // no overrides: cannot fail
+            let options = Self.options(of: record, on: handler)
             if record.status == .running {
                 guard handler.isIdempotent, record.attempts < options.maxAttempts else {
                     await end(record, as: .failed, error: "interrupted: the server stopped while the task was running")
