@@ -10,10 +10,10 @@ import TaskGateCore
 /// Builds the whole server: one HTTP/1.1 port with the WebSocket upgrade, long-poll, the REST admin API, the demo
 /// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
 public func buildApplication(
-    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil
+    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil, metrics: GatewayMetrics = GatewayMetrics()
 ) throws -> some ApplicationProtocol {
     let logger = makeLogger(arguments)
-    let gateway = try existingGateway ?? buildGateway(arguments)
+    let gateway = try existingGateway ?? buildGateway(arguments, metrics: metrics)
     let auth = AdminAuthenticator(token: arguments.adminToken)
     if arguments.adminToken == nil {
         logger.warning("no admin token configured: the admin API and admin commands answer loopback clients only")
@@ -33,9 +33,12 @@ public func buildApplication(
     router.get("/healthz") { _, _ -> Response in
         .json(await Health.current(gateway))
     }
-    let webSocketRoutes = WebSocketRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes)
+    MetricsRoutes(gateway: gateway, metrics: metrics).addRoutes(to: router)
+    let webSocketRoutes = WebSocketRoutes(
+        gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes, metrics: metrics)
     webSocketRoutes.addPlainRoutes(to: router)
-    LongPollRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes).addRoutes(to: router)
+    LongPollRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes, metrics: metrics)
+        .addRoutes(to: router)
     SSERoutes(gateway: gateway, admission: admission).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
 
@@ -77,7 +80,7 @@ func gatedWebSocketServer(
 }
 
 /// The domain behind the server: store, handler registry (built-ins plus the config file's handlers) and pool.
-public func buildGateway(_ arguments: some AppArguments) throws -> Gateway {
+public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics? = nil) throws -> Gateway {
     let logger = makeLogger(arguments)
     let registry: any HandlerRegistry
     do {
@@ -90,7 +93,7 @@ public func buildGateway(_ arguments: some AppArguments) throws -> Gateway {
             pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit, tasksPerUID: arguments.limits.tasksPerUID),
             eventRetention: arguments.eventRetention
         ),
-        store: try makeStore(arguments, logger: logger),
+        store: try makeStore(arguments, logger: logger, metrics: metrics),
         registry: registry,
         logger: logger
     )
@@ -104,8 +107,9 @@ public func buildGateway(_ arguments: some AppArguments) throws -> Gateway {
 /// closes every WebSocket with a close frame.
 public func buildServer(_ arguments: some AppArguments) throws -> ServiceGroup {
     let logger = makeLogger(arguments)
-    let gateway = try buildGateway(arguments)
-    let app = try buildApplication(arguments, gateway: gateway)
+    let metrics = GatewayMetrics()
+    let gateway = try buildGateway(arguments, metrics: metrics)
+    let app = try buildApplication(arguments, gateway: gateway, metrics: metrics)
     return ServiceGroup(
         configuration: .init(
             services: [
@@ -122,6 +126,11 @@ public func buildServer(_ arguments: some AppArguments) throws -> ServiceGroup {
 /// A store or config that cannot be used is a startup error that names the file and the reason, not a crash.
 public struct StartupError: Error, CustomStringConvertible {
     public var description: String
+}
+
+func makeStore(_ arguments: some AppArguments, logger: Logger, metrics: GatewayMetrics?) throws -> any TaskStore {
+    let store = try makeStore(arguments, logger: logger)
+    return metrics.map { MeteredTaskStore(base: store, metrics: $0) } ?? store
 }
 
 func makeStore(_ arguments: some AppArguments, logger: Logger) throws -> any TaskStore {

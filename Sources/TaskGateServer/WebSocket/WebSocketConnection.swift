@@ -28,8 +28,14 @@ final class WebSocketConnection: ClientConnection {
     /// Drops the TCP connection: the last resort for a client that reads nothing, not even a close frame.
     private let abort: @Sendable () -> Void
 
-    init(id: String, outboundLimit: Int = .max, logger: Logger = Logger(label: "taskgate"), abort: @escaping @Sendable () -> Void = {}) {
+    private let metrics: GatewayMetrics?
+
+    init(
+        id: String, outboundLimit: Int = .max, logger: Logger = Logger(label: "taskgate"), abort: @escaping @Sendable () -> Void = {},
+        metrics: GatewayMetrics? = nil
+    ) {
         self.id = id
+        self.metrics = metrics
         self.outboundLimit = outboundLimit
         self.logger = logger
         self.abort = abort
@@ -82,6 +88,7 @@ final class WebSocketConnection: ClientConnection {
                     // are in the log for the client's resume.
                     if state.withLock({ $0.closing }) { continue }
                     try await outbound.write(.text(text))
+                    metrics?.messageOut(.webSocket)
                     state.withLock { $0.pending -= 1 }
                 case .close(let reason):
                     let (code, text) = Self.closeFrame(for: reason)
