@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "taskgate", targets: ["taskgate"]),
+        .executable(name: "taskgate-load", targets: ["taskgate-load"]),
         .library(name: "TaskGateCore", targets: ["TaskGateCore"]),
         .library(name: "TaskGateServer", targets: ["TaskGateServer"]),
     ],
@@ -66,6 +67,17 @@ let package = Package(
                 "TaskGateCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+        // The benchmark load generator: a multi-threaded SwiftNIO WebSocket/HTTP client (loopback only by default).
+        .executableTarget(
+            name: "taskgate-load",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
