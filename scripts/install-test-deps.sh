@@ -12,6 +12,10 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v curl >/dev/null || missing+=(curl)
 command -v php >/dev/null || missing+=(php-cli)
 command -v pgrep >/dev/null || missing+=(procps)
+# The benchmark smoke run (bench/run.sh --smoke): node's `ws` baseline and wrk.
+command -v node >/dev/null || missing+=(nodejs)
+[ -e /usr/share/nodejs/ws ] || node -e "require('ws')" 2>/dev/null || missing+=(node-ws)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     SUDO=""

@@ -80,9 +80,14 @@ struct LoadCommand: AsyncParsableCommand {
         if summary.completed == 0 { throw ExitCode(2) }
     }
 
-    /// The message to send, with {payload} expanded.
-    var expandedMessage: String {
-        message.replacingOccurrences(of: "{payload}", with: Payload.rows(approximateBytes: payloadBytes))
+    /// The messages to send, with {payload} expanded: with a payload, 64 different ones (different rows), sent in
+    /// turn, so that a compressor keeping its window across messages cannot just point back at the last message.
+    var expandedMessages: [[UInt8]] {
+        guard message.contains("{payload}") else { return [Array(message.utf8)] }
+        return (0..<64).map { seed in
+            Array(message.replacingOccurrences(
+                of: "{payload}", with: Payload.rows(approximateBytes: payloadBytes, seed: UInt64(seed))).utf8)
+        }
     }
 }
 
@@ -116,11 +121,11 @@ struct Target: Sendable {
 
 /// Generated JSON rows, deterministic, of roughly the asked size: what a report-like task result looks like.
 enum Payload {
-    static func rows(approximateBytes: Int) -> String {
+    static func rows(approximateBytes: Int, seed: UInt64 = 0) -> String {
         guard approximateBytes > 0 else { return "[]" }
         let names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
         let regions = ["north", "south", "east", "west"]
-        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15 &+ seed &* 0x2545_F491_4F6C_DD1D
         func next() -> UInt64 {
             state ^= state << 13
             state ^= state >> 7
@@ -133,7 +138,7 @@ enum Payload {
             if index > 0 { text += "," }
             let price = Double(next() % 100_000) / 100
             let quantity = next() % 500
-            text += #"{"id":\#(10_000 + index),"name":"\#(names[Int(next() % 10)])-\#(next() % 1000)","#
+            text += #"{"id":\#(10_000 + Int(seed) * 1000 + index),"name":"\#(names[Int(next() % 10)])-\#(next() % 1000)","#
             text += #""region":"\#(regions[Int(next() % 4)])","price":\#(price),"quantity":\#(quantity),"#
             text += #""updated":"2026-11-\#(10 + next() % 20)T\#(10 + next() % 14):\#(10 + next() % 50):00Z","active":\#(next() % 2 == 0)}"#
             index += 1

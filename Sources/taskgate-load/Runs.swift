@@ -13,7 +13,7 @@ struct RoundTripRun {
         let phase = RunPhase()
         let probe = options.serverPid.map(ServerProbe.init(pid:))
         let script = ConnectionScript(
-            kind: .closedLoop, message: Array(options.expandedMessage.utf8), replies: options.replies,
+            kind: .closedLoop, messages: options.expandedMessages, replies: options.replies,
             skipFirst: options.skipFirst, expect: options.expect.map { Array($0.utf8) })
         let opened = await openWebSockets(
             group: group, target: target, count: options.connections, deflate: options.deflate, script: script, phase: phase,
@@ -54,7 +54,7 @@ struct IdleRun {
         let phase = RunPhase()
         let probe = options.serverPid.map(ServerProbe.init(pid:))
         let script = ConnectionScript(
-            kind: options.exchange ? .once : .none, message: Array(options.expandedMessage.utf8), replies: options.replies,
+            kind: options.exchange ? .once : .none, messages: options.expandedMessages, replies: options.replies,
             skipFirst: options.skipFirst, expect: options.expect.map { Array($0.utf8) })
         let rssBefore = probe?.rssKB()
         let cpuStart = probe?.cpuSeconds()

@@ -14,7 +14,8 @@ struct ConnectionScript: Sendable {
     }
 
     var kind: Kind
-    var message: [UInt8]
+    /// Sent in turn.
+    var messages: [[UInt8]]
     var replies: Int
     var skipFirst: Int
     var expect: [UInt8]?
@@ -99,6 +100,8 @@ final class UpgradeHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 [ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 24)), WebSocketFrameEncoder(), handler],
                 position: .after(self))
             if rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }
+            // The codec is in place: the script may start (writing from handlerAdded would be too early).
+            context.fireUserInboundEventTriggered(WebSocketOpened())
             context.pipeline.syncOperations.removeHandler(self, promise: nil)
         } catch {
             fail(context, "\(error)")
@@ -134,6 +137,7 @@ final class LoadWebSocketHandler: ChannelInboundHandler {
     private var awaiting = 0
     private var sentAt: UInt64 = 0
     private var isReady = false
+    private var nextMessage = Int.random(in: 0..<64)
 
     init(script: ConnectionScript, stats: ConnectionStats, phase: RunPhase, ready: EventLoopPromise<Bool>, deflate: Bool) {
         self.script = script
@@ -144,8 +148,12 @@ final class LoadWebSocketHandler: ChannelInboundHandler {
         self.toSkip = script.skipFirst
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        if toSkip == 0 { becomeReady(context) }
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is WebSocketOpened {
+            if toSkip == 0 { becomeReady(context) }
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     private func becomeReady(_ context: ChannelHandlerContext) {
@@ -163,7 +171,8 @@ final class LoadWebSocketHandler: ChannelInboundHandler {
     }
 
     private func send(_ context: ChannelHandlerContext) {
-        let buffer = context.channel.allocator.buffer(bytes: script.message)
+        nextMessage = (nextMessage + 1) % script.messages.count
+        let buffer = context.channel.allocator.buffer(bytes: script.messages[nextMessage])
         awaiting = script.replies
         sentAt = monotonicNanoseconds()
         let frame = WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buffer)
@@ -228,6 +237,9 @@ final class LoadWebSocketHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 }
+
+/// Sent down the pipeline once the WebSocket codec replaced the handshake handler.
+struct WebSocketOpened {}
 
 struct LoadError: Error, CustomStringConvertible {
     var description: String
