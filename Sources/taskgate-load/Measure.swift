@@ -92,6 +92,8 @@ struct Summary {
     var payloadBytesIn: Int
     var messagesIn: Int
     var deflateNegotiated: Int
+    /// Mode-specific figures.
+    var extra: [(String, Double?)] = []
 
     var perSecond: Double { seconds > 0 ? Double(completed) / seconds : 0 }
     var serverCPUMicrosPerOp: Double? {
@@ -126,7 +128,7 @@ struct Summary {
             ("rss_per_connection_kb", number(rssPerConnectionKB)), ("wire_bytes_in", "\(wireBytesIn)"),
             ("payload_bytes_in", "\(payloadBytesIn)"), ("messages_in", "\(messagesIn)"),
             ("deflate_negotiated", "\(deflateNegotiated)"),
-        ]
+        ] + extra.map { ($0.0, number($0.1)) }
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
     }
 
@@ -145,7 +147,7 @@ struct Summary {
             ("RSS per connection", show(rssPerConnectionKB, "%.2f KB")),
             ("bytes in (wire / payload)", "\(wireBytesIn) / \(payloadBytesIn)"),
             ("deflate negotiated", "\(deflateNegotiated)"),
-        ]
+        ] + extra.map { ($0.0.replacingOccurrences(of: "_", with: " "), show($0.1, "%.3f")) }
         let width = rows.map(\.0.count).max() ?? 0
         return rows.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
     }
