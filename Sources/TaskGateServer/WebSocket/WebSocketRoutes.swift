@@ -77,13 +77,11 @@ struct WebSocketRoutes {
             connection.send(OutgoingMessage(ServerMessage.error(GatewayError(.unavailable, "events unavailable; try again"), ref: nil)))
             connection.close(reason: .tryAgainLater("events unavailable"))
         }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await connection.runWriter(outbound) }
-            await readMessages(
-                inbound: inbound, outbound: outbound, session: session, connection: connection,
-                rateLimiter: RateLimiter(perSecond: admission.limits.messagesPerSecond))
-            connection.finish()
-        }
+        connection.attach(outbound)
+        await readMessages(
+            inbound: inbound, outbound: outbound, session: session, connection: connection,
+            rateLimiter: RateLimiter(perSecond: admission.limits.messagesPerSecond))
+        await connection.finish()
         gateway.events.unsubscribe(uid: identity.uid, connectionID: connection.id)
         gateway.clients.remove(id: connection.id)
         logger.info("websocket disconnected", metadata: ["uid": .string(identity.uid), "connection": .string(connection.id)])
