@@ -27,6 +27,10 @@ have_postgres() {  # initdb/pg_ctl/postgres where Tests/e2e/pg.py looks for them
     return 1
 }
 have_postgres || missing+=(postgresql)
+# The benchmark smoke run (bench/run.sh --smoke): node's `ws` baseline and wrk.
+command -v node >/dev/null || missing+=(nodejs)
+[ -e /usr/share/nodejs/ws ] || node -e "require('ws')" 2>/dev/null || missing+=(node-ws)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     SUDO=""

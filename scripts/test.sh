@@ -13,5 +13,7 @@ python3 -m pytest Tests/e2e -q
 # of it but the slow 9.*) and schemathesis fuzzing the REST API against openapi.yaml.
 scripts/autobahn.sh --cases "1.*,2.*,3.*,4.*,5.*,6.*,7.*,10.*,12.1.*,13.1.*" --timeout 900
 scripts/schemathesis.sh
+# The benchmark suite, CI-sized: a few seconds per scenario; checks that every scenario runs, asserts no figures.
+bench/run.sh --smoke
 # Reached only when every step passed (set -e): Swift tests, end-to-end, Autobahn, schemathesis.
 echo "suites: 4 passed, 0 failed"

@@ -51,6 +51,22 @@ def test_healthz(server, api):
         assert isinstance(body[k], int) and body[k] >= 0
 
 
+def test_metrics(server, api):
+    """Prometheus text: the metric families are there, and the task counters move when a task runs."""
+    r = api.post(f"{server.base_url}/api/v1/tasks", json={"cmd": "echo", "uid": new_uid("metrics"), "args": {"a": 1}})
+    assert r.status_code == 202, r.text
+    wait_task_final(api, server.base_url, r.json()["id"])
+    r = api.get(f"{server.base_url}/metrics")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    for family in ("taskgate_connections", "taskgate_messages_in_total", "taskgate_messages_out_total",
+                   "taskgate_tasks", "taskgate_tasks_finished", "taskgate_queue_depth", "taskgate_longpoll_waiters",
+                   "taskgate_task_duration_seconds", "taskgate_store_write_seconds"):
+        assert f"# TYPE {family} " in r.text, family
+    finished = [line for line in r.text.splitlines() if line.startswith('taskgate_tasks_finished{status="succeeded"}')]
+    assert finished and float(finished[0].split()[-1]) >= 1, finished
+
+
 def test_demo_page_is_served(server, api):
     r = api.get(f"{server.base_url}/")
     assert r.status_code == 200

@@ -17,7 +17,7 @@ public struct ClientMessage: Sendable, Equatable {
     public static func decode(_ bytes: some Collection<UInt8>) -> Result<ClientMessage, DecodeFailure> {
         let value: JSONValue
         do {
-            value = try WireJSON.decoder.decode(JSONValue.self, from: Data(bytes))
+            value = try WireParser.parse(bytes)
         } catch {
             return .failure(.init(ref: nil, error: .badRequest("message is not valid JSON")))
         }

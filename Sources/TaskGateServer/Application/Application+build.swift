@@ -11,10 +11,10 @@ import TaskGatePostgres
 /// Builds the whole server: one HTTP/1.1 port with the WebSocket upgrade, long-poll, the REST admin API, the demo
 /// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
 public func buildApplication(
-    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil
+    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil, metrics: GatewayMetrics = GatewayMetrics()
 ) throws -> some ApplicationProtocol {
     let logger = makeLogger(arguments)
-    let gateway = try existingGateway ?? buildGateway(arguments)
+    let gateway = try existingGateway ?? buildGateway(arguments, metrics: metrics)
     let auth = AdminAuthenticator(token: arguments.adminToken)
     if arguments.adminToken == nil {
         logger.warning("no admin token configured: the admin API and admin commands answer loopback clients only")
@@ -35,9 +35,12 @@ public func buildApplication(
         let health = await Health.current(gateway)
         return .json(health, status: health.isHealthy ? .ok : .serviceUnavailable)
     }
-    let webSocketRoutes = WebSocketRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes)
+    MetricsRoutes(gateway: gateway, metrics: metrics).addRoutes(to: router)
+    let webSocketRoutes = WebSocketRoutes(
+        gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes, metrics: metrics)
     webSocketRoutes.addPlainRoutes(to: router)
-    LongPollRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes).addRoutes(to: router)
+    LongPollRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes, metrics: metrics)
+        .addRoutes(to: router)
     SSERoutes(gateway: gateway, admission: admission).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
 
@@ -51,7 +54,13 @@ public func buildApplication(
     }
     let webSocket = WebSocketServerConfiguration(
         maxFrameSize: frameLimit,
-        extensions: [.perMessageDeflate(maxDecompressedFrameSize: frameLimit)],
+        // Per-message compression state kept small: no context carried between messages, a 4 KB window and zlib
+        // memory level 5 (measured with bench/run.sh: ≈ 107 instead of ≈ 173 KB per idle connection after one
+        // message, 5.7× instead of 7.2× fewer bytes on 16 KB of JSON rows).
+        extensions: [
+            .perMessageDeflate(
+                serverMaxWindow: 12, serverNoContextTakeover: true, memoryLevel: 5, maxDecompressedFrameSize: frameLimit)
+        ],
         autoPing: .enabled(timePeriod: .seconds(30)),
         // A client that does not answer our close frame is not waited for long (shutdown waits for it).
         closeTimeout: .seconds(3),
@@ -79,7 +88,7 @@ func gatedWebSocketServer(
 }
 
 /// The domain behind the server: store, handler registry (built-ins plus the config file's handlers) and pool.
-public func buildGateway(_ arguments: some AppArguments) throws -> Gateway {
+public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics? = nil) throws -> Gateway {
     let logger = makeLogger(arguments)
     let registry: any HandlerRegistry
     do {
@@ -92,7 +101,7 @@ public func buildGateway(_ arguments: some AppArguments) throws -> Gateway {
             pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit, tasksPerUID: arguments.limits.tasksPerUID),
             eventRetention: arguments.eventRetention
         ),
-        store: try makeStore(arguments, logger: logger),
+        store: try makeStore(arguments, logger: logger, metrics: metrics),
         registry: registry,
         logger: logger
     )
@@ -106,8 +115,9 @@ public func buildGateway(_ arguments: some AppArguments) throws -> Gateway {
 /// closes every WebSocket with a close frame.
 public func buildServer(_ arguments: some AppArguments) throws -> ServiceGroup {
     let logger = makeLogger(arguments)
-    let gateway = try buildGateway(arguments)
-    let app = try buildApplication(arguments, gateway: gateway)
+    let metrics = GatewayMetrics()
+    let gateway = try buildGateway(arguments, metrics: metrics)
+    let app = try buildApplication(arguments, gateway: gateway, metrics: metrics)
     return ServiceGroup(
         configuration: .init(
             services: [
@@ -126,6 +136,13 @@ public func buildServer(_ arguments: some AppArguments) throws -> ServiceGroup {
 /// A store or config that cannot be used is a startup error that names the file and the reason, not a crash.
 public struct StartupError: Error, CustomStringConvertible {
     public var description: String
+}
+
+func makeStore(_ arguments: some AppArguments, logger: Logger, metrics: GatewayMetrics?) throws -> any TaskStore {
+    let store = try makeStore(arguments, logger: logger)
+    guard let metrics else { return store }
+    if let shared = store as? any SharedTaskStore { return MeteredSharedTaskStore(base: shared, metrics: metrics) }
+    return MeteredTaskStore(base: store, metrics: metrics)
 }
 
 func makeStore(_ arguments: some AppArguments, logger: Logger) throws -> any TaskStore {

@@ -9,6 +9,7 @@ struct LongPollRoutes {
     let gateway: Gateway
     let admission: Admission
     let maxMessageBytes: Int
+    var metrics: GatewayMetrics? = nil
     static let defaultTimeout = 25
     static let maxTimeout = 60
 
@@ -23,6 +24,8 @@ struct LongPollRoutes {
             defer { gateway.clients.endPoll(pollKey) }
             let cursor = identity.cursor ?? 0
             let batch: EventBatch
+            metrics?.longPollStarted()
+            defer { metrics?.longPollEnded() }
             do {
                 // A client that goes away cancels the wait instead of leaving it parked until the timeout, and so
                 // does a graceful shutdown (the poll then answers with what there is).
@@ -37,6 +40,7 @@ struct LongPollRoutes {
             } catch {
                 throw GatewayError(.unavailable, "events unavailable; try again")
             }
+            metrics?.messageOut(.longPoll, count: batch.events.count)
             var response = Response.jsonText(Self.render(batch))
             // Watching for the client going away consumes the connection, so it closes after this answer: say so.
             response.headers[.connection] = "close"
@@ -55,7 +59,9 @@ struct LongPollRoutes {
             defer { gateway.clients.endPoll(pollKey) }
             let session = Session(uid: identity.uid, isAdmin: identity.isAdmin, transport: .longPoll, gateway: gateway)
             var answer = ServerMessage.error(GatewayError(.internalError, "no reply"), ref: nil)
+            metrics?.messageIn(.longPoll)
             await session.handle(body.readableBytesView) { answer = $0 }
+            metrics?.messageOut(.longPoll)
             return .json(answer, status: .init(code: answer.code ?? 200))
         }
     }

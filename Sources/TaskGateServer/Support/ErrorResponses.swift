@@ -77,6 +77,7 @@ enum KnownRoutes {
     static let table: [(pattern: [String], methods: [HTTPRequest.Method])] = [
         ([], [.get]),  // the demo page
         (["healthz"], [.get]),
+        (["metrics"], [.get]),
         (["ws"], [.get]),
         (["sse"], [.get]),
         (["poll"], [.get, .post]),

@@ -10,6 +10,7 @@ struct WebSocketRoutes {
     let gateway: Gateway
     let admission: Admission
     let maxMessageBytes: Int
+    var metrics: GatewayMetrics? = nil
 
     /// The WebSocket router: a separate one, so ordinary requests never go through upgrade matching.
     func addUpgradeRoutes(to router: Router<GatewayRequestContext>) {
@@ -60,7 +61,8 @@ struct WebSocketRoutes {
     ) async {
         let isAdmin = identity.isAdmin
         let connection = WebSocketConnection(
-            id: gateway.clients.makeConnectionID(), outboundLimit: admission.limits.outboundMessages, logger: logger, abort: abort)
+            id: gateway.clients.makeConnectionID(), outboundLimit: admission.limits.outboundMessages, logger: logger, abort: abort,
+            metrics: metrics)
         let session = Session(uid: identity.uid, isAdmin: isAdmin, transport: .webSocket, gateway: gateway)
         let info = ClientInfo(id: connection.id, uid: identity.uid, transport: .webSocket, remote: remote, admin: isAdmin)
         gateway.clients.add(info)
@@ -75,13 +77,11 @@ struct WebSocketRoutes {
             connection.send(OutgoingMessage(ServerMessage.error(GatewayError(.unavailable, "events unavailable; try again"), ref: nil)))
             connection.close(reason: .tryAgainLater("events unavailable"))
         }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await connection.runWriter(outbound) }
-            await readMessages(
-                inbound: inbound, outbound: outbound, session: session, connection: connection,
-                rateLimiter: RateLimiter(perSecond: admission.limits.messagesPerSecond))
-            connection.finish()
-        }
+        connection.attach(outbound)
+        await readMessages(
+            inbound: inbound, outbound: outbound, session: session, connection: connection,
+            rateLimiter: RateLimiter(perSecond: admission.limits.messagesPerSecond))
+        await connection.finish()
         gateway.events.unsubscribe(uid: identity.uid, connectionID: connection.id)
         gateway.clients.remove(id: connection.id)
         logger.info("websocket disconnected", metadata: ["uid": .string(identity.uid), "connection": .string(connection.id)])
@@ -136,6 +136,7 @@ struct WebSocketRoutes {
                         ref: nil)))
                     continue
                 }
+                metrics?.messageIn(.webSocket)
                 await session.handle(message.readableBytesView) { reply in connection.send(OutgoingMessage(reply)) }
             }
         } catch {

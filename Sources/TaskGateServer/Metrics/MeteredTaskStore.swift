@@ -1,0 +1,111 @@
+import Foundation
+import TaskGateCore
+
+/// A `TaskStore` that times its writes (`taskgate_store_write_seconds{op}`) and records how long each finished task
+/// ran (`taskgate_task_duration_seconds`), then hands every call to the store it wraps.
+struct MeteredTaskStore: TaskStore {
+    let base: any TaskStore
+    let metrics: GatewayMetrics
+
+    var isDurable: Bool { base.isDurable }
+
+    func insert(_ task: TaskRecord) async throws -> InsertOutcome {
+        let start = ContinuousClock.now
+        defer { metrics.storeWrite("insert", took: .now - start) }
+        return try await base.insert(task)
+    }
+
+    func update(_ task: TaskRecord) async throws {
+        let start = ContinuousClock.now
+        try await base.update(task)
+        metrics.storeWrite("update", took: .now - start)
+        metrics.taskFinished(task)
+    }
+
+    func append(_ event: UserEvent, task: TaskRecord) async throws {
+        let start = ContinuousClock.now
+        try await base.append(event, task: task)
+        metrics.storeWrite("append", took: .now - start)
+        metrics.taskFinished(task)
+    }
+
+    func task(id: String) async throws -> TaskRecord? { try await base.task(id: id) }
+    func list(_ query: TaskQuery) async throws -> [TaskRecord] { try await base.list(query) }
+    func unfinishedTasks() async throws -> [TaskRecord] { try await base.unfinishedTasks() }
+    func loadEvents(uid: String, limit: Int) async throws -> StoredEvents { try await base.loadEvents(uid: uid, limit: limit) }
+    func pruneEvents(olderThan date: Date) async throws -> Int { try await base.pruneEvents(olderThan: date) }
+}
+
+/// The same metering for a store several nodes share. A separate type, because the pool and the event log find the
+/// cluster's rules by asking whether their store is a `SharedTaskStore`: a plain `MeteredTaskStore` would hide them.
+struct MeteredSharedTaskStore: SharedTaskStore {
+    let base: any SharedTaskStore
+    let metrics: GatewayMetrics
+
+    var isDurable: Bool { base.isDurable }
+    var nodeID: String { base.nodeID }
+    var leaseTimeout: Duration { base.leaseTimeout }
+    var isReachable: Bool { base.isReachable }
+    var notifications: AsyncStream<ClusterNotification> { base.notifications }
+
+    private func timed<Value>(_ operation: String, _ body: () async throws -> Value) async throws -> Value {
+        let start = ContinuousClock.now
+        let value = try await body()
+        metrics.storeWrite(operation, took: .now - start)
+        return value
+    }
+
+    func insert(_ task: TaskRecord) async throws -> InsertOutcome { try await timed("insert") { try await base.insert(task) } }
+
+    func update(_ task: TaskRecord) async throws {
+        try await timed("update") { try await base.update(task) }
+        metrics.taskFinished(task)
+    }
+
+    func append(_ event: UserEvent, task: TaskRecord) async throws { try await base.append(event, task: task) }
+
+    func appendNumbered(
+        uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
+        makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
+    ) async throws -> LoggedEvent {
+        let event = try await timed("append") {
+            try await base.appendNumbered(
+                uid: uid, task: task, condition: condition, retainCount: retainCount, makeMessage: makeMessage)
+        }
+        metrics.taskFinished(task)
+        return event
+    }
+
+    func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws {
+        try await timed("update") { try await base.update(task, condition: condition, notBefore: notBefore) }
+        metrics.taskFinished(task)
+    }
+
+    func claimNext() async throws -> TaskRecord? { try await timed("claim") { try await base.claimNext() } }
+
+    func run() async throws { try await base.run() }
+    func task(id: String) async throws -> TaskRecord? { try await base.task(id: id) }
+    func list(_ query: TaskQuery) async throws -> [TaskRecord] { try await base.list(query) }
+    func unfinishedTasks() async throws -> [TaskRecord] { try await base.unfinishedTasks() }
+    func loadEvents(uid: String, limit: Int) async throws -> StoredEvents { try await base.loadEvents(uid: uid, limit: limit) }
+    func pruneEvents(olderThan date: Date) async throws -> Int { try await base.pruneEvents(olderThan: date) }
+    func expiredTasks(limit: Int) async throws -> [TaskRecord] { try await base.expiredTasks(limit: limit) }
+    func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String] {
+        try await base.heartbeat(runningTaskIDs: runningTaskIDs, clients: clients)
+    }
+    func leave() async { await base.leave() }
+    func requestCancel(taskID: String) async throws { try await base.requestCancel(taskID: taskID) }
+    func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int) { try await base.activeCounts(uid: uid) }
+    func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent] {
+        try await base.events(uid: uid, after: seq, limit: limit)
+    }
+    func lastSeqs(uids: [String]) async throws -> [String: UInt64] { try await base.lastSeqs(uids: uids) }
+    func liveNodes() async throws -> [NodeInfo] { try await base.liveNodes() }
+    func requestReload(requestID: String, node: String?) async throws {
+        try await base.requestReload(requestID: requestID, node: node)
+    }
+    func answerReload(requestID: String, answer: NodeReload) async throws {
+        try await base.answerReload(requestID: requestID, answer: answer)
+    }
+    func reloadAnswers(requestID: String) async throws -> [NodeReload] { try await base.reloadAnswers(requestID: requestID) }
+}

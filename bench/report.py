@@ -1,0 +1,273 @@
+"""Turns one run of bench/run.sh (taskgate-load JSON summaries and wrk outputs) into bench/results.md.
+
+Usage: python3 bench/report.py RESULTS_DIR [--smoke 0|1] [--out FILE]"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+
+def load(results: Path) -> dict[tuple[str, str], dict]:
+    runs = {}
+    for path in sorted(results.glob("*.json")):
+        scenario, name = path.stem.split("--", 1)
+        runs[(scenario, name)] = json.loads(path.read_text())
+    return runs
+
+
+def fmt(value, digits=1, suffix=""):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{suffix}"
+    return f"{value:,}{suffix}"
+
+
+def version(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "?"
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def wrk_figures(results: Path, what: str) -> dict | None:
+    path = results / f"rest--{what}.wrk"
+    proc = results / f"rest--{what}.proc"
+    if not path.exists():
+        return None
+    text = path.read_text()
+
+    def latency(percent: str):
+        match = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if not match:
+            return None
+        scale = {"us": 0.001, "ms": 1, "s": 1000}[match.group(2)]
+        return float(match.group(1)) * scale
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    figures = {
+        "per_second": float(rps.group(1)) if rps else None,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "requests": int(total.group(1)) if total else None,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "cpu_us": None,
+    }
+    if proc.exists() and figures["requests"]:
+        before_cpu, _, after_cpu, _ = proc.read_text().split()
+        figures["cpu_us"] = (float(after_cpu) - float(before_cpu)) * 1e6 / figures["requests"]
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--smoke", default="0")
+    parser.add_argument("--out")
+    options = parser.parse_args()
+    runs = load(options.results)
+
+    def get(scenario, name, key):
+        return runs.get((scenario, name), {}).get(key)
+
+    lines: list[str] = []
+    add = lines.append
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    add("# Benchmark results" + (" (smoke run: tiny counts, figures not meaningful)" if options.smoke == "1" else ""))
+    add("")
+    add(f"Measured {now} by `bench/run.sh` on {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}; "
+        "client (`taskgate-load`, one SwiftNIO event-loop thread unless noted) and server share the cores, so server "
+        "CPU time per message (from `/proc/PID/stat` over the measurement window) is the fair measure. "
+        f"{version(['swift', '--version'])}; node {version(['node', '--version'])} with Debian's `ws`; "
+        f"Python {platform.python_version()} `websockets` "
+        f"{version(['python3', '-c', 'import websockets; print(websockets.__version__)'])}. "
+        "The bare Hummingbird echo is TaskGate's own `/ws/echo` (`serve --enable-echo`): the same Hummingbird "
+        "WebSocket stack and settings as `/ws`, without the protocol.")
+    add("")
+
+    # 1. ping
+    add("## 1. Round trip: `{\"cmd\":\"ping\"}` → `pong` vs the peers' echo of the same 14 bytes")
+    add("")
+    add("Closed loop, one message in flight per connection.")
+    add("")
+    add("| server | connections | msgs/s | p50 ms | p99 ms | server CPU µs/msg | client CPU s |")
+    add("|---|---|---|---|---|---|---|")
+    for name in ["taskgate", "node-echo", "node-echo-deflate", "python-echo", "python-echo-deflate", "hummingbird-echo",
+                 "hummingbird-echo-deflate"]:
+        run = runs.get(("ping", name))
+        if run:
+            add(f"| {name} | {run['connected']} | {fmt(run['per_second'], 0)} | {fmt(run['p50_ms'], 3)} | "
+                f"{fmt(run['p99_ms'], 3)} | {fmt(run['server_cpu_us_per_op'], 2)} | {fmt(run['client_cpu_s'], 2)} |")
+    add("")
+
+    # 2. tasks
+    add("## 2. Echo tasks through the pool, over WebSocket")
+    add("")
+    add("Each task: the client's message, then `submitted`, `progress` (running) and `done`; one task in flight per "
+        "connection. Latency is submit → `done`.")
+    add("")
+    add("| store | connections | tasks/s | p50 ms | p99 ms | server CPU µs/task | errors |")
+    add("|---|---|---|---|---|---|---|")
+    for store in ["memory", "sqlite"]:
+        run = runs.get(("tasks", f"taskgate-{store}"))
+        if run:
+            add(f"| {store} | {run['connected']} | {fmt(run['per_second'], 0)} | {fmt(run['p50_ms'], 3)} | "
+                f"{fmt(run['p99_ms'], 3)} | {fmt(run['server_cpu_us_per_op'], 2)} | {run['errors']} |")
+    add("")
+
+    # 3. idle
+    add("## 3. Idle connections")
+    add("")
+    add("Server RSS before and after opening the connections (held ≈ 1 s after settling). With deflate, each connection "
+        "first exchanges one ≈ 1 KB JSON message (TaskGate: an echo task of ≈ 1 KB, three replies).")
+    add("")
+    add("| server | deflate negotiated | connections | RSS before → after KB | KB per connection |")
+    add("|---|---|---|---|---|")
+    for name in ["taskgate", "node-echo", "python-echo", "hummingbird-echo"]:
+        for suffix in ["", "-deflate"]:
+            run = runs.get(("idle", name + suffix))
+            if run:
+                add(f"| {name}{suffix} | {run['deflate_negotiated']} | {run['connected']} | "
+                    f"{fmt(run['rss_before_kb'])} → {fmt(run['rss_after_kb'])} | {fmt(run['rss_per_connection_kb'], 2)} |")
+    add("")
+
+    # 4. long-poll
+    add("## 4. Long-poll")
+    add("")
+    add("`GET /poll?uid=U&cursor=0&timeout=60` parked for every uid at once, then one echo task per uid submitted over "
+        "REST (8 keep-alive connections, as fast as they are answered). Delivery: the task's first event (its "
+        "`startedAt`, millisecond resolution) → the poll's answer arriving; an echo task starts and finishes within "
+        "the same millisecond. Submit → answer adds the REST submit and the wait for one of the 4 task workers "
+        "(the submits outrun the pool, so this is mostly queueing). RSS per poll: RSS with every poll parked minus "
+        "RSS before, per poll.")
+    add("")
+    add("| polls | delivered | delivery p50 ms | delivery p99 ms | submit → answer p50 / p99 ms | KB per waiting poll | "
+        "errors |")
+    add("|---|---|---|---|---|---|---|")
+    run = runs.get(("poll", "taskgate"))
+    if run:
+        add(f"| {run['connections']} | {run['completed']} | {fmt(run['p50_ms'], 2)} | {fmt(run['p99_ms'], 2)} | "
+            f"{fmt(run.get('submit_to_answer_p50_ms'), 0)} / {fmt(run.get('submit_to_answer_p99_ms'), 0)} | "
+            f"{fmt(run['rss_per_connection_kb'], 2)} | {run['errors']} |")
+    add("")
+
+    # 5. compression
+    add("## 5. Compression: ≈ 16 KB of JSON rows")
+    add("")
+    add("TaskGate: echo tasks whose args are ≈ 16 KB of JSON rows; every reply carries the task, so a task is "
+        "`submitted` + `progress` + `done` ≈ 4 × 16 KB of JSON. Peers: echo of the same ≈ 16 KB message. Bytes of "
+        "JSON per message come from the run without deflate (frame payloads); bytes on the wire with deflate are "
+        "the TCP bytes received (frame headers included).")
+    add("")
+    add("| server | connections | ops/s | wire bytes per reply | ratio (JSON / wire) | server CPU µs per op | "
+        "µs per 16 KB of JSON |")
+    add("|---|---|---|---|---|---|---|")
+    compression = {}
+    for name in ["taskgate", "node-echo", "python-echo", "hummingbird-echo"]:
+        plain = runs.get(("compression", name))
+        deflated = runs.get(("compression", name + "-deflate"))
+        for suffix, run in [("", plain), ("-deflate", deflated)]:
+            if not run or not run["messages_in"]:
+                continue
+            json_per_reply = plain["payload_bytes_in"] / plain["messages_in"] if plain and plain["messages_in"] else None
+            wire_per_reply = run["wire_bytes_in"] / run["messages_in"]
+            ratio = json_per_reply / wire_per_reply if json_per_reply else None
+            replies_per_op = run["messages_in"] / max(1, run["completed"])
+            json_per_op = json_per_reply * replies_per_op if json_per_reply else None
+            per16 = (run["server_cpu_us_per_op"] / (json_per_op / 16384)
+                     if json_per_op and run["server_cpu_us_per_op"] else None)
+            compression[name + suffix] = {"ratio": ratio, "per16": per16}
+            add(f"| {name}{suffix} | {run['connected']} | {fmt(run['per_second'], 0)} | {fmt(wire_per_reply, 0)} | "
+                f"{fmt(ratio, 2, '×')} | {fmt(run['server_cpu_us_per_op'], 1)} | {fmt(per16, 1)} |")
+    add("")
+
+    # 6. REST
+    add("## 6. REST with `wrk` (1 thread, 50 connections)")
+    add("")
+    add("| request | req/s | p50 ms | p99 ms | server CPU µs/req | non-2xx |")
+    add("|---|---|---|---|---|---|")
+    for what, label in [("get", "`GET /api/v1/tasks/{id}`"), ("post", "`POST /api/v1/tasks` (echo)")]:
+        figures = wrk_figures(options.results, what)
+        if figures:
+            add(f"| {label} | {fmt(figures['per_second'], 0)} | {fmt(figures['p50_ms'], 3)} | {fmt(figures['p99_ms'], 3)} | "
+                f"{fmt(figures['cpu_us'], 1)} | {figures['non2xx']} |")
+    add("")
+
+    # Targets
+    add("## Targets")
+    add("")
+    add("| target | measured | ratio | |")
+    add("|---|---|---|---|")
+
+    def verdict(ok):
+        return "–" if ok is None else ("met" if ok else "missed")
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    node_cpu = get("ping", "node-echo", "server_cpu_us_per_op")
+    node_p99 = get("ping", "node-echo", "p99_ms")
+    ping_cpu = get("ping", "taskgate", "server_cpu_us_per_op")
+    ping_p99 = get("ping", "taskgate", "p99_ms")
+    r = ratio(ping_cpu, node_cpu)
+    add(f"| ping CPU/msg ≤ 0.8× node `ws` echo | {fmt(ping_cpu, 2)} vs {fmt(node_cpu, 2)} µs | {fmt(r, 2, '×')} | "
+        f"{verdict(None if r is None else r <= 0.8)} |")
+    r = ratio(ping_p99, node_p99)
+    add(f"| ping p99 ≤ node `ws` p99 | {fmt(ping_p99, 3)} vs {fmt(node_p99, 3)} ms | {fmt(r, 2, '×')} | "
+        f"{verdict(None if r is None else r <= 1)} |")
+    r = ratio(ping_cpu, 7.5)
+    add(f"| toward Swoole's 7.5 µs/msg (2026-11-25 figure) | {fmt(ping_cpu, 2)} µs | {fmt(r, 2, '×')} | "
+        f"{verdict(None if r is None else r <= 1)} |")
+    for store, limit in [("memory", 2.5), ("sqlite", 4)]:
+        cpu = get("tasks", f"taskgate-{store}", "server_cpu_us_per_op")
+        r = ratio(cpu, node_cpu)
+        add(f"| echo task ({store}) ≤ {limit}× node `ws` CPU/msg | {fmt(cpu, 1)} µs/task | {fmt(r, 2, '×')} | "
+            f"{verdict(None if r is None else r <= limit)} |")
+    for suffix, limit in [("", 8), ("-deflate", 12)]:
+        kb = get("idle", "taskgate" + suffix, "rss_per_connection_kb")
+        n = get("idle", "taskgate" + suffix, "connected")
+        add(f"| idle connection{' with deflate, one message exchanged' if suffix else ''} ≤ {limit} KB | "
+            f"{fmt(kb, 2)} KB ({fmt(n)} conns) | {fmt(ratio(kb, limit), 2, '×')} of target | "
+            f"{verdict(None if kb is None else kb <= limit)} |")
+    run = runs.get(("poll", "taskgate"))
+    if run:
+        held = run["completed"] == run["connections"] and run["errors"] == 0
+        add(f"| long-poll: {run['connections']} waiting polls held | {run['completed']} delivered, {run['errors']} errors | "
+            f"| {verdict(held)} |")
+        add(f"| long-poll delivery p99 ≤ 50 ms | {fmt(run['p99_ms'], 2)} ms | {fmt(ratio(run['p99_ms'], 50), 2, '×')} of target | "
+            f"{verdict(None if run['p99_ms'] is None else run['p99_ms'] <= 50)} |")
+    c = compression.get("taskgate-deflate", {})
+    add(f"| compression ≥ 5× fewer bytes | {fmt(c.get('ratio'), 2, '×')} | | "
+        f"{verdict(None if c.get('ratio') is None else c['ratio'] >= 5)} |")
+    add(f"| CPU per 16 KB JSON message with deflate ≤ Swoole's ≈ 130 µs | {fmt(c.get('per16'), 1)} µs | "
+        f"{fmt(ratio(c.get('per16'), 130), 2, '×')} | {verdict(None if c.get('per16') is None else c['per16'] <= 130)} |")
+    add("")
+
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if options.out:
+        Path(options.out).write_text(text)
+        print(f"bench: wrote {options.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# The benchmark suite: TaskGate side by side with the servers a user would pick instead, in one run.
+#
+#   bench/run.sh            full run (≈ 5 min), writes bench/results.md
+#   bench/run.sh --smoke    a few seconds per scenario, small counts; prints the figures, writes nothing in the repo
+#   bench/run.sh --out F    write the report to F instead
+#
+# Every server starts on a free loopback port, is driven by `taskgate-load` (a multi-threaded SwiftNIO client, built
+# here in release mode) or `wrk`, has its CPU time (/proc/PID/stat) and RSS (/proc/PID/status) measured over the
+# measurement window, and is stopped by its PID. Exits non-zero only if a scenario fails to run; figures are never
+# asserted on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=0
+out="bench/results.md"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) smoke=1; out="" ;;
+        --out) out="$2"; shift ;;
+        *) echo "usage: bench/run.sh [--smoke] [--out FILE]" >&2; exit 64 ;;
+    esac
+    shift
+done
+
+if [ "$smoke" = 1 ]; then
+    duration=1; warmup=0.3; conns=20; idle=200; polls=200; big_conns=4; wrk_time=1s; settle=0.5
+    configuration=${TASKGATE_BENCH_CONFIGURATION:-debug}
+else
+    duration=5; warmup=1; conns=100; idle=10000; polls=5000; big_conns=20; wrk_time=5s; settle=2
+    configuration=${TASKGATE_BENCH_CONFIGURATION:-release}
+fi
+
+# Room for 10,000 sockets on each side (the client and the server each hold one per connection).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((idle + 1000)) ]; then
+    echo "bench: ulimit -n is $(ulimit -n); lowering idle connections to fit" >&2
+    idle=$(( $(ulimit -n) - 1000 ))
+fi
+
+echo "bench: building taskgate and taskgate-load ($configuration)"
+swift build -c "$configuration" --product taskgate >/dev/null
+swift build -c "$configuration" --product taskgate-load >/dev/null
+bin="$(swift build -c "$configuration" --show-bin-path)"
+taskgate="$bin/taskgate"
+load="$bin/taskgate-load"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/taskgate-bench.XXXXXX")"
+results="$work/results"
+mkdir -p "$results"
+server_pid=""
+failed=()
+
+cleanup() {
+    if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    [ -n "${TASKGATE_BENCH_KEEP:-}" ] && echo "bench: kept $work" && return 0
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# start NAME COMMAND... — $port is chosen first and may appear in COMMAND as {port}.
+start() {
+    local name="$1"; shift
+    port="$(free_port)"
+    local args=("${@//\{port\}/$port}")
+    "${args[@]}" >"$work/$name.log" 2>&1 </dev/null &
+    server_pid=$!
+    if ! wait_port "$port"; then
+        echo "bench: $name did not start:" >&2; tail -5 "$work/$name.log" >&2
+        kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; server_pid=""
+        return 1
+    fi
+}
+
+stop() {
+    [ -n "$server_pid" ] || return 0
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+
+start_taskgate() {
+    local name="$1"; shift
+    mkdir -p "$work/$name"
+    start "$name" "$taskgate" serve --port "{port}" --data-dir "$work/$name/data" --log-dir "" --log-level warning \
+        --public-dir public --enable-echo --queue-limit 100000 --max-messages-per-second 1000000 \
+        --max-tasks-per-uid 100000 --max-connections 60000 --max-polls-per-uid 16 "$@"
+}
+
+# run SCENARIO NAME LOAD-ARGS... — one taskgate-load run against the server started last.
+run() {
+    local scenario="$1" name="$2"; shift 2
+    echo "bench: $scenario / $name"
+    if ! "$load" --server-pid "$server_pid" --label "$name" --json-out "$results/$scenario--$name.json" "$@" \
+        >"$work/$scenario--$name.out" 2>"$work/$scenario--$name.err"; then
+        echo "bench: $scenario / $name FAILED" >&2; tail -5 "$work/$scenario--$name.err" >&2
+        failed+=("$scenario/$name")
+    fi
+    tail -n 12 "$work/$scenario--$name.out" | sed 's/^/    /'
+}
+
+peer() {
+    # peer KIND DEFLATE: start one echo baseline.
+    case "$1" in
+        node) start "node-ws" node bench/peers/node_ws_echo.js "{port}" $2 ;;
+        python) start "python-websockets" python3 bench/peers/python_ws_echo.py "{port}" $2 ;;
+        hummingbird) start_taskgate "hummingbird-echo" --store memory ;;
+    esac
+}
+
+peer_path() { [ "$1" = hummingbird ] && echo "/ws/echo" || echo "/"; }
+
+ping='{"cmd":"ping"}'
+big="{\"cmd\":\"echo\",\"args\":{\"rows\":{payload}}}"
+
+# 1. Round trips: TaskGate's ping → pong through the whole protocol vs the peers' echo of the same bytes.
+start_taskgate taskgate --store memory
+run ping taskgate --mode rtt --url "ws://127.0.0.1:$port/ws?uid=p{i}" --connections "$conns" --duration "$duration" \
+    --warmup "$warmup" --message "$ping" --skip-first 1 --expect '"pong"'
+stop
+for kind in node python hummingbird; do
+    for deflate in "" deflate; do
+        peer "$kind" "$deflate"
+        flag=(); [ -n "$deflate" ] && flag=(--deflate)
+        run ping "$kind-echo${deflate:+-deflate}" --mode rtt --url "ws://127.0.0.1:$port$(peer_path $kind)" \
+            --connections "$conns" --duration "$duration" --warmup "$warmup" --message "$ping" "${flag[@]}"
+        stop
+    done
+done
+
+# 2. Echo tasks through the pool: submitted, progress (running), done = 3 replies per task.
+for store in memory sqlite; do
+    start_taskgate "taskgate-$store" --store "$store"
+    run tasks "taskgate-$store" --mode rtt --url "ws://127.0.0.1:$port/ws?uid=t{i}" --connections "$conns" \
+        --duration "$duration" --warmup "$warmup" --message '{"cmd":"echo","args":{"n":1}}' --skip-first 1 --replies 3 \
+        --expect '"done"'
+    stop
+done
+
+# 3. Idle connections: RSS per held connection; with deflate, after one ≈ 1 KB message each way.
+for deflate in "" deflate; do
+    flag=(); [ -n "$deflate" ] && flag=(--deflate --exchange)
+    start_taskgate "taskgate" --store memory
+    # TaskGate: an echo task of ≈ 1 KB (3 replies), after the hello.
+    run idle "taskgate${deflate:+-deflate}" --mode idle --url "ws://127.0.0.1:$port/ws?uid=i{i}" --connections "$idle" \
+        --duration 1 --settle "$settle" --skip-first 1 --replies 3 --message "$big" --payload-bytes 1024 "${flag[@]}"
+    stop
+    for kind in node python hummingbird; do
+        peer "$kind" "$deflate"
+        run idle "$kind-echo${deflate:+-deflate}" --mode idle --url "ws://127.0.0.1:$port$(peer_path $kind)" \
+            --connections "$idle" --duration 1 --settle "$settle" --message "$big" --payload-bytes 1024 "${flag[@]}"
+        stop
+    done
+done
+
+# 4. Long-poll: waiting polls, each woken by an echo task submitted over REST for its uid.
+start_taskgate taskgate-poll --store memory --task-workers 4
+run poll taskgate --mode poll --url "http://127.0.0.1:$port" --connections "$polls" --settle "$settle" --duration 10 \
+    --threads 2
+stop
+
+# 5. Compression: echo tasks carrying ≈ 16 KB of JSON rows; the same without deflate gives the bytes of JSON.
+for deflate in "" deflate; do
+    flag=(); [ -n "$deflate" ] && flag=(--deflate)
+    start_taskgate taskgate --store memory
+    run compression "taskgate${deflate:+-deflate}" --mode rtt --url "ws://127.0.0.1:$port/ws?uid=c{i}" \
+        --connections "$big_conns" --duration "$duration" --warmup "$warmup" --message "$big" --payload-bytes 16384 \
+        --skip-first 1 --replies 3 "${flag[@]}"
+    stop
+done
+for kind in node python hummingbird; do
+    for deflate in "" deflate; do
+        flag=(); [ -n "$deflate" ] && flag=(--deflate)
+        peer "$kind" "$deflate"
+        run compression "$kind-echo${deflate:+-deflate}" --mode rtt --url "ws://127.0.0.1:$port$(peer_path $kind)" \
+            --connections "$big_conns" --duration "$duration" --warmup "$warmup" --message "$big" --payload-bytes 16384 \
+            "${flag[@]}"
+        stop
+    done
+done
+
+# 6. REST with wrk: reading one task, and submitting echo tasks.
+if command -v wrk >/dev/null; then
+    start_taskgate taskgate-rest --store memory
+    id="$(curl -fsS -X POST "http://127.0.0.1:$port/api/v1/tasks" -H 'Content-Type: application/json' \
+        -d '{"cmd":"echo","args":{"n":1},"uid":"rest"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')"
+    cat >"$work/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"cmd":"echo","args":{"n":1}}'
+EOF
+    for what in get post; do
+        echo "bench: rest / $what"
+        script=(); target="http://127.0.0.1:$port/api/v1/tasks/$id"
+        [ "$what" = post ] && script=(-s "$work/post.lua") && target="http://127.0.0.1:$port/api/v1/tasks"
+        before="$(python3 bench/proc.py "$server_pid")"
+        if wrk -t1 -c50 -d"$wrk_time" --latency "${script[@]}" "$target" >"$results/rest--$what.wrk" 2>&1; then
+            echo "$before $(python3 bench/proc.py "$server_pid")" >"$results/rest--$what.proc"
+            grep -E "Requests/sec|50%|99%" "$results/rest--$what.wrk" | sed 's/^/    /'
+        else
+            echo "bench: rest / $what FAILED" >&2; failed+=("rest/$what")
+        fi
+    done
+    stop
+else
+    echo "bench: wrk not installed: REST scenario skipped" >&2
+    failed+=("rest/wrk-missing")
+fi
+
+python3 bench/report.py "$results" --smoke "$smoke" ${out:+--out "$out"}
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "bench: scenarios that did not run: ${failed[*]}" >&2
+    exit 1
+fi
