@@ -94,7 +94,7 @@ def main() -> None:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     add("# Benchmark results" + (" (smoke run: tiny counts, figures not meaningful)" if options.smoke == "1" else ""))
     add("")
-    add(f"Measured {now} by `bench/run.sh` on {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}; "
+    add(f"Measured {now} by `bench/run.sh` on {os.cpu_count()} cores ({cpu_model()}), {platform.system()}; "
         "client (`taskgate-load`, one SwiftNIO event-loop thread unless noted) and server share the cores, so server "
         "CPU time per message (from `/proc/PID/stat` over the measurement window) is the fair measure. "
         f"{version(['swift', '--version'])}; node {version(['node', '--version'])} with Debian's `ws`; "
