@@ -154,7 +154,7 @@ def main() -> None:
     add("## 4. Long-poll")
     add("")
     add("`GET /poll?uid=U&cursor=0&timeout=60` parked for every uid at once, then one echo task per uid submitted over "
-        "REST (8 keep-alive connections, as fast as they are answered). Delivery: the task's first event (its "
+        "REST (8 keep-alive connections, as fast as they are answered; `taskgate-load` on 2 threads here). Delivery: the task's first event (its "
         "`startedAt`, millisecond resolution) → the poll's answer arriving; an echo task starts and finishes within "
         "the same millisecond. Submit → answer adds the REST submit and the wait for one of the 4 task workers "
         "(the submits outrun the pool, so this is mostly queueing). RSS per poll: RSS with every poll parked minus "
