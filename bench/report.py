@@ -94,7 +94,7 @@ def main() -> None:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     add("# Benchmark results" + (" (smoke run: tiny counts, figures not meaningful)" if options.smoke == "1" else ""))
     add("")
-    add(f"Measured {now} by `bench/run.sh` on {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}; "
+    add(f"Measured {now} by `bench/run.sh` on {os.cpu_count()} cores ({cpu_model()}), {platform.system()}; "
         "client (`taskgate-load`, one SwiftNIO event-loop thread unless noted) and server share the cores, so server "
         "CPU time per message (from `/proc/PID/stat` over the measurement window) is the fair measure. "
         f"{version(['swift', '--version'])}; node {version(['node', '--version'])} with Debian's `ws`; "
@@ -154,7 +154,7 @@ def main() -> None:
     add("## 4. Long-poll")
     add("")
     add("`GET /poll?uid=U&cursor=0&timeout=60` parked for every uid at once, then one echo task per uid submitted over "
-        "REST (8 keep-alive connections, as fast as they are answered). Delivery: the task's first event (its "
+        "REST (8 keep-alive connections, as fast as they are answered; `taskgate-load` on 2 threads here). Delivery: the task's first event (its "
         "`startedAt`, millisecond resolution) → the poll's answer arriving; an echo task starts and finishes within "
         "the same millisecond. Submit → answer adds the REST submit and the wait for one of the 4 task workers "
         "(the submits outrun the pool, so this is mostly queueing). RSS per poll: RSS with every poll parked minus "
