@@ -89,7 +89,7 @@ public final class PostgresTaskStore: SharedTaskStore {
                 throw error
             } catch {
                 if !warned {
-                    logger.warning("waiting for the database", metadata: ["database": "\(url)", "error": "\(error)"])
+                    logger.warning("waiting for the database", metadata: ["database": "\(url)", "error": "\(Self.describe(error))"])
                     warned = true
                 }
             }
@@ -196,8 +196,9 @@ public final class PostgresTaskStore: SharedTaskStore {
                     }
                 }
             } catch {
-                if Task.isCancelled { break }
-                logger.warning("lost the notification listener; reconnecting", metadata: ["error": "\(error)"])
+                // Shutting down: the pool closes the listener's connection.
+                if Task.isCancelled || hasLeft.load(ordering: .relaxed) { break }
+                logger.warning("lost the notification listener; reconnecting", metadata: ["error": "\(Self.describe(error))"])
                 markReachable(false)
             }
             try? await Task.sleep(for: .seconds(1))
@@ -245,12 +246,31 @@ public final class PostgresTaskStore: SharedTaskStore {
         var description: String { "the database did not answer '\(operation)' in time" }
     }
 
+    static func describe(_ error: any Error) -> String {
+        (error as? PSQLError).map { "\(DatabaseError(operation: "connection", $0))" } ?? "\(error)"
+    }
+
+    /// What a failed call says in logs: PSQLError's own description is deliberately generic, and its debug one
+    /// carries the query's values; the error code and the server's message are what an operator needs.
+    struct DatabaseError: Error, CustomStringConvertible {
+        var description: String
+
+        init(operation: String, _ error: PSQLError) {
+            let server = error.serverInfo.map { info in
+                " \(info[.sqlState] ?? ""): \(info[.message] ?? "")"
+            } ?? ""
+            description = "\(operation): \(error.code)\(server)"
+        }
+    }
+
     private func markReachable(_ reachable: Bool) {
         let changed = health.withLock { state -> Bool in
             defer { state.reachable = reachable }
             return state.reachable != reachable && state.ready
         }
-        if changed, !reachable { logger.error("database unreachable: this node refuses submits until it is back") }
+        if changed, !reachable, !hasLeft.load(ordering: .relaxed) {
+            logger.error("database unreachable: this node refuses submits until it is back")
+        }
     }
 
     /// Every call goes through here: bounded in time, outside the caller's cancellation (a cancelled task's final
@@ -279,7 +299,10 @@ public final class PostgresTaskStore: SharedTaskStore {
             throw error
         } catch let error as PSQLError where error.code == .server {
             markReachable(true)  // the database answered, with an SQL error
-            throw error
+            throw DatabaseError(operation: operation, error)
+        } catch let error as PSQLError {
+            markReachable(false)
+            throw DatabaseError(operation: operation, error)
         } catch {
             markReachable(false)
             throw error
@@ -302,16 +325,6 @@ public final class PostgresTaskStore: SharedTaskStore {
                 try? await connection.close()
             }
             throw error
-        }
-    }
-
-    private func transaction<Value: Sendable>(
-        _ operation: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> Value
-    ) async throws -> Value {
-        try await perform(operation) {
-            try await self.client.withConnection { connection in
-                try await Self.inTransaction(connection, logger: self.logger, body)
-            }
         }
     }
 
@@ -419,39 +432,13 @@ public final class PostgresTaskStore: SharedTaskStore {
 
     // MARK: - SharedTaskStore
 
-    /// Locks the task's row if `condition` holds; the write that follows in the same transaction is then safe.
-    private func lock(_ taskID: String, _ condition: WriteCondition, on connection: PostgresConnection) async throws {
-        let rows = try await connection.query(
-            """
-            SELECT 1 FROM tasks WHERE id = \(taskID) AND CASE \(Self.mode(condition))
-                WHEN 'here' THEN status = 'running' AND owner = \(nodeID)
-                WHEN 'queued' THEN status = 'queued'
-                ELSE status = 'running' AND lease_until < now() END
-            FOR UPDATE
-            """, logger: logger)
-        guard try await !rows.collect().isEmpty else { throw WriteConditionFailed(taskID: taskID) }
-    }
-
-    /// The task's columns follow its state: only a running task has an owner and a lease.
-    private func writeTask(_ task: TaskRecord, notBefore: Date?, on connection: PostgresConnection) async throws {
-        let running = task.status == .running
-        let owner: String? = running ? nodeID : nil
-        try await connection.query(
-            """
-            UPDATE tasks SET status = \(task.status.rawValue), record = \(WireJSON.encode(task)), owner = \(owner),
-                lease_until = CASE WHEN \(running) THEN coalesce(lease_until, now() + make_interval(secs => \(leaseSeconds))) END,
-                not_before = \(notBefore), cancel_requested = cancel_requested AND \(running)
-            WHERE id = \(task.id)
-            """, logger: logger)
-    }
-
     private var leaseSeconds: Double { Double(leaseTimeout.wholeMilliseconds) / 1000 }
 
     /// The seq a message is encoded with before the database numbers it; the statement puts the real one in its
     /// place. Keys are sorted, so the message's own `"seq"` comes before `"task"` and is the first occurrence.
     static let seqPlaceholder = "\"seq\":\(UInt64.max)"
 
-    /// How a `WriteCondition` is named in SQL (see `lockedTask`).
+    /// How a `WriteCondition` is named in the statements that check it (`appendNumbered`, `update`).
     private static func mode(_ condition: WriteCondition) -> String {
         switch condition {
         case .runningHere: "here"
@@ -515,11 +502,25 @@ public final class PostgresTaskStore: SharedTaskStore {
     }
 
     public func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws {
-        try await transaction("update task") { connection in
-            try await self.lock(task.id, condition, on: connection)
-            try await self.writeTask(task, notBefore: notBefore, on: connection)
+        let running = task.status == .running
+        let owner: String? = running ? nodeID : nil
+        try await perform("update task") {
+            // The condition and the write in one statement: no other node can change the task in between.
+            let written = try await self.client.query(
+                """
+                UPDATE tasks SET status = \(task.status.rawValue), record = \(WireJSON.encode(task)), owner = \(owner),
+                    lease_until = CASE WHEN \(running) THEN coalesce(lease_until, now() + make_interval(secs => \(self.leaseSeconds))) END,
+                    not_before = \(notBefore), cancel_requested = cancel_requested AND \(running)
+                WHERE id = \(task.id) AND CASE \(Self.mode(condition))
+                    WHEN 'here' THEN status = 'running' AND owner = \(self.nodeID)
+                    WHEN 'queued' THEN status = 'queued'
+                    ELSE status = 'running' AND lease_until < now() END
+                RETURNING id
+                """, logger: self.logger
+            ).collect()
+            guard !written.isEmpty else { throw WriteConditionFailed(taskID: task.id) }
             if task.status == .queued {
-                try await connection.query("SELECT pg_notify(\(Self.channel), 't')", logger: self.logger)
+                try await self.client.query("SELECT pg_notify(\(Self.channel), 't')", logger: self.logger)
             }
         }
     }
