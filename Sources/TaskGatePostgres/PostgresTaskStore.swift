@@ -608,6 +608,16 @@ public final class PostgresTaskStore: SharedTaskStore {
         }
     }
 
+    public func queuedByCommand() async throws -> [String: Int] {
+        try await perform("count queued tasks") {
+            var counts: [String: Int] = [:]
+            let rows = try await self.client.query(
+                "SELECT record::jsonb->>'cmd', count(*) FROM tasks WHERE status = 'queued' GROUP BY 1", logger: self.logger)
+            for try await (cmd, count) in rows.decode((String, Int64).self) { counts[cmd] = Int(count) }
+            return counts
+        }
+    }
+
     public func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int) {
         try await perform("count tasks") {
             let rows = try await self.client.query(

@@ -115,6 +115,19 @@ struct ClusterTests {
         }
     }
 
+    @Test func statsCountTheTasksWaitingInTheSharedStore() async throws {
+        let database = SharedMemoryDatabase()
+        let a = Gateway.node("a", database)  // two workers: two tasks run, the rest wait in the shared store
+        var ids: [String] = []
+        for _ in 0..<5 { ids.append(try await a.submit(cmd: "sleep", args: ["ms": 10_000], uid: "u").task.id) }
+        try await waitUntil { await a.pool.runningCount == 2 }
+        let stats = await a.poolStats()
+        #expect(stats.queued == 3 && stats.running == 2)
+        #expect(stats.handlers["sleep"]?.queued == 3 && stats.handlers["sleep"]?.running == 2)
+        for id in ids { _ = try? await a.cancel(id: id, visibleTo: nil) }
+        for id in ids { #expect(try await a.finished(id).status == .cancelled) }
+    }
+
     @Test func withoutTheDatabaseSubmitsAreRefusedAnd503() async throws {
         let database = SharedMemoryDatabase()
         let a = Gateway.node("a", database)
@@ -354,6 +367,12 @@ final class SharedMemoryStore: SharedTaskStore {
     func requestCancel(taskID: String) async throws {
         try database.access { $0.tasks[taskID]?.cancelRequested = true }
         database.broadcast(.cancel(taskID: taskID))
+    }
+
+    func queuedByCommand() async throws -> [String: Int] {
+        try database.access { tables in
+            Dictionary(grouping: tables.tasks.values.filter { $0.record.status == .queued }, by: \.record.cmd).mapValues(\.count)
+        }
     }
 
     func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int) {

@@ -18,6 +18,17 @@ extension Gateway {
         return (local + remote).sorted { ($0.connectedAt, $0.node ?? "", $0.id) < ($1.connectedAt, $1.node ?? "", $1.id) }
     }
 
+    /// The pool's figures. In a cluster tasks wait in the database, not in a node's pool, so `queued` (in all and
+    /// per handler) is the cluster's, as far as the database can be read; `running` stays this node's.
+    public func poolStats() async -> TaskPool.Stats {
+        var stats = await pool.stats
+        guard let shared, let queued = try? await shared.queuedByCommand() else { return stats }
+        stats.queued = queued.values.reduce(0, +)
+        for name in stats.handlers.keys { stats.handlers[name]?.queued = 0 }
+        for (name, count) in queued { stats.handlers[name, default: .init()].queued = count }
+        return stats
+    }
+
     public struct NodeSummary: Sendable, Encodable {
         public var id: String
         public var `self`: Bool

@@ -38,6 +38,8 @@ public protocol SharedTaskStore: TaskStore {
     func leave() async
     /// Asks the node running the task to cancel it.
     func requestCancel(taskID: String) async throws
+    /// Queued tasks in the whole cluster by handler name.
+    func queuedByCommand() async throws -> [String: Int]
     /// Queued tasks in the whole cluster, and the uid's queued and running ones.
     func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int)
     /// The uid's events after `seq`, oldest first, as far as they are retained.

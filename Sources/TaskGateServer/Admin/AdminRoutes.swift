@@ -94,7 +94,7 @@ struct AdminRoutes {
         }
 
         api.get("stats") { _, _ -> Response in
-            .json(StatsView(connections: gateway.clients.countsByTransport(), pool: await gateway.pool.stats,
+            .json(StatsView(connections: gateway.clients.countsByTransport(), pool: await gateway.poolStats(),
                             generation: gateway.registry.current.generation))
         }
 

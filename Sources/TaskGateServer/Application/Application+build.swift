@@ -228,7 +228,7 @@ struct Health: Encodable {
             status: reachable ? "ok" : "unhealthy",
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
             connections: gateway.clients.count,
-            queued: await gateway.pool.queuedCount,
+            queued: await gateway.poolStats().queued,
             running: await gateway.pool.runningCount,
             generation: gateway.registry.current.generation,
             node: gateway.nodeID ?? Gateway.standaloneNodeID,

@@ -103,7 +103,7 @@ public final class GatewayMetrics: Sendable {
     public func render(_ gateway: Gateway) async -> String {
         let counts = gateway.clients.countsByTransport()
         for (transport, gauge) in connections { gauge.record(counts[transport.rawValue] ?? 0) }
-        let stats = await gateway.pool.stats
+        let stats = await gateway.poolStats()
         queueDepth.record(stats.queued)
         tasksByStatus[.queued]?.record(stats.queued)
         tasksByStatus[.running]?.record(stats.running)

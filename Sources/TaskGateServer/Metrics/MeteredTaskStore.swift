@@ -96,6 +96,7 @@ struct MeteredSharedTaskStore: SharedTaskStore {
     func leave() async { await base.leave() }
     func requestCancel(taskID: String) async throws { try await base.requestCancel(taskID: taskID) }
     func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int) { try await base.activeCounts(uid: uid) }
+    func queuedByCommand() async throws -> [String: Int] { try await base.queuedByCommand() }
     func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent] {
         try await base.events(uid: uid, after: seq, limit: limit)
     }
