@@ -118,14 +118,16 @@ struct ClusterTests {
     @Test func statsCountTheTasksWaitingInTheSharedStore() async throws {
         let database = SharedMemoryDatabase()
         let a = Gateway.node("a", database)  // two workers: two tasks run, the rest wait in the shared store
-        var ids: [String] = []
-        for _ in 0..<5 { ids.append(try await a.submit(cmd: "sleep", args: ["ms": 10_000], uid: "u").task.id) }
-        try await waitUntil { await a.pool.runningCount == 2 }
-        let stats = await a.poolStats()
-        #expect(stats.queued == 3 && stats.running == 2)
-        #expect(stats.handlers["sleep"]?.queued == 3 && stats.handlers["sleep"]?.running == 2)
-        for id in ids { _ = try? await a.cancel(id: id, visibleTo: nil) }
-        for id in ids { #expect(try await a.finished(id).status == .cancelled) }
+        try await Gateway.running([a]) {
+            var ids: [String] = []
+            for _ in 0..<5 { ids.append(try await a.submit(cmd: "sleep", args: ["ms": 10_000], uid: "u").task.id) }
+            try await waitUntil { await a.poolStats().queued == 3 }
+            let stats = await a.poolStats()
+            #expect(stats.running == 2)
+            #expect(stats.handlers["sleep"]?.queued == 3 && stats.handlers["sleep"]?.running == 2)
+            for id in ids { _ = try? await a.cancel(id: id, visibleTo: nil) }
+            for id in ids { #expect(try await a.finished(id).status == .cancelled) }
+        }
     }
 
     @Test func withoutTheDatabaseSubmitsAreRefusedAnd503() async throws {

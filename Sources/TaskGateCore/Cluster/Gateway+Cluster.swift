@@ -19,10 +19,10 @@ extension Gateway {
     }
 
     /// The pool's figures. In a cluster tasks wait in the database, not in a node's pool, so `queued` (in all and
-    /// per handler) is the cluster's, as far as the database can be read; `running` stays this node's.
+    /// per handler) is the cluster's as last read (at most a second or so old); `running` stays this node's.
     public func poolStats() async -> TaskPool.Stats {
         var stats = await pool.stats
-        guard let shared, let queued = try? await shared.queuedByCommand() else { return stats }
+        guard let queued = clusterQueue.withLock({ $0 }) else { return stats }
         stats.queued = queued.values.reduce(0, +)
         for name in stats.handlers.keys { stats.handlers[name]?.queued = 0 }
         for (name, count) in queued { stats.handlers[name, default: .init()].queued = count }
@@ -189,7 +189,12 @@ extension Gateway {
             try? await Task.sleep(for: .milliseconds(500))
             tick += 1
             await pool.claimWork()
-            if tick % 2 == 0 { await pool.reclaimExpiredTasks() }
+            if tick % 2 == 0 {
+                await pool.reclaimExpiredTasks()
+                if let shared, shared.isReachable, let queued = try? await shared.queuedByCommand() {
+                    clusterQueue.withLock { $0 = queued }
+                }
+            }
             if tick % 4 == 0 { try? await events.resynchronize() }
         }
     }

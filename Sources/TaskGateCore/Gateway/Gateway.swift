@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// The whole domain behind one front: the store, the handler registry, the pool, the event logs and the client
 /// directory. Every front door (WebSocket, long-poll, REST, CLI via REST) goes through it, so they share one pool.
@@ -25,6 +26,9 @@ public final class Gateway: Sendable {
     public let clients: ClientDirectory
     public let configuration: Configuration
     public let startedAt = ContinuousClock.now
+    /// A cluster's queued tasks by handler, as the database last said (refreshed every second), so that `/healthz`
+    /// and the stats never wait for the database.
+    let clusterQueue = Mutex<[String: Int]?>(nil)
     let logger: Logger
 
     public init(
