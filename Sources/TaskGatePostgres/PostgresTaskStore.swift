@@ -255,6 +255,8 @@ public final class PostgresTaskStore: SharedTaskStore {
     struct DatabaseError: Error, CustomStringConvertible {
         var description: String
 
+        init(description: String) { self.description = description }
+
         init(operation: String, _ error: PSQLError) {
             let server = error.serverInfo.map { info in
                 " \(info[.sqlState] ?? ""): \(info[.message] ?? "")"
@@ -360,7 +362,8 @@ public final class PostgresTaskStore: SharedTaskStore {
             ).decode(String.self) {
                 return .existing(try Self.decode(existing))
             }
-            throw DatabaseTimeout(operation: "task \(task.id) vanished between insert and read")
+            // Deleted between the insert that found it and this read: nothing to return, so nothing was submitted.
+            throw DatabaseError(description: "task \(task.id) already existed but could not be read back")
         }
     }
 

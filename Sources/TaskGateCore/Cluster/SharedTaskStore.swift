@@ -99,6 +99,11 @@ public struct NodeInfo: Sendable, Codable, Equatable {
     }
 }
 
+extension Collection<NodeReload> {
+    /// The answer that speaks for a reload where one answer is shown: the first node that reloaded.
+    public var firstReloaded: NodeReload? { first { $0.error == nil } }
+}
+
 /// One node's answer to a reload.
 public struct NodeReload: Sendable, Codable, Equatable {
     public var node: String

@@ -70,7 +70,7 @@ public struct Session: Sendable {
             }
             let answers = try await gateway.reload(node: node)
             // The first node that reloaded speaks for the reply, as on a single node; `nodes` has every answer.
-            let first = answers.first { $0.error == nil }
+            let first = answers.firstReloaded
             var reply = ServerMessage(type: "reloaded", code: 200, info: "handlers reloaded", ref: ref)
             reply.generation = first?.generation
             reply.handlers = first?.handlers

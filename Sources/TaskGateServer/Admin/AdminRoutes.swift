@@ -33,7 +33,7 @@ struct AdminRoutes {
         var nodes: [NodeReload]
 
         init(_ answers: [NodeReload]) {
-            let first = answers.first { $0.error == nil }
+            let first = answers.firstReloaded
             generation = first?.generation ?? 0
             handlers = first?.handlers ?? []
             added = first?.added ?? []
