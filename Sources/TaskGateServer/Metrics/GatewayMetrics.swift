@@ -28,7 +28,8 @@ public final class GatewayMetrics: Sendable {
     private let waiting = Atomic<Int>(0)
 
     static let transports: [Transport] = [.webSocket, .longPoll, .sse]
-    static let storeOperations = ["insert", "update", "append"]
+    /// `claim` is a cluster node taking a queued task from the shared database.
+    static let storeOperations = ["insert", "update", "append", "claim"]
 
     public init() {
         let registry = PrometheusCollectorRegistry()
