@@ -23,7 +23,6 @@ public final class PostgresTaskStore: SharedTaskStore {
     private let startedAt = Date()
     /// Whether the last database call got an answer, and whether the schema is in place.
     private let health = Mutex((reachable: false, ready: false))
-    private let heartbeatCount = Atomic<Int>(0)
     private let hasLeft = Atomic<Bool>(false)
 
     static let channel = "taskgate"
@@ -160,26 +159,26 @@ public final class PostgresTaskStore: SharedTaskStore {
         let connection = try await PostgresConnection.connect(
             configuration: try url.connectionConfiguration(), id: 0, logger: logger)
         defer { Task { try? await connection.close() } }
-        try await Self.inTransaction(connection, logger: logger) { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: self.logger)
-            try await connection.query(
-                "CREATE TABLE IF NOT EXISTS taskgate_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-                logger: self.logger)
-            var applied = Set<Int>()
-            for try await version in try await connection.query("SELECT version FROM taskgate_migrations", logger: self.logger)
-                .decode(Int.self)
-            {
-                applied.insert(version)
-            }
-            for migration in Self.migrations where !applied.contains(migration.version) {
-                for statement in migration.statements {
-                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: self.logger)
-                }
-                try await connection.query(
-                    "INSERT INTO taskgate_migrations (version) VALUES (\(migration.version))", logger: self.logger)
-                self.logger.notice("database migrated", metadata: ["version": "\(migration.version)"])
-            }
+        // The connection is closed afterwards, so a failure needs no ROLLBACK: closing ends the transaction.
+        try await connection.query("BEGIN", logger: logger)
+        try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
+        try await connection.query(
+            "CREATE TABLE IF NOT EXISTS taskgate_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+            logger: logger)
+        var applied = Set<Int>()
+        for try await version in try await connection.query("SELECT version FROM taskgate_migrations", logger: logger)
+            .decode(Int.self)
+        {
+            applied.insert(version)
         }
+        for migration in Self.migrations where !applied.contains(migration.version) {
+            for statement in migration.statements {
+                try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+            }
+            try await connection.query("INSERT INTO taskgate_migrations (version) VALUES (\(migration.version))", logger: logger)
+            logger.notice("database migrated", metadata: ["version": "\(migration.version)"])
+        }
+        try await connection.query("COMMIT", logger: logger)
     }
 
     /// One connection listens for the whole node; after a reconnect the node resynchronizes, since notifications
@@ -311,25 +310,6 @@ public final class PostgresTaskStore: SharedTaskStore {
         }
     }
 
-    private static func inTransaction<Value: Sendable>(
-        _ connection: PostgresConnection, logger: Logger, _ body: (PostgresConnection) async throws -> Value
-    ) async throws -> Value {
-        try await connection.query("BEGIN", logger: logger)
-        do {
-            let value = try await body(connection)
-            try await connection.query("COMMIT", logger: logger)
-            return value
-        } catch {
-            do {
-                try await connection.query("ROLLBACK", logger: logger)
-            } catch {
-                // A connection stuck in a failed transaction must not go back to the pool.
-                try? await connection.close()
-            }
-            throw error
-        }
-    }
-
     private func records(_ query: PostgresQuery, _ operation: String) async throws -> [TaskRecord] {
         try await perform(operation) {
             var records: [TaskRecord] = []
@@ -423,6 +403,7 @@ public final class PostgresTaskStore: SharedTaskStore {
         }
     }
 
+    /// Also drops old reload answers and long-gone nodes: every node runs this once a minute.
     public func pruneEvents(olderThan date: Date) async throws -> Int {
         try await perform("prune events") {
             try await self.client.query("DELETE FROM events WHERE created_at < \(date)", logger: self.logger)
@@ -558,7 +539,6 @@ public final class PostgresTaskStore: SharedTaskStore {
     public func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String] {
         let clientsJSON = WireJSON.encode(clients)
         let running = runningTaskIDs.count
-        let housekeeping = heartbeatCount.add(1, ordering: .relaxed).newValue % 100 == 1
         let hasLeft = hasLeft.load(ordering: .relaxed)
         return try await perform("heartbeat") {
             if !hasLeft {
@@ -579,10 +559,6 @@ public final class PostgresTaskStore: SharedTaskStore {
                     RETURNING id, cancel_requested
                     """, logger: self.logger)
                 for try await (id, cancel) in rows.decode((String, Bool).self) where cancel { cancelled.append(id) }
-            }
-            if housekeeping {
-                try await self.client.query(
-                    "DELETE FROM reload_answers WHERE created_at < now() - interval '10 minutes'", logger: self.logger)
             }
             return cancelled
         }
