@@ -26,7 +26,7 @@ import traceback
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -660,9 +660,15 @@ def test_three_nodes_kill_9_mid_run_every_task_once_every_done_once(cluster, api
     wait_until(lambda: done_count() >= 6, 30, "the first 6 done events")
 
     def victim_running():  # the victim's running tasks, as listed by a survivor
-        running = [t["id"] for t in all_tasks(api, by_name["node-a"]).values()
+        # Kill only while one of them has a second of sleep left: on a loaded machine the listing and the
+        # kill can be a few hundred milliseconds apart, and the test needs a task that is cut off.
+        now = datetime.now(timezone.utc)
+        running = [t for t in all_tasks(api, by_name["node-a"]).values()
                    if t["status"] == "running" and t.get("node") == victim]
-        return running or None
+        time_left = [iso(t["startedAt"]) + timedelta(milliseconds=tasks[t["id"]]["ms"]) - now for t in running]
+        if not any(left > timedelta(seconds=1) for left in time_left):
+            return None
+        return [t["id"] for t in running]
 
     running_on_victim = set(wait_until(victim_running, 15, f"{victim} to run a task", 0.05))
     cluster.kill(victim)
