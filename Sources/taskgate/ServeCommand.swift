@@ -70,6 +70,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("enable-echo"), help: "Serve /ws/echo, an echo WebSocket on the same stack (for compliance tests).")
     var enableEchoRoute = false
 
+    @Option(help: "WebSocket implementation: nio (TaskGate's channel handlers) or hummingbird ($TASKGATE_WS_ENGINE). [nio]")
+    var wsEngine: String?
+
     @Option(help: "dev (trust ?uid=) or token (signed user tokens only). [dev]")
     var auth: String?
 
@@ -127,6 +130,7 @@ struct ServeSettings: AppArguments {
     var leaseTimeout: Duration
     var eventRetention: EventLog.Retention
     var enableEchoRoute: Bool
+    var webSocketEngine: WebSocketEngine
     var configPath: String?
     var authMode: AuthMode
     var tokenSecret: String?
@@ -187,6 +191,9 @@ struct ServeSettings: AppArguments {
         let retainHours = flags.eventRetentionHours ?? 168
         eventRetention = .init(count: retainCount, maxAge: .seconds(retainHours * 3600))
         enableEchoRoute = flags.enableEchoRoute
+        let engine = try pick(flags.wsEngine, "TASKGATE_WS_ENGINE", nil, "nio", parse: text)
+        guard let parsedEngine = WebSocketEngine(rawValue: engine) else { throw ValidationError("ws engine must be nio or hummingbird") }
+        webSocketEngine = parsedEngine
         let mode = try pick(flags.auth, "TASKGATE_AUTH", nil, "dev", parse: text)
         guard let parsedMode = AuthMode(rawValue: mode) else { throw ValidationError("auth must be dev or token") }
         authMode = parsedMode

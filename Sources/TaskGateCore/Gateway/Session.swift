@@ -36,12 +36,28 @@ public struct Session: Sendable {
         }
     }
 
-    /// The reply for `message`, or `nil` when it has already been handed to `reply`.
-    private func answer(_ message: ClientMessage, reply: (ServerMessage) -> Void) async throws(GatewayError) -> ServerMessage? {
-        let ref = message.ref
+    /// The reply to a command that needs neither the pool nor the store (`ping`, `handlers`), or `nil`. A transport
+    /// can answer these where the message arrived, without a hop to another thread.
+    public func immediateAnswer(_ message: ClientMessage) -> ServerMessage? {
         switch message.cmd {
         case "ping":
-            return ServerMessage(type: "pong", code: 200, ref: ref)
+            return ServerMessage(type: "pong", code: 200, ref: message.ref)
+        case "handlers":
+            let handlers = gateway.registry.current
+            var reply = ServerMessage(type: "handlers", code: 200, ref: message.ref)
+            reply.handlers = handlers.names
+            reply.generation = handlers.generation
+            return reply
+        default:
+            return nil
+        }
+    }
+
+    /// The reply for `message`, or `nil` when it has already been handed to `reply`.
+    private func answer(_ message: ClientMessage, reply: (ServerMessage) -> Void) async throws(GatewayError) -> ServerMessage? {
+        if let immediate = immediateAnswer(message) { return immediate }
+        let ref = message.ref
+        switch message.cmd {
         case "status":
             var reply = ServerMessage(type: "status", code: 200, ref: ref)
             reply.task = try await gateway.task(id: try taskID(message), visibleTo: uid)
@@ -49,11 +65,6 @@ public struct Session: Sendable {
         case "cancel":
             var reply = ServerMessage(type: "cancelling", code: 200, info: "cancel requested", ref: ref)
             reply.task = try await gateway.cancel(id: try taskID(message), visibleTo: uid)
-            return reply
-        case "handlers":
-            var reply = ServerMessage(type: "handlers", code: 200, ref: ref)
-            reply.handlers = gateway.registry.current.names
-            reply.generation = gateway.registry.current.generation
             return reply
         case "clients":
             try requireAdmin(message.cmd)

@@ -57,5 +57,10 @@ public struct ClientMessage: Sendable, Equatable {
     public struct DecodeFailure: Error, Sendable, Equatable {
         public var ref: String?
         public var error: GatewayError
+
+        public init(ref: String?, error: GatewayError) {
+            self.ref = ref
+            self.error = error
+        }
     }
 }

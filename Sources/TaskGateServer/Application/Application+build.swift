@@ -66,9 +66,23 @@ public func buildApplication(
         closeTimeout: .seconds(3),
         validateUTF8: true
     )
+    let server: HTTPServerBuilder
+    switch arguments.webSocketEngine {
+    case .nio:
+        server = channelWebSocketServer(
+            webSockets: .init(
+                gateway: gateway, admission: admission,
+                configuration: .init(
+                    maxMessageBytes: arguments.maxMessageBytes, frameLimit: frameLimit,
+                    outboundLimit: arguments.limits.outboundMessages, messagesPerSecond: arguments.limits.messagesPerSecond),
+                enableEcho: arguments.enableEchoRoute, metrics: metrics, logger: logger),
+            admission: admission, logger: logger)
+    case .hummingbird:
+        server = gatedWebSocketServer(webSocketRouter: webSocketRouter, webSocket: webSocket, admission: admission, logger: logger)
+    }
     return Application(
         router: router,
-        server: gatedWebSocketServer(webSocketRouter: webSocketRouter, webSocket: webSocket, admission: admission, logger: logger),
+        server: server,
         configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "TaskGate"),
         logger: logger
     )
@@ -84,6 +98,13 @@ func gatedWebSocketServer(
             base: HTTP1WebSocketUpgradeChannel(
                 responder: responder, webSocketResponder: webSocketResponder, configuration: .init(ws: webSocket)),
             admission: admission, logger: logger)
+    }
+}
+
+/// HTTP/1.1 with TaskGate's own WebSocket channel handlers, behind the same admission gate.
+func channelWebSocketServer(webSockets: GatewayHTTPChannel.WebSockets, admission: Admission, logger: Logger) -> HTTPServerBuilder {
+    HTTPServerBuilder { responder in
+        AdmissionChannel(base: GatewayHTTPChannel(responder: responder, webSockets: webSockets), admission: admission, logger: logger)
     }
 }
 

@@ -19,7 +19,9 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext
     }
 
     /// "127.0.0.1:54321" or "[::1]:54321"
-    public var remoteDescription: String? {
+    public var remoteDescription: String? { Self.describe(remoteAddress) }
+
+    static func describe(_ remoteAddress: SocketAddress?) -> String? {
         guard let address = remoteAddress, let ip = address.ipAddress else { return nil }
         let port = address.port.map { ":\($0)" } ?? ""
         return address.protocol == .inet6 ? "[\(ip)]\(port)" : "\(ip)\(port)"

@@ -1,6 +1,9 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
+import NIOCore
+import NIOHTTP1
 import TaskGateCore
 
 /// How clients prove who they are.
@@ -138,6 +141,13 @@ public struct Admission: Sendable {
 }
 
 extension Admission.Candidate {
+    /// An upgrade request as the channel sees it, before any router.
+    init(head: HTTPRequestHead, remote: SocketAddress?) {
+        var query: [String: String] = [:]
+        for (key, value) in URI(head.uri).queryParameters { query[String(key)] = String(value) }
+        self.init(query: query, header: { head.headers[$0].first }, isLoopback: GatewayRequestContext.isLoopback(remote))
+    }
+
     init(request: Request, context: GatewayRequestContext) {
         var query: [String: String] = [:]
         for (key, value) in request.uri.queryParameters { query[String(key)] = String(value) }

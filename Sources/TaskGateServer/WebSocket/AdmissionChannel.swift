@@ -64,12 +64,8 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
 
     private func refusal(for head: HTTPRequestHead, remote: SocketAddress?) -> GatewayError? {
         guard head.headers["upgrade"].contains(where: { $0.lowercased() == "websocket" }) else { return nil }
-        let uri = URI(head.uri)
-        guard uri.path == "/ws" else { return nil }
-        var query: [String: String] = [:]
-        for (key, value) in uri.queryParameters { query[String(key)] = String(value) }
-        let candidate = Admission.Candidate(
-            query: query, header: { head.headers[$0].first }, isLoopback: GatewayRequestContext.isLoopback(remote))
+        guard URI(head.uri).path == "/ws" else { return nil }
+        let candidate = Admission.Candidate(head: head, remote: remote)
         do {
             let identity = try admission.identify(candidate)
             try admission.admitConnection(uid: identity.uid)

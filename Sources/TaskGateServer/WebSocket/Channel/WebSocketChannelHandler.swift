@@ -1,0 +1,340 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+import TaskGateCore
+
+/// The WebSocket protocol (RFC 6455 and 7692) on top of swift-nio's frame codec, as a plain channel handler: it
+/// reassembles messages, answers control frames, runs the closing handshake and keeps the connection alive with
+/// pings, all on the channel's event loop. What a message means is the endpoint's business: the gateway session on
+/// `/ws`, an echo on `/ws/echo`.
+final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    struct Configuration: Sendable {
+        /// Largest message the endpoint accepts (after inflating); larger ones get a `413` reply.
+        var maxMessageBytes: Int
+        /// Largest message (compressed or inflated) the socket holds at all; beyond it the connection closes with 1009.
+        var frameLimit: Int
+        var pingInterval: TimeAmount = .seconds(30)
+        /// How long a close frame of ours waits for the client's before the TCP connection is dropped.
+        var closeTimeout: TimeAmount = .seconds(3)
+        /// Messages that may wait while the socket cannot take more before a client that does not read is closed.
+        var outboundLimit: Int = 1024
+        var messagesPerSecond: Int = 50
+    }
+
+    enum Endpoint: Sendable {
+        case gateway(GatewaySocketEndpoint)
+        case echo
+    }
+
+    private enum State {
+        case open
+        /// Our close frame is out; waiting for the client's.
+        case closing
+        case closed
+    }
+
+    private let configuration: Configuration
+    private let endpoint: Endpoint
+    private let deflate: PerMessageDeflate?
+    private let metrics: GatewayMetrics?
+    private var context: ChannelHandlerContext?
+    private var state = State.open
+    private var connection: SocketConnection?
+    private var rateLimiter: RateLimiter
+
+    // The message being reassembled.
+    private var message: ByteBuffer?
+    private var messageIsText = false
+    private var messageIsCompressed = false
+    private var messageSize = 0
+
+    private var keepAlive: RepeatedTask?
+    private var awaitingPong = false
+    private var readSinceLastPing = false
+    /// Messages written while the channel was not writable (the client is not reading fast enough).
+    private var writtenWhileBlocked = 0
+
+    init(configuration: Configuration, endpoint: Endpoint, deflate: PerMessageDeflate?, metrics: GatewayMetrics?) {
+        self.configuration = configuration
+        self.endpoint = endpoint
+        self.deflate = deflate
+        self.metrics = metrics
+        rateLimiter = RateLimiter(perSecond: configuration.messagesPerSecond)
+    }
+
+    // MARK: lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let interval = configuration.pingInterval
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepAlive = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            loopBound.value.keepAliveTick()
+        }
+        if case .gateway(let gateway) = endpoint {
+            connection = gateway.open(socket: self, eventLoop: context.eventLoop)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        tearDown()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        tearDown()
+        context.fireChannelInactive()
+    }
+
+    private func tearDown() {
+        state = .closed
+        keepAlive?.cancel()
+        keepAlive = nil
+        message = nil
+        if let connection {
+            self.connection = nil
+            if case .gateway(let gateway) = endpoint { gateway.closed(connection) }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            // The server is shutting down: say goodbye, the client reconnects elsewhere with its cursor.
+            close(.goingAway)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Protocol errors from the frame decoder were answered with a close frame by the handler before us.
+        state = .closed
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { writtenWhileBlocked = 0 }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: reading
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        readSinceLastPing = true
+        guard state != .closed else { return }
+        guard frame.maskKey != nil else { return fail(.protocolError, "client frames must be masked") }
+        guard !frame.rsv2, !frame.rsv3 else { return fail(.protocolError, "reserved bits set") }
+        switch frame.opcode {
+        case .connectionClose:
+            guard !frame.rsv1 else { return fail(.protocolError, "reserved bit set on a control frame") }
+            receivedClose(frame)
+        case .ping:
+            guard !frame.rsv1 else { return fail(.protocolError, "reserved bit set on a control frame") }
+            if state == .open {
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+            }
+        case .pong:
+            guard !frame.rsv1 else { return fail(.protocolError, "reserved bit set on a control frame") }
+            awaitingPong = false
+        case .text, .binary:
+            guard message == nil else { return fail(.protocolError, "expected a continuation frame") }
+            guard !frame.rsv1 || deflate != nil else { return fail(.protocolError, "compressed frame without permessage-deflate") }
+            messageIsText = frame.opcode == .text
+            messageIsCompressed = frame.rsv1
+            messageSize = 0
+            message = context.channel.allocator.buffer(capacity: frame.length)
+            append(frame, context: context)
+        case .continuation:
+            guard message != nil else { return fail(.protocolError, "unexpected continuation frame") }
+            guard !frame.rsv1 else { return fail(.protocolError, "reserved bit set on a continuation frame") }
+            append(frame, context: context)
+        default:
+            fail(.protocolError, "unknown opcode")
+        }
+    }
+
+    private func append(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
+        var data = frame.unmaskedData
+        messageSize += data.readableBytes
+        guard messageSize <= configuration.frameLimit else { return fail(.messageTooLarge, "message too large") }
+        // A compressed message is kept whole to be inflated, text whole to check its UTF-8; the rest of an oversized
+        // binary message is only counted, for its `413`.
+        if messageIsCompressed || messageIsText || messageSize <= configuration.maxMessageBytes {
+            message?.writeBuffer(&data)
+        }
+        guard frame.fin, var payload = message else { return }
+        message = nil
+        // Once our close frame is out, data is read and dropped.
+        guard state == .open else { return }
+        if messageIsCompressed, let deflate {
+            do {
+                payload = try deflate.inflate(&payload, limit: configuration.frameLimit, allocator: context.channel.allocator)
+            } catch .tooLarge {
+                return fail(.messageTooLarge, "message too large")
+            } catch {
+                return fail(.dataInconsistentWithMessage, "bad compressed data")
+            }
+            messageSize = payload.readableBytes
+        }
+        if messageIsText {
+            guard String(validating: payload.readableBytesView, as: UTF8.self) != nil else {
+                return fail(.dataInconsistentWithMessage, "text message is not valid UTF-8")
+            }
+        }
+        deliver(payload, isText: messageIsText, size: messageSize, context: context)
+    }
+
+    private func deliver(_ payload: ByteBuffer, isText: Bool, size: Int, context: ChannelHandlerContext) {
+        switch endpoint {
+        case .echo:
+            write(payload, opcode: isText ? .text : .binary)
+        case .gateway:
+            guard let connection else { return }
+            let limit = configuration.maxMessageBytes
+            let outcome: Result<ClientMessage, ClientMessage.DecodeFailure>
+            if size > limit {
+                outcome = .failure(.init(ref: nil, error: GatewayError(.tooLarge, "message is \(size) bytes; the limit is \(limit)")))
+            } else if !isText {
+                outcome = .failure(.init(ref: nil, error: .badRequest("binary messages are not supported: send JSON as text")))
+            } else if !rateLimiter.allow() {
+                outcome = .failure(.init(ref: nil, error: GatewayError(
+                    .tooManyRequests, "more than \(configuration.messagesPerSecond) messages per second; slow down")))
+            } else {
+                metrics?.messageIn(.webSocket)
+                outcome = ClientMessage.decode(payload.readableBytesView)
+            }
+            // Answered in place only when no earlier message is still waiting for its answer: replies keep their order.
+            if connection.isIdle {
+                switch outcome {
+                case .failure(let failure):
+                    return reply(.error(failure.error, ref: failure.ref))
+                case .success(let message):
+                    if let answer = connection.session.immediateAnswer(message) { return reply(answer) }
+                }
+            }
+            connection.enqueue(outcome)
+        }
+    }
+
+    private func reply(_ message: ServerMessage) {
+        sendText(WireJSON.encode(message))
+    }
+
+    private func receivedClose(_ frame: WebSocketFrame) {
+        var data = frame.unmaskedData
+        var code: UInt16?
+        switch data.readableBytes {
+        case 0: break
+        case 1: return fail(.protocolError, "close frame with a one-byte body")
+        default:
+            let received = data.readInteger(as: UInt16.self)!
+            guard Self.isValidCloseCode(received) else { return fail(.protocolError, "invalid close code") }
+            guard String(validating: data.readableBytesView, as: UTF8.self) != nil else {
+                return fail(.dataInconsistentWithMessage, "close reason is not valid UTF-8")
+            }
+            code = received
+        }
+        guard let context else { return }
+        if state == .open {
+            // Echo the client's code, then hang up: the server closes TCP first (RFC 6455 §7.1.1).
+            var body = context.channel.allocator.buffer(capacity: 2)
+            if let code { body.writeInteger(code) }
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: body)))
+                .whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
+        state = .closed
+    }
+
+    /// Codes a peer may send (RFC 6455 §7.4): the defined ones that may appear on the wire, and the registered and
+    /// private ranges.
+    static func isValidCloseCode(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1011, 3000...4999: true
+        default: false
+        }
+    }
+
+    // MARK: writing
+
+    /// One text message to the client, compressed when that was negotiated and worth it.
+    func sendText(_ json: String) {
+        guard let context else { return }
+        write(context.channel.allocator.buffer(string: json), opcode: .text)
+        metrics?.messageOut(.webSocket)
+    }
+
+    private func write(_ payload: ByteBuffer, opcode: WebSocketOpcode) {
+        guard state == .open, let context else { return }
+        if !context.channel.isWritable {
+            writtenWhileBlocked += 1
+            if writtenWhileBlocked > configuration.outboundLimit { return overflow() }
+        }
+        let frame: WebSocketFrame
+        if let deflate, let compressed = deflate.deflate(payload, allocator: context.channel.allocator) {
+            frame = WebSocketFrame(fin: true, rsv1: true, opcode: opcode, data: compressed)
+        } else {
+            frame = WebSocketFrame(fin: true, opcode: opcode, data: payload)
+        }
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    }
+
+    /// The client stopped reading: close (1013, it resumes from its cursor; its events are in the log) and drop the
+    /// connection if it does not read the close frame either.
+    private func overflow() {
+        if case .gateway(let gateway) = endpoint {
+            gateway.logger.warning(
+                "closing a connection that does not read",
+                metadata: ["connection": .string(connection?.id ?? "-"), "queued": "\(configuration.outboundLimit)"])
+        }
+        close(.tryAgainLater("you are not reading: reconnect with your cursor"), timeout: .seconds(2))
+    }
+
+    /// Starts the closing handshake; the TCP connection goes when the client answers, or after the timeout.
+    func close(_ reason: CloseReason, timeout: TimeAmount? = nil) {
+        guard state == .open, let context else { return }
+        let (code, text) = WebSocketConnection.closeFrame(for: reason)
+        var body = context.channel.allocator.buffer(capacity: 2 + (text?.utf8.count ?? 0))
+        body.write(webSocketErrorCode: code)
+        if let text { body.writeString(text) }
+        state = .closing
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: body)), promise: nil)
+        let channel = context.channel
+        context.eventLoop.scheduleTask(in: timeout ?? configuration.closeTimeout) { channel.close(promise: nil) }
+    }
+
+    /// Fails the connection: a close frame with the reason, then the TCP connection is dropped.
+    private func fail(_ code: WebSocketErrorCode, _ reason: String) {
+        guard let context else { return }
+        message = nil
+        if state == .open {
+            var body = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+            body.write(webSocketErrorCode: code)
+            body.writeString(reason)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: body)))
+                .whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
+        state = .closed
+    }
+
+    /// Every ping interval: a client that answered nothing since the last ping is gone; otherwise ping again.
+    private func keepAliveTick() {
+        guard state == .open, let context else { return }
+        if awaitingPong && !readSinceLastPing {
+            context.close(promise: nil)
+            return
+        }
+        readSinceLastPing = false
+        awaitingPong = true
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))), promise: nil)
+    }
+}
