@@ -253,7 +253,7 @@ def test_sigterm_lets_running_tasks_finish_then_closes_websockets(start_server, 
                 await ws._recv_one(15)
         except Exception:
             pass
-        assert ws.conn.close_code == 1000, ws.conn.close_code
+        assert ws.conn.close_code == 1001, ws.conn.close_code  # going away: the server is shutting down
 
     run(body(), timeout=40)
     assert server.proc.wait(timeout=20) == 0
