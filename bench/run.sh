@@ -118,7 +118,7 @@ peer() {
     case "$1" in
         node) start "node-ws" node bench/peers/node_ws_echo.js "{port}" $2 ;;
         python) start "python-websockets" python3 bench/peers/python_ws_echo.py "{port}" $2 ;;
-        hummingbird) start_taskgate "hummingbird-echo" --store memory ;;
+        hummingbird) start_taskgate "hummingbird-echo" --store memory --ws-engine hummingbird ;;
     esac
 }
 
@@ -127,11 +127,19 @@ peer_path() { [ "$1" = hummingbird ] && echo "/ws/echo" || echo "/"; }
 ping='{"cmd":"ping"}'
 big="{\"cmd\":\"echo\",\"args\":{\"rows\":{payload}}}"
 
+# TaskGate runs on its own WebSocket engine (the default); "-hbengine" is the same server on hummingbird-websocket's
+# (`--ws-engine hummingbird`), the before of the engine swap, measured in the same run.
+engines=("" hbengine)
+engine_flags() { [ "$1" = hbengine ] && echo "--ws-engine hummingbird" || true; }
+
 # 1. Round trips: TaskGate's ping → pong through the whole protocol vs the peers' echo of the same bytes.
-start_taskgate taskgate --store memory
-run ping taskgate --mode rtt --url "ws://127.0.0.1:$port/ws?uid=p{i}" --connections "$conns" --duration "$duration" \
-    --warmup "$warmup" --message "$ping" --skip-first 1 --expect '"pong"'
-stop
+for engine in "${engines[@]}"; do
+    # shellcheck disable=SC2046
+    start_taskgate "taskgate${engine:+-$engine}" --store memory $(engine_flags "$engine")
+    run ping "taskgate${engine:+-$engine}" --mode rtt --url "ws://127.0.0.1:$port/ws?uid=p{i}" --connections "$conns" \
+        --duration "$duration" --warmup "$warmup" --message "$ping" --skip-first 1 --expect '"pong"'
+    stop
+done
 for kind in node python hummingbird; do
     for deflate in "" deflate; do
         peer "$kind" "$deflate"
@@ -143,8 +151,9 @@ for kind in node python hummingbird; do
 done
 
 # 2. Echo tasks through the pool: submitted, progress (running), done = 3 replies per task.
-for store in memory sqlite; do
-    start_taskgate "taskgate-$store" --store "$store"
+for store in memory sqlite memory-hbengine; do
+    # shellcheck disable=SC2046
+    start_taskgate "taskgate-$store" --store "${store%-hbengine}" $(engine_flags "${store#memory-}")
     run tasks "taskgate-$store" --mode rtt --url "ws://127.0.0.1:$port/ws?uid=t{i}" --connections "$conns" \
         --duration "$duration" --warmup "$warmup" --message '{"cmd":"echo","args":{"n":1}}' --skip-first 1 --replies 3 \
         --expect '"done"'
@@ -152,13 +161,25 @@ for store in memory sqlite; do
 done
 
 # 3. Idle connections: RSS per held connection; with deflate, after one ≈ 1 KB message each way.
+# TaskGate with deflate, two ways: a ping whose 256-byte ref comes back in the pong (compressed both ways, nothing
+# stored: the connection's own cost), and an echo task of ≈ 1 KB (3 replies, after the hello), which also leaves
+# the task record and its events in the in-memory store.
+ping_ref="{\"cmd\":\"ping\",\"ref\":\"$(printf 'r%.0s' $(seq 1 256))\"}"
+for engine in "${engines[@]}"; do
+    for deflate in "" deflate-ping deflate; do
+        flag=(); [ -n "$deflate" ] && flag=(--deflate --exchange)
+        message=("--replies" 3 --message "$big" --payload-bytes 1024)
+        [ "$deflate" = deflate-ping ] && message=(--replies 1 --message "$ping_ref")
+        name="taskgate${engine:+-$engine}${deflate:+-$deflate}"
+        # shellcheck disable=SC2046
+        start_taskgate "$name" --store memory $(engine_flags "$engine")
+        run idle "$name" --mode idle --url "ws://127.0.0.1:$port/ws?uid=i{i}" --connections "$idle" \
+            --duration 1 --settle "$settle" --skip-first 1 "${message[@]}" "${flag[@]}"
+        stop
+    done
+done
 for deflate in "" deflate; do
     flag=(); [ -n "$deflate" ] && flag=(--deflate --exchange)
-    start_taskgate "taskgate" --store memory
-    # TaskGate: an echo task of ≈ 1 KB (3 replies), after the hello.
-    run idle "taskgate${deflate:+-deflate}" --mode idle --url "ws://127.0.0.1:$port/ws?uid=i{i}" --connections "$idle" \
-        --duration 1 --settle "$settle" --skip-first 1 --replies 3 --message "$big" --payload-bytes 1024 "${flag[@]}"
-    stop
     for kind in node python hummingbird; do
         peer "$kind" "$deflate"
         run idle "$kind-echo${deflate:+-deflate}" --mode idle --url "ws://127.0.0.1:$port$(peer_path $kind)" \

@@ -71,6 +71,13 @@ public final class EventLog: Sendable {
 
     private struct State {
         var users: [String: UserLog] = [:]
+
+        /// Changes a user's log where it is stored. (Copying it out and back would copy its event deque whenever
+        /// the copy is changed: O(retention) per event.)
+        mutating func modifyUser<Result>(_ uid: String, _ body: (inout UserLog) -> Result) -> Result? {
+            guard users[uid] != nil else { return nil }
+            return body(&users[uid]!)
+        }
         var nextWaiterID: UInt64 = 0
         /// A cluster node loading these uids from the store: the highest seq other nodes announced meanwhile,
         /// which the load may have read too early to see.
@@ -139,27 +146,27 @@ public final class EventLog: Sendable {
 
     private func deliver(_ event: LoggedEvent, to uid: String) {
         let (waiters, gap) = state.withLock { state -> ([CheckedContinuation<Void, Never>], Bool) in
-            guard var log = state.users[uid] else { return ([], false) }
-            guard event.seq > log.deliveredSeq else { return ([], false) }  // a cluster node hears its own events too
-            log.ready[event.seq] = event
-            var delivered = false
-            while let next = log.ready.removeValue(forKey: log.deliveredSeq + 1) {
-                log.deliveredSeq = next.seq
-                log.events.append(next)
-                if log.events.count > retention.count { log.events.removeFirst() }
-                let outgoing = OutgoingMessage(next)
-                for connection in log.subscribers.values { connection.send(outgoing) }
-                delivered = true
-            }
-            log.assignedSeq = max(log.assignedSeq, log.deliveredSeq)
-            log.lastActivity = .now
-            let waiters = delivered ? Array(log.waiters.values) : []
-            if delivered { log.waiters.removeAll() }
-            // In a cluster a later seq can arrive first (ours, or a notification): the earlier ones are already
-            // committed, since the store numbers a uid's events one transaction at a time, so fetch them now.
-            let gap = !log.ready.isEmpty && shared != nil
-            state.users[uid] = log
-            return (waiters, gap)
+            state.modifyUser(uid) { log -> ([CheckedContinuation<Void, Never>], Bool) in
+                guard event.seq > log.deliveredSeq else { return ([], false) }  // a cluster node hears its own events too
+                log.ready[event.seq] = event
+                var delivered = false
+                while let next = log.ready.removeValue(forKey: log.deliveredSeq + 1) {
+                    log.deliveredSeq = next.seq
+                    log.events.append(next)
+                    if log.events.count > retention.count { log.events.removeFirst() }
+                    let outgoing = OutgoingMessage(next)
+                    for connection in log.subscribers.values { connection.send(outgoing) }
+                    delivered = true
+                }
+                log.assignedSeq = max(log.assignedSeq, log.deliveredSeq)
+                log.lastActivity = .now
+                let waiters = delivered ? Array(log.waiters.values) : []
+                if delivered { log.waiters.removeAll() }
+                // In a cluster a later seq can arrive first (ours, or a notification): the earlier ones are already
+                // committed, since the store numbers a uid's events one transaction at a time, so fetch them now.
+                let gap = !log.ready.isEmpty && shared != nil
+                return (waiters, gap)
+            } ?? ([], false)
         }
         for waiter in waiters { waiter.resume() }
         if gap { Task { await self.catchUp(uid) } }
@@ -367,13 +374,13 @@ public final class EventLog: Sendable {
         let evicted = state.withLock { state -> Int in
             var evicted = 0
             for uid in Array(state.users.keys) {
-                guard var log = state.users[uid] else { continue }
-                while let first = log.events.first, first.createdAt < cutoff { log.events.removeFirst() }
-                if evictIdle, log.isIdle, log.lastActivity < idleSince {
+                let evict = state.modifyUser(uid) { log -> Bool in
+                    while let first = log.events.first, first.createdAt < cutoff { log.events.removeFirst() }
+                    return evictIdle && log.isIdle && log.lastActivity < idleSince
+                }
+                if evict == true {
                     state.users[uid] = nil
                     evicted += 1
-                } else {
-                    state.users[uid] = log
                 }
             }
             return evicted

@@ -146,6 +146,12 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             messageIsText = frame.opcode == .text
             messageIsCompressed = frame.rsv1
             messageSize = 0
+            if frame.fin {
+                // The usual case, a message in one frame: no reassembly buffer.
+                messageSize = frame.length
+                guard messageSize <= configuration.frameLimit else { return fail(.messageTooLarge, "message too large") }
+                return finish(frame.unmaskedData, context: context)
+            }
             message = context.channel.allocator.buffer(capacity: frame.length)
             append(frame, context: context)
         case .continuation:
@@ -166,8 +172,13 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         if messageIsCompressed || messageIsText || messageSize <= configuration.maxMessageBytes {
             message?.writeBuffer(&data)
         }
-        guard frame.fin, var payload = message else { return }
+        guard frame.fin, let payload = message else { return }
         message = nil
+        finish(payload, context: context)
+    }
+
+    private func finish(_ payload: ByteBuffer, context: ChannelHandlerContext) {
+        var payload = payload
         // Once our close frame is out, data is read and dropped.
         guard state == .open else { return }
         if messageIsCompressed, let deflate {
@@ -181,7 +192,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             messageSize = payload.readableBytes
         }
         if messageIsText {
-            guard String(validating: payload.readableBytesView, as: UTF8.self) != nil else {
+            guard Self.isValidUTF8(payload) else {
                 return fail(.dataInconsistentWithMessage, "text message is not valid UTF-8")
             }
         }
@@ -250,6 +261,14 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             context.close(promise: nil)
         }
         state = .closed
+    }
+
+    /// ASCII, the usual JSON, is checked byte by byte without allocating; anything else by the standard library.
+    static func isValidUTF8(_ buffer: ByteBuffer) -> Bool {
+        let isASCII = buffer.withUnsafeReadableBytes { bytes in
+            bytes.allSatisfy { $0 < 0x80 }
+        }
+        return isASCII || String(validating: buffer.readableBytesView, as: UTF8.self) != nil
     }
 
     /// Codes a peer may send (RFC 6455 §7.4): the defined ones that may appear on the wire, and the registered and
