@@ -85,6 +85,7 @@ let package = Package(
             dependencies: [
                 "TaskGateServer",
                 "TaskGateCore",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]

@@ -1,4 +1,6 @@
 import ArgumentParser
+import NIOCore
+import NIOPosix
 
 @main
 struct TaskGateCommand: AsyncParsableCommand {
@@ -14,4 +16,12 @@ struct TaskGateCommand: AsyncParsableCommand {
             CancelCommand.self, TasksCommand.self, HandlersCommand.self, NodesCommand.self, TokenCommand.self,
         ]
     )
+
+    static func main() async {
+        // Swift tasks run on the server's NIO event loops instead of a second pool of threads: a client message, the
+        // task pool's actor and the reply then stay on the same few threads, without a thread wake-up per hop.
+        // Handlers still run on the task workers' own threads. It has to happen before the first task starts.
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        await main(nil)
+    }
 }
