@@ -11,9 +11,10 @@
 #   --cases    comma-separated wstest case patterns instead of a preset, e.g. "1.*,5.*,12.1.*"
 #   --exclude  comma-separated patterns to leave out (added to the preset's own exclusions)
 #   --timeout  hard limit in seconds for wstest (default: quick 900, full 2400, all 5400, --cases 2400); measured
-#              on 2 shared cores against a debug build: quick ≈ 6.5 min, full ≈ 18 min (12.*/13.* take ~95% of it)
+#              on 2 shared cores against a debug build: full ≈ 19 min (12.*/13.* take ~95% of it)
 #
-# Environment: TASKGATE_BIN (default .build/debug/taskgate; needs `serve --enable-echo`), AUTOBAHN_PYTHON (a CPython
+# Environment: TASKGATE_BIN (default .build/debug/taskgate; needs `serve --enable-echo`), TASKGATE_SERVE_ARGS (more
+# serve flags, e.g. "--ws-engine hummingbird" for the other WebSocket engine), AUTOBAHN_PYTHON (a CPython
 # 2.7; default: pyenv's 2.7.18), AUTOBAHN_DIR (install folder, default .tools/autobahn).
 #
 # The testsuite (autobahntestsuite 0.8.2, Python 2 only) is installed on first use with pip --target into
@@ -127,7 +128,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-start_taskgate autobahn.sh "$OUT" --enable-echo
+# shellcheck disable=SC2086 # TASKGATE_SERVE_ARGS is a list of flags, e.g. "--ws-engine hummingbird"
+start_taskgate autobahn.sh "$OUT" --enable-echo ${TASKGATE_SERVE_ARGS:-}
 
 # --- the spec and the run -----------------------------------------------------------------------------------------
 python3 - "$OUT/fuzzingclient.json" "$REPORTS" "ws://127.0.0.1:$PORT/ws/echo" "$cases" "$exclude" <<'EOF'
