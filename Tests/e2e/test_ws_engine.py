@@ -44,6 +44,9 @@ def test_deflate_is_negotiated_without_context_takeover_and_honours_the_window(s
         for _ in range(3):
             reply = await request(ws, {"cmd": "echo", "args": {"rows": ROWS}, "ref": "r"})
             assert reply["type"] == "submitted" and reply["task"]["args"]["rows"] == ROWS, reply
+            while (event := await receive(ws))["type"] != "done":
+                pass
+            assert event["task"]["id"] == reply["task"]["id"] and event["task"]["result"]["rows"] == ROWS, event
         await ws.close()
 
         # A client that limits the server's window gets it.

@@ -162,11 +162,12 @@ struct WireWriter {
             bytes.append(UInt8(ascii: "]"))
         case .object(let members):
             bytes.append(UInt8(ascii: "{"))
-            for (index, key) in members.keys.sorted(by: Self.sortedKeyOrder).enumerated() {
+            // Sorted with their values: no lookup per key afterwards.
+            for (index, member) in members.sorted(by: { Self.sortedKeyOrder($0.key, $1.key) }).enumerated() {
                 if index > 0 { bytes.append(UInt8(ascii: ",")) }
-                write(string: key)
+                write(string: member.key)
                 bytes.append(UInt8(ascii: ":"))
-                write(members[key]!)
+                write(member.value)
             }
             bytes.append(UInt8(ascii: "}"))
         }
@@ -174,7 +175,17 @@ struct WireWriter {
 
     /// The order `JSONEncoder.OutputFormatting.sortedKeys` uses: by UTF-8 bytes.
     static func sortedKeyOrder(_ a: String, _ b: String) -> Bool {
-        a.utf8.lexicographicallyPrecedes(b.utf8)
+        // memcmp over the contiguous UTF-8 of both (free for native strings): the generic
+        // `utf8.lexicographicallyPrecedes` was a tenth of the CPU of writing large results.
+        var a = a
+        var b = b
+        return a.withUTF8 { left in
+            b.withUTF8 { right in
+                let common = min(left.count, right.count)
+                let order = common == 0 ? 0 : memcmp(left.baseAddress!, right.baseAddress!, common)
+                return order != 0 ? order < 0 : left.count < right.count
+            }
+        }
     }
 
     // MARK: - Scalars
