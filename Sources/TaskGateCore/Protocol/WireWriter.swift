@@ -162,12 +162,11 @@ struct WireWriter {
             bytes.append(UInt8(ascii: "]"))
         case .object(let members):
             bytes.append(UInt8(ascii: "{"))
-            // Sorted with their values: no lookup per key afterwards.
-            for (index, member) in members.sorted(by: { Self.sortedKeyOrder($0.key, $1.key) }).enumerated() {
+            for (index, key) in members.keys.sorted(by: Self.sortedKeyOrder).enumerated() {
                 if index > 0 { bytes.append(UInt8(ascii: ",")) }
-                write(string: member.key)
+                write(string: key)
                 bytes.append(UInt8(ascii: ":"))
-                write(member.value)
+                write(members[key]!)
             }
             bytes.append(UInt8(ascii: "}"))
         }
