@@ -135,4 +135,37 @@ struct WebSocketChannelTests {
             #expect(!WebSocketChannelHandler.isValidCloseCode(code), "\(code)")
         }
     }
+
+    @Test func pingsEveryIntervalAndDropsAClientThatAnswersNothing() throws {
+        let channel = try makeChannel()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(try channel.readOutbound(as: WebSocketFrame.self)?.opcode == .ping)
+        // Any frame counts as a sign of life: the next tick pings again.
+        try channel.writeInbound(text("still here"))
+        _ = try channel.readOutbound(as: WebSocketFrame.self)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(try channel.readOutbound(as: WebSocketFrame.self)?.opcode == .ping)
+        #expect(channel.isActive)
+        // Nothing for a whole interval after a ping: gone.
+        channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(!channel.isActive)
+    }
+
+    @Test func shutdownSaysGoingAwayAndWaitsForTheClientsCloseOnlySoLong() throws {
+        let channel = try makeChannel()
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(closeCode(of: try channel.readOutbound(as: WebSocketFrame.self)) == 1001)
+        // Data after our close frame is not answered; the client's close ends the connection.
+        try channel.writeInbound(text("late"))
+        #expect(try channel.readOutbound(as: WebSocketFrame.self) == nil)
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(3))
+        #expect(!channel.isActive)
+
+        let polite = try makeChannel()
+        polite.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        _ = try polite.readOutbound(as: WebSocketFrame.self)
+        try polite.writeInbound(frame(.connectionClose, [0x03, 0xE8]))
+        #expect(!polite.isActive)
+    }
 }
