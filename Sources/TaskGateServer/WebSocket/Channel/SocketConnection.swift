@@ -24,6 +24,8 @@ final class SocketConnection: ClientConnection {
         var gone = false
     }
     private let inbox: Mutex<Inbox>
+    /// Messages sent from another thread and not yet written by the event loop.
+    private let sendsInFlight = Atomic<Int>(0)
 
     init(id: String, session: Session, socket: WebSocketChannelHandler, eventLoop: any EventLoop, logger: Logger) {
         self.id = id
@@ -39,7 +41,11 @@ final class SocketConnection: ClientConnection {
         if eventLoop.inEventLoop {
             socket.value.sendText(message.json)
         } else {
-            eventLoop.execute { self.socket.value.sendText(message.json) }
+            sendsInFlight.add(1, ordering: .relaxed)
+            eventLoop.execute {
+                self.sendsInFlight.subtract(1, ordering: .relaxed)
+                self.socket.value.sendText(message.json)
+            }
         }
     }
 
@@ -74,9 +80,11 @@ final class SocketConnection: ClientConnection {
         }
     }
 
-    /// True when no message is waiting or being handled: a new one may then be answered on the spot.
+    /// True when no message is waiting or being handled and no reply is on its way to the event loop: a new
+    /// message may then be answered on the spot without overtaking an earlier answer. (The drain task's last send
+    /// counts itself in flight before it clears `busy`, under the lock.)
     var isIdle: Bool {
-        inbox.withLock { !$0.busy }
+        inbox.withLock { !$0.busy } && sendsInFlight.load(ordering: .relaxed) == 0
     }
 
     /// Queues a message (or the answer to one that could not be read) to be handled after every earlier one.

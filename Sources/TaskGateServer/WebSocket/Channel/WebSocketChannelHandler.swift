@@ -110,9 +110,10 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Protocol errors from the frame decoder were answered with a close frame by the handler before us.
         state = .closed
-        context.close(promise: nil)
+        // A protocol error from the frame decoder is answered with a close frame by the handler before us, which
+        // then closes the channel; anything else (a reset connection) ends it here.
+        if !(error is NIOWebSocketError) { context.close(promise: nil) }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
