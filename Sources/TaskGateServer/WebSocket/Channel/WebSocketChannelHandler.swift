@@ -286,15 +286,19 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     /// One text message to the client, compressed when that was negotiated and worth it.
     func sendText(_ json: String) {
         guard let context else { return }
-        write(context.channel.allocator.buffer(string: json), opcode: .text)
-        metrics?.messageOut(.webSocket)
+        if write(context.channel.allocator.buffer(string: json), opcode: .text) { metrics?.messageOut(.webSocket) }
     }
 
-    private func write(_ payload: ByteBuffer, opcode: WebSocketOpcode) {
-        guard state == .open, let context else { return }
+    /// Whether the message went out (it does not once the connection is closing).
+    @discardableResult
+    private func write(_ payload: ByteBuffer, opcode: WebSocketOpcode) -> Bool {
+        guard state == .open, let context else { return false }
         if !context.channel.isWritable {
             writtenWhileBlocked += 1
-            if writtenWhileBlocked > configuration.outboundLimit { return overflow() }
+            if writtenWhileBlocked > configuration.outboundLimit {
+                overflow()
+                return false
+            }
         }
         let frame: WebSocketFrame
         if let deflate, let compressed = deflate.deflate(payload, allocator: context.channel.allocator) {
@@ -303,6 +307,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             frame = WebSocketFrame(fin: true, opcode: opcode, data: payload)
         }
         context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        return true
     }
 
     /// The client stopped reading: close (1013, it resumes from its cursor; its events are in the log) and drop the
