@@ -113,7 +113,10 @@ if [ ! -x "$BIN" ]; then
     echo "autobahn.sh: no taskgate binary at $BIN (swift build, or set TASKGATE_BIN)" >&2
     exit 4
 fi
-if ! "$BIN" serve --help 2>/dev/null | grep -q -- '--enable-echo'; then
+# The help is read whole first: `grep -q` stops reading at the match, and under pipefail the writer's SIGPIPE would
+# fail the check.
+serve_help="$("$BIN" serve --help 2>/dev/null || true)"
+if ! grep -q -- '--enable-echo' <<<"$serve_help"; then
     echo "autobahn.sh: $BIN has no 'serve --enable-echo' (rebuild it)" >&2
     exit 4
 fi
