@@ -54,39 +54,39 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let webSockets = self.webSockets
+            // What `shouldUpgrade` decided, for `upgradePipelineHandler` (both see only the request head).
+            let accepted = NIOLoopBoundBox<WebSocketChannelHandler?>(nil, eventLoop: channel.eventLoop)
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
                 maxFrameSize: webSockets.configuration.frameLimit,
                 shouldUpgrade: { channel, head in
                     channel.eventLoop.makeCompletedFuture {
                         guard let route = webSockets.route(head) else { return nil }
-                        if route == .gateway {
-                            // The admission gate has answered refusals with their status already; this is its twin.
-                            _ = try webSockets.admission.identify(.init(head: head, remote: channel.remoteAddress))
-                        }
-                        var headers = HTTPHeaders()
-                        if let deflate = PerMessageDeflate.negotiate(offers: head.headers["sec-websocket-extensions"]) {
-                            headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader)
-                        }
-                        return headers
-                    }
-                },
-                upgradePipelineHandler: { channel, head in
-                    channel.eventLoop.makeCompletedFuture {
-                        let deflate = PerMessageDeflate.negotiate(offers: head.headers["sec-websocket-extensions"])
                         let endpoint: WebSocketChannelHandler.Endpoint
                         var configuration = webSockets.configuration
-                        switch webSockets.route(head) {
-                        case .gateway?:
+                        switch route {
+                        case .gateway:
+                            // The admission gate has answered refusals with their status already; this is its twin.
                             let identity = try webSockets.admission.identify(.init(head: head, remote: channel.remoteAddress))
                             endpoint = .gateway(GatewaySocketEndpoint(
                                 gateway: webSockets.gateway, identity: identity,
                                 remote: GatewayRequestContext.describe(channel.remoteAddress), logger: webSockets.logger))
-                        case .echo?, nil:
+                        case .echo:
                             endpoint = .echo
                             configuration.maxMessageBytes = configuration.frameLimit
                         }
-                        try channel.pipeline.syncOperations.addHandler(WebSocketChannelHandler(
-                            configuration: configuration, endpoint: endpoint, deflate: deflate, metrics: webSockets.metrics))
+                        let deflate = PerMessageDeflate.negotiate(offers: head.headers["sec-websocket-extensions"])
+                        accepted.value = WebSocketChannelHandler(
+                            configuration: configuration, endpoint: endpoint, deflate: deflate, metrics: webSockets.metrics)
+                        var headers = HTTPHeaders()
+                        if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
+                        return headers
+                    }
+                },
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        guard let handler = accepted.value else { preconditionFailure("upgraded without shouldUpgrade") }
+                        accepted.value = nil
+                        try channel.pipeline.syncOperations.addHandler(handler)
                         return UpgradeResult.webSocket
                     }
                 }

@@ -250,18 +250,10 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             }
             code = received
         }
-        guard let context else { return }
-        if state == .open {
-            // Echo the client's code, then hang up: the server closes TCP first (RFC 6455 §7.1.1).
-            var body = context.channel.allocator.buffer(capacity: 2)
+        // Echo the client's code, then hang up: the server closes TCP first (RFC 6455 §7.1.1).
+        hangUp { body in
             if let code { body.writeInteger(code) }
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: body)))
-                .whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            context.close(promise: nil)
         }
-        state = .closed
     }
 
     /// ASCII, the usual JSON, is checked byte by byte without allocating; anything else by the standard library.
@@ -325,9 +317,8 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     func close(_ reason: CloseReason, timeout: TimeAmount? = nil) {
         guard state == .open, let context else { return }
         let (code, text) = WebSocketConnection.closeFrame(for: reason)
-        var body = context.channel.allocator.buffer(capacity: 2 + (text?.utf8.count ?? 0))
-        body.write(webSocketErrorCode: code)
-        if let text { body.writeString(text) }
+        var body = context.channel.allocator.buffer(capacity: 0)
+        Self.writeCloseBody(&body, code: code, reason: text)
         state = .closing
         context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: body)), promise: nil)
         let channel = context.channel
@@ -336,12 +327,16 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
 
     /// Fails the connection: a close frame with the reason, then the TCP connection is dropped.
     private func fail(_ code: WebSocketErrorCode, _ reason: String) {
-        guard let context else { return }
         message = nil
+        hangUp { body in Self.writeCloseBody(&body, code: code, reason: reason) }
+    }
+
+    /// Ends the connection now: a close frame with the body `fill` writes if ours has not gone out yet, then TCP.
+    private func hangUp(_ fill: (inout ByteBuffer) -> Void) {
+        guard let context else { return }
         if state == .open {
-            var body = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-            body.write(webSocketErrorCode: code)
-            body.writeString(reason)
+            var body = context.channel.allocator.buffer(capacity: 0)
+            fill(&body)
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: body)))
                 .whenComplete { _ in channel.close(promise: nil) }
@@ -349,6 +344,11 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             context.close(promise: nil)
         }
         state = .closed
+    }
+
+    private static func writeCloseBody(_ body: inout ByteBuffer, code: WebSocketErrorCode, reason: String?) {
+        body.write(webSocketErrorCode: code)
+        if let reason { body.writeString(reason) }
     }
 
     /// Every ping interval: a client that answered nothing since the last ping is gone; otherwise ping again.
