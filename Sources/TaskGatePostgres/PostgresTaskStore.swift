@@ -537,7 +537,7 @@ public final class PostgresTaskStore: SharedTaskStore {
     }
 
     public func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String] {
-        let clientsJSON = WireJSON.encode(clients)
+        let clientsJSON = try WireJSON.encode(clients)
         let running = runningTaskIDs.count
         let hasLeft = hasLeft.load(ordering: .relaxed)
         return try await perform("heartbeat") {
@@ -657,10 +657,11 @@ public final class PostgresTaskStore: SharedTaskStore {
     }
 
     public func answerReload(requestID: String, answer: NodeReload) async throws {
+        let answerJSON = try WireJSON.encode(answer)
         try await perform("answer reload") {
             try await self.client.query(
                 """
-                INSERT INTO reload_answers (request_id, node, answer) VALUES (\(requestID), \(answer.node), \(WireJSON.encode(answer)))
+                INSERT INTO reload_answers (request_id, node, answer) VALUES (\(requestID), \(answer.node), \(answerJSON))
                 ON CONFLICT DO NOTHING
                 """, logger: self.logger)
         }

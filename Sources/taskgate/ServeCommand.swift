@@ -70,9 +70,6 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("enable-echo"), help: "Serve /ws/echo, an echo WebSocket on the same stack (for compliance tests).")
     var enableEchoRoute = false
 
-    @Option(help: "WebSocket implementation: nio (TaskGate's channel handlers) or hummingbird ($TASKGATE_WS_ENGINE). [nio]")
-    var wsEngine: String?
-
     @Option(help: "dev (trust ?uid=) or token (signed user tokens only). [dev]")
     var auth: String?
 
@@ -97,8 +94,32 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Long-polls waiting at once per uid. [4]")
     var maxPollsPerUid: Int?
 
-    @Option(help: "Messages waiting to be written to one connection before it is closed (1013). [1024]")
+    @Option(help: "Messages waiting to be written to one WebSocket/SSE connection before it is closed (1013). [\(OutboundLimits().messages)]")
     var maxOutboundMessages: Int?
+
+    @Option(help: "Bytes waiting to be written to one WebSocket/SSE connection before it is closed (1013). [\(OutboundLimits().bytes)]")
+    var outboundBytes: Int?
+
+    @Option(help: "Seconds a connection has to send its first request head (then 408). [\(HTTPLimits().headerTimeout.components.seconds)]")
+    var headerTimeout: Int?
+
+    @Option(help: "Seconds an idle keep-alive connection is kept. [\(HTTPLimits().keepAliveTimeout.components.seconds)]")
+    var keepaliveTimeout: Int?
+
+    @Option(help: "Seconds a request body may pause between two reads (then 408). [\(HTTPLimits().bodyTimeout.components.seconds)]")
+    var bodyTimeout: Int?
+
+    @Option(help: "Largest request header block in bytes (then 431). [\(HTTPLimits().maxHeaderBytes)]")
+    var maxHeaderBytes: Int?
+
+    @Option(help: "Longest request line in bytes (then 414). [\(HTTPLimits().maxRequestLineBytes)]")
+    var maxRequestLineBytes: Int?
+
+    @Option(help: "HTTP connections open at once; past it new ones wait to be accepted. [open-file limit - \(HTTPLimits.reservedDescriptors)]")
+    var maxHttpConnections: Int?
+
+    @Option(help: "Seconds a request under way may take to finish once a shutdown begins. [\(HTTPLimits().drainTimeout.components.seconds)]")
+    var drainTimeout: Int?
 
     func run() async throws {
         let settings = try ServeSettings(self, environment: ProcessInfo.processInfo.environment)
@@ -107,6 +128,7 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             throw CLIError(description: "cannot write logs under '\(settings.logDirectory ?? "")': \(error.localizedDescription)")
         }
+        OpenFileLimit.raiseToHardLimit()
         try await buildServer(settings).run()
     }
 }
@@ -130,7 +152,7 @@ struct ServeSettings: AppArguments {
     var leaseTimeout: Duration
     var eventRetention: EventLog.Retention
     var enableEchoRoute: Bool
-    var webSocketEngine: WebSocketEngine
+    var httpLimits: HTTPLimits
     var configPath: String?
     var authMode: AuthMode
     var tokenSecret: String?
@@ -191,9 +213,20 @@ struct ServeSettings: AppArguments {
         let retainHours = flags.eventRetentionHours ?? 168
         eventRetention = .init(count: retainCount, maxAge: .seconds(retainHours * 3600))
         enableEchoRoute = flags.enableEchoRoute
-        let engine = try pick(flags.wsEngine, "TASKGATE_WS_ENGINE", nil, "nio", parse: text)
-        guard let parsedEngine = WebSocketEngine(rawValue: engine) else { throw ValidationError("ws engine must be nio or hummingbird") }
-        webSocketEngine = parsedEngine
+        var http = HTTPLimits()
+        http.headerTimeout = flags.headerTimeout.map { .seconds($0) } ?? http.headerTimeout
+        http.keepAliveTimeout = flags.keepaliveTimeout.map { .seconds($0) } ?? http.keepAliveTimeout
+        http.bodyTimeout = flags.bodyTimeout.map { .seconds($0) } ?? http.bodyTimeout
+        http.drainTimeout = flags.drainTimeout.map { .seconds($0) } ?? http.drainTimeout
+        http.maxHeaderBytes = flags.maxHeaderBytes ?? http.maxHeaderBytes
+        http.maxRequestLineBytes = flags.maxRequestLineBytes ?? http.maxRequestLineBytes
+        http.maxConnections = flags.maxHttpConnections ?? http.maxConnections
+        guard [http.headerTimeout, http.keepAliveTimeout, http.bodyTimeout].allSatisfy({ $0 >= .seconds(1) }), http.drainTimeout >= .zero
+        else { throw ValidationError("HTTP timeouts must be at least 1 second (the drain timeout at least 0)") }
+        guard http.maxHeaderBytes >= 1024, http.maxRequestLineBytes >= 256, (http.maxConnections ?? 1) >= 1 else {
+            throw ValidationError("--max-header-bytes must be at least 1024, --max-request-line-bytes at least 256")
+        }
+        httpLimits = http
         let mode = try pick(flags.auth, "TASKGATE_AUTH", nil, "dev", parse: text)
         guard let parsedMode = AuthMode(rawValue: mode) else { throw ValidationError("auth must be dev or token") }
         authMode = parsedMode
@@ -215,10 +248,11 @@ struct ServeSettings: AppArguments {
         limits.messagesPerSecond = flags.maxMessagesPerSecond ?? limits.messagesPerSecond
         limits.tasksPerUID = flags.maxTasksPerUid ?? limits.tasksPerUID
         limits.pollsPerUID = flags.maxPollsPerUid ?? limits.pollsPerUID
-        limits.outboundMessages = flags.maxOutboundMessages ?? limits.outboundMessages
+        limits.outbound.messages = flags.maxOutboundMessages ?? limits.outbound.messages
+        limits.outbound.bytes = flags.outboundBytes ?? limits.outbound.bytes
         self.limits = limits
         guard [limits.connectionsPerUID, limits.connections, limits.messagesPerSecond, limits.tasksPerUID, limits.pollsPerUID,
-               limits.outboundMessages].allSatisfy({ $0 >= 1 })
+               limits.outbound.messages, limits.outbound.bytes].allSatisfy({ $0 >= 1 })
         else { throw ValidationError("every --max-… limit must be at least 1") }
 
         guard (0...65535).contains(port) else { throw ValidationError("port must be from 0 to 65535") }

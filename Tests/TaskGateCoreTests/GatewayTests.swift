@@ -62,19 +62,47 @@ struct GatewayTests {
         let second = try await gateway.submit(cmd: "echo", args: ["id": "job-1"], uid: "u")
         #expect(!first.duplicate)
         #expect(second.duplicate)
-        #expect(second.task.id == "job-1")
-        _ = try await gateway.finished("job-1")
+        #expect(second.task.id == first.task.id)
+        _ = try await gateway.finished(first.task.id)
         await gateway.pool.waitUntilIdle()
         let doneEvents = try await gateway.events.events(uid: "u", after: 0).events.filter { $0.json.contains(#""type":"done""#) }
         #expect(doneEvents.count == 1)
-        await #expect(throws: GatewayError(.idInUse, "task id 'job-1' is already in use")) {
-            try await gateway.submit(cmd: "echo", args: ["id": "job-1"], uid: "someone-else")
-        }
+        // The owner names it by the id it gave.
+        #expect(try await gateway.task(id: "job-1", visibleTo: "u").id == first.task.id)
     }
 
-    @Test func numericSeedStyleIDIsAccepted() async throws {
+    /// Client-given ids are per uid: another uid's same id is another task, and reveals nothing of the first.
+    @Test func clientIDsAreScopedPerUID() async throws {
         let gateway = Gateway.forTests()
-        #expect(try await gateway.submit(cmd: "echo", args: ["id": 42], uid: "u").task.id == "42")
+        let mine = try await gateway.submit(cmd: "echo", args: ["id": "job-1", "who": "me"], uid: "u")
+        let theirs = try await gateway.submit(cmd: "echo", args: ["id": "job-1", "who": "them"], uid: "someone-else")
+        #expect(!theirs.duplicate)
+        #expect(mine.task.id != theirs.task.id)
+        #expect(try await gateway.finished(mine.task.id).result?["who"] == "me")
+        #expect(try await gateway.finished(theirs.task.id).result?["who"] == "them")
+        #expect(try await gateway.task(id: "job-1", visibleTo: "someone-else").id == theirs.task.id)
+        await #expect(throws: GatewayError.taskNotFound(mine.task.id)) {
+            try await gateway.task(id: mine.task.id, visibleTo: "someone-else")
+        }
+        await #expect(throws: GatewayError.self) { try await gateway.cancel(id: mine.task.id, visibleTo: "someone-else") }
+    }
+
+    @Test func numericSwooleStyleIDIsAccepted() async throws {
+        let gateway = Gateway.forTests()
+        let task = try await gateway.submit(cmd: "echo", args: ["id": 42], uid: "u").task
+        #expect(try await gateway.task(id: "42", visibleTo: "u").id == task.id)
+    }
+
+    @Test func argsAndResultsNestNoDeeperThanTheJSONLimit() async throws {
+        let gateway = Gateway.forTests()
+        func nested(_ depth: Int) -> JSONValue {
+            (0..<depth).reduce(JSONValue.null) { inner, _ in .array([inner]) }
+        }
+        // The args object stands one level deep in a message: its values may nest to the limit less two.
+        try await gateway.submit(cmd: "echo", args: ["x": nested(JSONLimits.maxDepth - 2)], uid: "u")
+        await #expect(throws: GatewayError.self) {
+            try await gateway.submit(cmd: "echo", args: ["x": nested(JSONLimits.maxDepth - 1)], uid: "u")
+        }
     }
 
     @Test func queueFullIsRefusedAndNothingIsStored() async throws {
@@ -346,5 +374,41 @@ struct RetryAndRecoveryTests {
         #expect(try await restarted.finished(queued).status == .succeeded)
         _ = try await restarted.cancel(id: running, visibleTo: nil)
         #expect(try await restarted.finished(running).status == .cancelled)
+    }
+}
+
+@Suite("Client directory and outbound backlog")
+struct ConnectionLimitTests {
+    /// Many upgrades at once for one uid: the check and the count are one step, so exactly the limit gets in.
+    @Test func concurrentReservationsNeverOvershootTheLimits() async throws {
+        let directory = ClientDirectory()
+        let admitted = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<50 {
+                group.addTask { (try? directory.reserveConnection(uid: "u", maxPerUID: 4, maxTotal: 100)) != nil }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(admitted == 4)
+        #expect(throws: GatewayError.self) { try directory.reserveConnection(uid: "u", maxPerUID: 4, maxTotal: 100) }
+        // Another uid is counted against the total only.
+        let other = try directory.reserveConnection(uid: "v", maxPerUID: 4, maxTotal: 5)
+        #expect(throws: GatewayError.self) { try directory.reserveConnection(uid: "w", maxPerUID: 4, maxTotal: 5) }
+        // A reserved place taken up and given back frees it.
+        directory.add(ClientInfo(id: other, uid: "v", transport: .webSocket, remote: nil, admin: false))
+        directory.remove(id: other)
+        _ = try directory.reserveConnection(uid: "w", maxPerUID: 4, maxTotal: 5)
+    }
+
+    @Test func backlogCountsMessagesAndBytes() {
+        var backlog = OutboundBacklog(limits: .init(messages: 3, bytes: 100))
+        var admitted: [Bool] = []
+        for _ in 0..<3 { admitted.append(backlog.admit(bytes: 40)) }
+        #expect(admitted == [true, true, false])  // 120 bytes
+        backlog.written(bytes: 40)
+        backlog.written(bytes: 40)
+        admitted = (0..<3).map { _ in backlog.admit(bytes: 10) }
+        #expect(admitted == [true, true, false])  // four messages
+        backlog.clear()
+        #expect(backlog.messages == 0 && backlog.bytes == 0)
     }
 }

@@ -35,11 +35,48 @@ struct WireParserTests {
         }
     }
 
-    @Test func deepNestingIsRefusedNotACrash() {
+    @Test func deepNestingIsRefusedNotACrash() throws {
         let deep = Array(String(repeating: "[", count: 100_000).utf8)
         #expect(fast(deep) == nil)
-        let fine = Array((String(repeating: "[", count: 100) + String(repeating: "]", count: 100)).utf8)
+        let limit = JSONLimits.maxDepth
+        let fine = Array((String(repeating: "[", count: limit) + String(repeating: "]", count: limit)).utf8)
+        #expect(fast(fine) != nil)
         #expect(fast(fine) == foundation(fine))
+        let tooDeep = Array((String(repeating: "[", count: limit + 1) + String(repeating: "]", count: limit + 1)).utf8)
+        #expect(fast(tooDeep) == nil)
+        #expect(try WireParser.parse(fine).nestingDepth() == limit)
+    }
+
+    /// The property the nesting limit exists for: whatever the parser accepts, the writer writes, and the parser
+    /// reads back equal (no input can make a reply or a stored record unwritable).
+    @Test func whatTheParserAcceptsTheWriterWritesBack() throws {
+        var random = SplitMix64(state: 64)
+        func value(depth: Int) -> JSONValue {
+            switch Int.random(in: 0..<(depth >= JSONLimits.maxDepth ? 4 : 7), using: &random) {
+            case 0: return .null
+            case 1: return .bool(Bool.random(using: &random))
+            case 2: return .number([0, -1, 1.5, 1e300, -2.25e-7, 123_456_789_012].randomElement(using: &random)!)
+            case 3: return .string(["", "a\"b", "é\u{1F389}", "\u{0}\n", "/x/"].randomElement(using: &random)!)
+            case 4, 5:
+                // Mostly one child, so that deep values are common.
+                let count = Int.random(in: 0...(Bool.random(using: &random) ? 1 : 3), using: &random)
+                return .array((0..<count).map { _ in value(depth: depth + 1) })
+            default:
+                let count = Int.random(in: 0...2, using: &random)
+                return .object(Dictionary((0..<count).map { ("k\($0)", value(depth: depth + 1)) }, uniquingKeysWith: { a, _ in a }))
+            }
+        }
+        for _ in 0..<3_000 {
+            let original = value(depth: 0)
+            let written = WireJSON.encode(original)
+            let read = try WireParser.parse(Array(written.utf8))
+            #expect(read == original, "\(written)")
+        }
+        // The deepest value the parser takes, written and read again.
+        var nested = JSONValue.string("bottom")
+        for level in 0..<JSONLimits.maxDepth { nested = level.isMultiple(of: 2) ? .array([nested]) : .object(["k": nested]) }
+        let deepest = try WireParser.parse(Array(WireJSON.encode(nested).utf8))
+        #expect(deepest == nested)
     }
 
     @Test func agreesOnMutatedMessages() {

@@ -11,10 +11,9 @@ import Testing
 @testable import TaskGateServer
 
 func testArguments(
-    adminToken: String? = "test-token", workers: Int = 2, queueLimit: Int = 100, engine: WebSocketEngine = .nio
+    adminToken: String? = "test-token", workers: Int = 2, queueLimit: Int = 100
 ) -> GatewayArguments {
     var arguments = GatewayArguments()
-    arguments.webSocketEngine = engine
     arguments.port = 0
     arguments.adminToken = adminToken
     arguments.taskWorkers = workers

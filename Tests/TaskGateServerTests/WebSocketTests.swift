@@ -30,8 +30,8 @@ func type(_ message: [String: Any]) -> String? { message["type"] as? String }
 
 @Suite("WebSocket (live)")
 struct WebSocketTests {
-    @Test(arguments: WebSocketEngine.allCases) func submitGetsSubmittedProgressAndDone(engine: WebSocketEngine) async throws {
-        let app = try buildApplication(testArguments(engine: engine))
+    @Test func submitGetsSubmittedProgressAndDone() async throws {
+        let app = try buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             try await client.ws("/ws?uid=ws1") { inbound, outbound, _ in
                 try await outbound.write(.text(#"{"cmd":"sleep","args":{"ms":100},"ref":"r1"}"#))
@@ -51,8 +51,8 @@ struct WebSocketTests {
         }
     }
 
-    @Test(arguments: WebSocketEngine.allCases) func badMessagesGetErrorsAndTheSocketStaysOpen(engine: WebSocketEngine) async throws {
-        let app = try buildApplication(testArguments(engine: engine))
+    @Test func badMessagesGetErrorsAndTheSocketStaysOpen() async throws {
+        let app = try buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             try await client.ws("/ws?uid=ws2") { inbound, outbound, _ in
                 try await outbound.write(.text("not json"))
@@ -70,8 +70,8 @@ struct WebSocketTests {
         }
     }
 
-    @Test(arguments: WebSocketEngine.allCases) func eventsReachOnlyTheOwner(engine: WebSocketEngine) async throws {
-        let app = try buildApplication(testArguments(engine: engine))
+    @Test func eventsReachOnlyTheOwner() async throws {
+        let app = try buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -95,8 +95,8 @@ struct WebSocketTests {
         }
     }
 
-    @Test(arguments: WebSocketEngine.allCases) func reconnectWithCursorReplaysMissedEvents(engine: WebSocketEngine) async throws {
-        let app = try buildApplication(testArguments(engine: engine))
+    @Test func reconnectWithCursorReplaysMissedEvents() async throws {
+        let app = try buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             let seen = Mutex(0)
             try await client.ws("/ws?uid=resume") { inbound, outbound, _ in
@@ -116,8 +116,8 @@ struct WebSocketTests {
         }
     }
 
-    @Test(arguments: WebSocketEngine.allCases) func adminCommandsNeedTheToken(engine: WebSocketEngine) async throws {
-        let app = try buildApplication(testArguments(engine: engine))
+    @Test func adminCommandsNeedTheToken() async throws {
+        let app = try buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             var configuration = WebSocketClientConfiguration()
             configuration.additionalHeaders = [.authorization: "Bearer test-token"]
@@ -131,8 +131,8 @@ struct WebSocketTests {
         }
     }
 
-    @Test(arguments: WebSocketEngine.allCases) func missingUidIsRefusedBeforeUpgrade(engine: WebSocketEngine) async throws {
-        let app = try buildApplication(testArguments(engine: engine))
+    @Test func missingUidIsRefusedBeforeUpgrade() async throws {
+        let app = try buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             await #expect(throws: (any Error).self) {
                 try await client.ws("/ws") { _, _, _ in }
@@ -143,8 +143,8 @@ struct WebSocketTests {
         }
     }
 
-    @Test(arguments: WebSocketEngine.allCases) func pingsStayFastWhileACPUBoundTaskRuns(engine: WebSocketEngine) async throws {
-        let app = try buildApplication(testArguments(engine: engine))
+    @Test func pingsStayFastWhileACPUBoundTaskRuns() async throws {
+        let app = try buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             try await client.ws("/ws?uid=busy") { inbound, outbound, _ in
                 try await outbound.write(.text(#"{"cmd":"primes","args":{"limit":100000000}}"#))

@@ -224,10 +224,11 @@ def test_post_poll_commands(server, api):
     first = submit(api, server, uid, "echo", {"id": task_id, "v": 1})
     again = post(api, server, uid, {"cmd": "echo", "args": {"id": task_id, "v": 1}})
     assert again.status_code == 202 and again.json()["duplicate"] is True
-    assert again.json()["task"]["id"] == first["task"]["id"] == task_id
+    assert again.json()["task"]["id"] == first["task"]["id"] == f"{uid}~{task_id}"
+    # Ids are per uid: another uid's same id is its own task.
     foreign = post(api, server, new_uid("lp-other"), {"cmd": "echo", "args": {"id": task_id}, "ref": "f"})
-    assert foreign.status_code == 409 and foreign.json()["error"] == "id_in_use" and foreign.json()["ref"] == "f"
-    poll_until_done(api, server, uid, task_id)
+    assert foreign.status_code == 202 and foreign.json()["task"]["id"] != first["task"]["id"] and foreign.json()["ref"] == "f"
+    poll_until_done(api, server, uid, first["task"]["id"])
     st = post(api, server, uid, {"cmd": "status", "args": {"id": task_id}, "ref": "s"})
     assert st.status_code == 200
     assert st.json()["type"] == "status" and st.json()["task"]["status"] == "succeeded"

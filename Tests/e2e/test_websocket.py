@@ -451,24 +451,27 @@ def test_duplicate_id_returns_same_task_and_runs_once(server, ws_connect):
         r2 = await submit(ws, "sleep", {"ms": 200, "id": task_id})
         assert r1["duplicate"] is False
         assert r2["duplicate"] is True, r2
-        assert r1["task"]["id"] == r2["task"]["id"] == task_id
-        await ws.events_until_done(task_id, 10)
+        scoped = f"{uid}~{task_id}"  # client-given ids are per uid
+        assert r1["task"]["id"] == r2["task"]["id"] == scoped
+        await ws.events_until_done(scoped, 10)
         r3 = await submit(ws, "sleep", {"ms": 200, "id": task_id})  # after it finished
         assert r3["duplicate"] is True and r3["task"]["status"] == "succeeded", r3
         await ws.assert_silent(0.6)
-        dones = [e for e in ws.events(task_id) if e["type"] == "done"]
-        assert len(dones) == 1, [strip(e) for e in ws.events(task_id)]
+        dones = [e for e in ws.events(scoped) if e["type"] == "done"]
+        assert len(dones) == 1, [strip(e) for e in ws.events(scoped)]
 
         st = await ws.request({"cmd": "status", "args": {"id": task_id}})
         assert st["type"] == "status" and st["code"] == 200
-        assert st["task"]["id"] == task_id and st["task"]["status"] == "succeeded"
+        assert st["task"]["id"] == scoped and st["task"]["status"] == "succeeded"
         assert st["task"]["result"] == {"slept_ms": 200}
 
-        # the same id from another uid is refused
+        # the same id from another uid is another task, and the first stays invisible to it
         other = await ws_connect(new_uid("dup-other"))
         await other.next()
-        err = await other.request({"cmd": "echo", "args": {"id": task_id}})
-        assert err["type"] == "error" and err["code"] == 409 and err["error"] == "id_in_use", err
+        theirs = await other.request({"cmd": "echo", "args": {"id": task_id}})
+        assert theirs["type"] == "submitted" and theirs["code"] == 202 and theirs["task"]["id"] != scoped, theirs
+        foreign = await other.request({"cmd": "status", "args": {"id": scoped}})
+        assert foreign["type"] == "error" and foreign["code"] == 404, foreign
 
     run(body())
 

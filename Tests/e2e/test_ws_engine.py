@@ -1,19 +1,18 @@
-"""TaskGate's own WebSocket engine (the default) seen from real clients: how it negotiates permessage-deflate, what
-it answers at the edges of the protocol, and that the hummingbird-websocket engine stays selectable."""
+"""TaskGate's WebSocket engine seen from real clients: how it negotiates permessage-deflate and what it answers at
+the edges of the protocol."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import socket
-import subprocess
 
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from conftest import TASKGATE_BIN, new_uid, run
+from conftest import new_uid, run
 
 
 async def raw_connect(server, path: str, **kwargs):
@@ -111,22 +110,3 @@ def test_unmasked_frame_closes_with_1002(server):
         assert int.from_bytes(data[close_at + 2:close_at + 4], "big") == 1002, data[close_at:]
     finally:
         sock.close()
-
-
-def test_hummingbird_engine_stays_selectable(start_server):
-    server = start_server("--store", "memory", "--ws-engine", "hummingbird")
-
-    async def body():
-        ws = await raw_connect(server, f"/ws?uid={new_uid('hb')}", compression="deflate")
-        assert (await receive(ws))["type"] == "hello"
-        assert (await request(ws, {"cmd": "ping", "ref": "p"}))["type"] == "pong"
-        await ws.close()
-
-    run(body())
-
-
-def test_bad_engine_name_is_a_startup_error(tmp_path):
-    result = subprocess.run([str(TASKGATE_BIN), "serve", "--ws-engine", "netty", "--data-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=20)
-    assert result.returncode != 0
-    assert "ws engine must be nio or hummingbird" in result.stderr, result.stderr

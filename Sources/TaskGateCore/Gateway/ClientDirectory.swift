@@ -12,6 +12,8 @@ public final class ClientDirectory: Sendable {
 
     private struct State {
         var sockets: [String: ClientInfo] = [:]
+        /// Places held by `reserveConnection` for connections being set up, by connection id: uid and when.
+        var reserved: [String: (uid: String, at: ContinuousClock.Instant)] = [:]
         var polls: [String: LongPollClient] = [:]
         var nextID: UInt64 = 0
         /// Bumped on every connect and disconnect, so a cluster node republishes its list only when it changed.
@@ -30,24 +32,46 @@ public final class ClientDirectory: Sendable {
 
     public var version: UInt64 { state.withLock { $0.version } }
 
-    public func makeConnectionID() -> String {
-        state.withLock { state in
+    /// A WebSocket or SSE connection being admitted: checks the limits and holds its place in one step, so that
+    /// concurrent upgrades cannot all pass the check before any of them is counted. Returns the connection's id,
+    /// for `add`. A place never taken up (the client went away during the upgrade) lapses after `reservationLifetime`.
+    public func reserveConnection(uid: String, maxPerUID: Int, maxTotal: Int) throws(GatewayError) -> String {
+        let outcome = state.withLock { state -> Result<String, GatewayError> in
+            let cutoff = ContinuousClock.now - Self.reservationLifetime
+            state.reserved = state.reserved.filter { $0.value.at > cutoff }
+            let all = state.sockets.count + state.reserved.count
+            guard all < maxTotal else {
+                return .failure(GatewayError(.unavailable, "the server holds its maximum of \(maxTotal) connections; try again later"))
+            }
+            let mine = state.sockets.values.count { $0.uid == uid } + state.reserved.values.count { $0.uid == uid }
+            guard mine < maxPerUID else {
+                return .failure(GatewayError(.tooManyRequests, "uid '\(uid)' already has \(maxPerUID) connections"))
+            }
             state.nextID += 1
-            return "c-\(state.nextID)"
+            let id = "c-\(state.nextID)"
+            state.reserved[id] = (uid, .now)
+            return .success(id)
         }
+        return try outcome.get()
     }
 
+    static let reservationLifetime = Duration.seconds(10)
+
+    /// Lists a connection (taking up its reserved place, if it had one).
     public func add(_ client: ClientInfo) {
         var client = client
         client.node = node
         state.withLock { [client] state in
+            state.reserved[client.id] = nil
             state.sockets[client.id] = client
             state.version += 1
         }
     }
 
+    /// Unlists a connection, or gives back its reserved place.
     public func remove(id: String) {
         state.withLock { state in
+            state.reserved[id] = nil
             if state.sockets.removeValue(forKey: id) != nil { state.version += 1 }
         }
     }
@@ -88,13 +112,6 @@ public final class ClientDirectory: Sendable {
     }
 
     public var count: Int { list().count }
-
-    /// WebSocket and SSE connections of one uid, and of everyone (for the connection limits).
-    public func persistentConnectionCounts(uid: String) -> (uid: Int, all: Int) {
-        state.withLock { state in
-            (state.sockets.values.count { $0.uid == uid }, state.sockets.count)
-        }
-    }
 
     /// Connected clients by transport (every transport listed, zero included).
     public func countsByTransport() -> [String: Int] {

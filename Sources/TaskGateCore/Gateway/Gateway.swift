@@ -67,12 +67,16 @@ public final class Gateway: Sendable {
         guard let handler = table.handler(named: cmd) else { throw .unknownCommand(cmd) }
         var chosenID = taskID
         if chosenID == nil { chosenID = try Self.clientTaskID(in: args) }
-        let id = chosenID ?? Self.makeTaskID()
-        guard Identifier.isValidTaskID(id) else {
+        if let chosenID, !Identifier.isValidTaskID(chosenID) {
             throw .badRequest("task id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         }
+        let id = chosenID.map { Self.scopedTaskID($0, uid: uid) } ?? Self.makeTaskID()
         let options = try TaskOptions(args: args, handler: handler)
         try handler.validate(args)
+        // As deep as a client message's args may be, whichever front door (REST bodies are read by JSONDecoder).
+        guard JSONValue.object(args).fitsDepthLimit(at: 1) else {
+            throw .badRequest("'args' nests deeper than \(JSONLimits.maxDepth - 1) levels")
+        }
         guard WireJSON.encode(JSONValue.object(args)).utf8.count <= configuration.maxArgsBytes else {
             throw GatewayError(.tooLarge, "'args' is larger than \(configuration.maxArgsBytes) bytes")
         }
@@ -85,7 +89,8 @@ public final class Gateway: Sendable {
         } catch {
             await pool.releaseReservation(uid: uid)
             logger.error("could not store task", metadata: ["task": .string(id), "error": "\(error)"])
-            throw storeFailure("the task could not be stored; it was not submitted")
+            // Passing (a full disk, a database away): the client may try again; nothing was promised.
+            throw GatewayError(.unavailable, "the task could not be stored; it was not submitted (try again later)")
         }
         switch outcome {
         case .existing(let existing):
@@ -105,14 +110,18 @@ public final class Gateway: Sendable {
 
     /// A task, only if `uid` may see it (`nil` uid: the admin, who sees every task).
     public func task(id: String, visibleTo uid: String?) async throws(GatewayError) -> TaskRecord {
-        let record: TaskRecord?
         do {
-            record = try await store.task(id: id)
+            // A user names its tasks by the ids it gave them; they are stored scoped by its uid.
+            if let uid, Identifier.isValidTaskID(id), let own = try await store.task(id: Self.scopedTaskID(id, uid: uid)), own.uid == uid {
+                return own
+            }
+            guard let record = try await store.task(id: id), uid == nil || record.uid == uid else { throw GatewayError.taskNotFound(id) }
+            return record
+        } catch let error as GatewayError {
+            throw error
         } catch {
             throw storeFailure("the task store could not be read")
         }
-        guard let record, uid == nil || record.uid == uid else { throw .taskNotFound(id) }
-        return record
     }
 
     public func list(_ query: TaskQuery) async throws(GatewayError) -> [TaskRecord] {
@@ -129,7 +138,7 @@ public final class Gateway: Sendable {
         if record.status.isFinal {
             throw GatewayError(.alreadyFinished, "task '\(id)' already finished (\(record.status.rawValue))")
         }
-        switch await pool.cancel(id: id) {
+        switch await pool.cancel(id: record.id) {
         case .dequeued(let cancelled):
             return cancelled
         case .stopping:
@@ -191,6 +200,13 @@ public final class Gateway: Sendable {
             throw .badRequest("'args.id' must be a string or a non-negative whole number")
         default: throw .badRequest("'args.id' must be a string")
         }
+    }
+
+    /// Client-given ids are the client's own namespace: the same id from two uids makes two tasks, and no uid can
+    /// learn of, or take, another's ids. `~` is in neither alphabet, so the scoped id is unambiguous.
+    static func scopedTaskID(_ id: String, uid: String?) -> String {
+        guard let uid else { return id }
+        return "\(uid)~\(id)"
     }
 
     static func makeTaskID() -> String {

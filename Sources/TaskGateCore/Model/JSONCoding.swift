@@ -29,13 +29,11 @@ public enum WireJSON {
     public static let encoder = makeEncoder()
     public static let decoder = makeDecoder()
 
-    public static func encode(_ value: some Encodable) -> String {
-        do {
-            return String(decoding: try encoder.encode(value), as: UTF8.self)
-        } catch {
-            // Every wire type is built from strings, numbers and JSONValue; none can fail to encode.
-            preconditionFailure("wire value failed to encode: \(error)")
-        }
+    /// Types without a hand-written writer (`WireWriter` covers the hot ones). Values nest no deeper than
+    /// `JSONLimits.maxDepth` allows, far inside JSONEncoder's own limit, but a failure is still the caller's to
+    /// answer (a 500), never a trap.
+    public static func encode(_ value: some Encodable) throws -> String {
+        String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
     /// `2026-11-25T20:00:00.123Z`, rounded to the millisecond, so that a timestamp read back from the store prints

@@ -433,6 +433,10 @@ public actor TaskPool {
             return
         }
         switch outcome {
+        case .success(let result) where !result.fitsDepthLimit(at: 1):
+            // Results are held to the limit args are held to (a value one level inside a message).
+            record.status = .failed
+            record.error = "the handler's result nests deeper than \(JSONLimits.maxDepth - 1) levels"
         case .success(let result):
             record.status = .succeeded
             record.progress = 1

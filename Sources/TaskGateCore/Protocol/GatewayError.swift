@@ -9,9 +9,13 @@ public struct GatewayError: Error, Sendable, Equatable {
         case notFound = "not_found"
         case nodeNotFound = "node_not_found"
         case methodNotAllowed = "method_not_allowed"
+        /// The request head or body did not arrive in time.
+        case requestTimeout = "request_timeout"
         case alreadyFinished = "already_finished"
         case idInUse = "id_in_use"
         case tooLarge = "too_large"
+        case uriTooLong = "uri_too_long"
+        case headersTooLarge = "headers_too_large"
         case tooManyRequests = "rate_limited"
         case queueFull = "queue_full"
         case unavailable
@@ -24,8 +28,11 @@ public struct GatewayError: Error, Sendable, Equatable {
             case .forbidden: 403
             case .unknownCommand, .notFound, .nodeNotFound: 404
             case .methodNotAllowed: 405
+            case .requestTimeout: 408
             case .alreadyFinished, .idInUse: 409
             case .tooLarge: 413
+            case .uriTooLong: 414
+            case .headersTooLarge: 431
             case .tooManyRequests: 429
             case .queueFull, .unavailable: 503
             case .internalError: 500

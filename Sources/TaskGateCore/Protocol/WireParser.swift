@@ -2,14 +2,14 @@
 /// `JSONValue` tries each case in turn and throws on every miss, which made decoding a ping cost more than the rest
 /// of its round trip. It accepts and rejects what `JSONDecoder` does (`WireParserTests` compare the two on valid,
 /// invalid and fuzzed input): no comments, trailing commas, leading zeros, lone surrogates, raw control characters in
-/// strings, invalid UTF-8 or numbers beyond `Double`; nesting deeper than 512 levels is refused. Like `JSONDecoder`,
+/// strings, invalid UTF-8 or numbers beyond `Double`; nesting deeper than `JSONLimits.maxDepth` is refused. Like `JSONDecoder`,
 /// it skips a byte order mark and accepts one trailing comma in an array or object.
 public enum WireParser {
     public struct SyntaxError: Error, Sendable, Equatable {
         public var offset: Int
     }
 
-    public static let maxDepth = 512
+    public static let maxDepth = JSONLimits.maxDepth
 
     public static func parse(_ bytes: some Collection<UInt8>) throws(SyntaxError) -> JSONValue {
         let result: Result<JSONValue, SyntaxError>? = bytes.withContiguousStorageIfAvailable { buffer in

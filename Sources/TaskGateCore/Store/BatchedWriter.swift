@@ -4,10 +4,15 @@ import Synchronization
 /// One writer with group commit: writes that arrive while a transaction is being committed wait and go together
 /// in the next one, so a burst of small writes costs one fsync, not one each. Each write runs in its own
 /// savepoint, so one failing write does not undo the others; every caller resumes only after the commit.
+///
+/// A write that records what the server already promised (the state of an accepted task, its events) is not
+/// given up when the disk is full or failing: it waits, first in line, and is tried again until it goes through,
+/// while new tasks are refused. `problem` says why writes are failing, for `/healthz`.
 final class BatchedWriter: Sendable {
     private struct Item: Sendable {
         let body: @Sendable (Database) throws -> any Sendable
         let complete: @Sendable (Result<any Sendable, any Error>) -> Void
+        let retriesUntilStored: Bool
     }
 
     private struct Queue {
@@ -17,6 +22,7 @@ final class BatchedWriter: Sendable {
 
     private let database: DatabasePool
     private let queue = Mutex(Queue())
+    private let failure = Mutex<String?>(nil)
     /// Caps a transaction, so one huge burst does not hold the write lock for long.
     private let maxBatch = 512
 
@@ -24,9 +30,13 @@ final class BatchedWriter: Sendable {
         self.database = database
     }
 
-    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// Why the last transaction failed, while writes are failing; `nil` once one succeeds again.
+    var problem: String? { failure.withLock { $0 } }
+
+    /// `retriesUntilStored`: a write the server must not lose waits out a full or failing disk instead of failing.
+    func write<T: Sendable>(retriesUntilStored: Bool = false, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         let value = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
-            let item = Item(body: { try body($0) }, complete: { continuation.resume(with: $0) })
+            let item = Item(body: { try body($0) }, complete: { continuation.resume(with: $0) }, retriesUntilStored: retriesUntilStored)
             let startDraining = queue.withLock { queue -> Bool in
                 queue.items.append(item)
                 guard !queue.draining else { return false }
@@ -42,6 +52,7 @@ final class BatchedWriter: Sendable {
     }
 
     private func drain() async {
+        var backoff = Duration.milliseconds(100)
         while true {
             let batch = queue.withLock { queue -> [Item] in
                 let batch = Array(queue.items.prefix(maxBatch))
@@ -50,8 +61,9 @@ final class BatchedWriter: Sendable {
                 return batch
             }
             guard !batch.isEmpty else { return }
+            var outcomes: [Result<any Sendable, any Error>]
             do {
-                let results = try await database.write { db in
+                outcomes = try await database.write { db in
                     batch.map { item in
                         Result<any Sendable, any Error> {
                             var value: (any Sendable)?
@@ -63,11 +75,41 @@ final class BatchedWriter: Sendable {
                         }
                     }
                 }
-                for (item, result) in zip(batch, results) { item.complete(result) }
             } catch {
                 // The transaction itself failed (disk full, I/O error): nothing in it was written.
-                for item in batch { item.complete(.failure(error)) }
+                outcomes = batch.map { _ in .failure(error) }
             }
+            var again: [Item] = []
+            var lastError: (any Error)?
+            for (item, outcome) in zip(batch, outcomes) {
+                if case .failure(let error) = outcome {
+                    lastError = error
+                    if item.retriesUntilStored && Self.isPassing(error) {
+                        again.append(item)
+                        continue
+                    }
+                }
+                item.complete(outcome)
+            }
+            let problem = lastError.map { "\($0)" }
+            failure.withLock { $0 = problem }
+            if !again.isEmpty {
+                // First in line again, in their order: a user's events are stored in seq order.
+                queue.withLock { $0.items.insert(contentsOf: again, at: 0) }
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(2))
+            } else {
+                backoff = .milliseconds(100)
+            }
+        }
+    }
+
+    /// Failures that go away by themselves: a full disk, an I/O error, a read-only remount, a busy database.
+    static func isPassing(_ error: any Error) -> Bool {
+        guard let error = error as? DatabaseError else { return false }
+        switch error.resultCode.primaryResultCode {
+        case .SQLITE_FULL, .SQLITE_IOERR, .SQLITE_READONLY, .SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_CANTOPEN: return true
+        default: return false
         }
     }
 }

@@ -24,6 +24,8 @@ public final class SQLiteTaskStore: TaskStore {
 
     public var isDurable: Bool { true }
 
+    public var writeProblem: String? { writer.problem }
+
     /// Versioned migrations: a new version appends a migration, never edits an old one.
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
@@ -73,12 +75,12 @@ public final class SQLiteTaskStore: TaskStore {
 
     public func update(_ task: TaskRecord) async throws {
         let record = WireJSON.encode(task)
-        try await writer.write { db in try Self.update(task, record: record, in: db) }
+        try await writer.write(retriesUntilStored: true) { db in try Self.update(task, record: record, in: db) }
     }
 
     public func append(_ event: UserEvent, task: TaskRecord) async throws {
         let record = WireJSON.encode(task)
-        try await writer.write { db in
+        try await writer.write(retriesUntilStored: true) { db in
             try db.execute(
                 sql: "INSERT INTO events (uid, seq, json, created_at) VALUES (?, ?, ?, ?)",
                 arguments: [event.uid, Int64(event.seq), event.json, event.createdAt.timeIntervalSince1970])

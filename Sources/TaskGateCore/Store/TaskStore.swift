@@ -5,6 +5,8 @@ import Foundation
 public protocol TaskStore: Sendable {
     /// Whether records survive a restart. A durable store keeps queued tasks queued across a shutdown.
     var isDurable: Bool { get }
+    /// Why writes are failing now (a full disk, say), or `nil` while they succeed: shown by `/healthz`.
+    var writeProblem: String? { get }
     /// Inserts a new task, or returns the task that already has this id.
     func insert(_ task: TaskRecord) async throws -> InsertOutcome
     func update(_ task: TaskRecord) async throws
@@ -20,6 +22,10 @@ public protocol TaskStore: Sendable {
     func loadEvents(uid: String, limit: Int) async throws -> StoredEvents
     /// Drops events older than `date`; returns how many.
     func pruneEvents(olderThan date: Date) async throws -> Int
+}
+
+extension TaskStore {
+    public var writeProblem: String? { nil }
 }
 
 public enum InsertOutcome: Sendable, Equatable {

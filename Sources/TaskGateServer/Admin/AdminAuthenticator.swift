@@ -7,6 +7,8 @@ import TaskGateCore
 /// anyone reload; we do not).
 struct AdminAuthenticator: Sendable {
     let token: String?
+    /// Without a token, loopback clients are admin: in dev mode only (token mode means tokens only).
+    let loopbackIsAdmin: Bool
 
     /// For the REST admin API: throws 401 (bad or missing token) or 403 (no token configured, not loopback).
     func authorize(_ request: Request, context: GatewayRequestContext) throws(GatewayError) {
@@ -17,6 +19,8 @@ struct AdminAuthenticator: Sendable {
             guard Self.constantTimeEquals(presented, token) else {
                 throw GatewayError(.unauthorized, "wrong admin token")
             }
+        } else if !loopbackIsAdmin {
+            throw GatewayError(.forbidden, "token mode without an admin token: the admin API is off (start with --admin-token)")
         } else if !context.isLoopback {
             throw GatewayError(.forbidden, "no admin token is configured, so the admin API answers loopback clients only")
         }

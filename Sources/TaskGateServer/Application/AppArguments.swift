@@ -28,8 +28,8 @@ public protocol AppArguments: Sendable {
     var eventRetention: EventLog.Retention { get }
     /// Serve `/ws/echo` (for WebSocket compliance suites).
     var enableEchoRoute: Bool { get }
-    /// Which WebSocket implementation serves `/ws`.
-    var webSocketEngine: WebSocketEngine { get }
+    /// Deadlines and sizes every HTTP connection is held to.
+    var httpLimits: HTTPLimits { get }
     /// The config file declaring handlers (`taskgate.json`); `nil`: built-in handlers only.
     var configPath: String? { get }
     var authMode: AuthMode { get }
@@ -38,14 +38,6 @@ public protocol AppArguments: Sendable {
     /// Browser origins allowed besides the page's own and localhost; `*` allows every origin.
     var allowedOrigins: [String] { get }
     var limits: Limits { get }
-}
-
-public enum WebSocketEngine: String, Sendable, CaseIterable {
-    /// TaskGate's own channel handlers on swift-nio's frame codec: no Swift task per connection, no thread hop for
-    /// `ping`, compression without per-connection zlib state (the default).
-    case nio
-    /// hummingbird-websocket's stack: a Swift task per connection.
-    case hummingbird
 }
 
 public enum StoreKind: String, Sendable, CaseIterable {
@@ -67,7 +59,7 @@ extension AppArguments {
     public var leaseTimeout: Duration { .seconds(10) }
     public var eventRetention: EventLog.Retention { .init() }
     public var enableEchoRoute: Bool { false }
-    public var webSocketEngine: WebSocketEngine { .nio }
+    public var httpLimits: HTTPLimits { HTTPLimits() }
     public var configPath: String? { nil }
     public var authMode: AuthMode { .dev }
     public var tokenSecret: String? { nil }
@@ -94,7 +86,7 @@ public struct GatewayArguments: AppArguments {
     public var leaseTimeout = Duration.seconds(10)
     public var eventRetention = EventLog.Retention()
     public var enableEchoRoute = false
-    public var webSocketEngine = WebSocketEngine.nio
+    public var httpLimits = HTTPLimits()
     public var configPath: String?
     public var authMode = AuthMode.dev
     public var tokenSecret: String?

@@ -1,8 +1,6 @@
 import Foundation
 import Hummingbird
 import HummingbirdCore
-import HummingbirdWSCompression
-import HummingbirdWebSocket
 import Logging
 import ServiceLifecycle
 import TaskGateCore
@@ -11,13 +9,18 @@ import TaskGatePostgres
 /// Builds the whole server: one HTTP/1.1 port with the WebSocket upgrade, long-poll, the REST admin API, the demo
 /// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
 public func buildApplication(
-    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil, metrics: GatewayMetrics = GatewayMetrics()
+    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil, metrics: GatewayMetrics = GatewayMetrics(),
+    drain: ServerDrain = ServerDrain()
 ) throws -> some ApplicationProtocol {
     let logger = makeLogger(arguments)
     let gateway = try existingGateway ?? buildGateway(arguments, metrics: metrics)
-    let auth = AdminAuthenticator(token: arguments.adminToken)
+    let auth = AdminAuthenticator(token: arguments.adminToken, loopbackIsAdmin: arguments.authMode == .dev)
     if arguments.adminToken == nil {
-        logger.warning("no admin token configured: the admin API and admin commands answer loopback clients only")
+        if arguments.authMode == .token {
+            logger.warning("token mode without --admin-token: admin is off (no admin API, no admin connections)")
+        } else {
+            logger.warning("no admin token configured: the admin API and admin commands answer loopback clients only")
+        }
     }
     if arguments.authMode == .dev && !["127.0.0.1", "::1", "localhost"].contains(arguments.host) {
         logger.warning("dev auth mode trusts ?uid= from anyone: use --auth token when listening beyond loopback")
@@ -30,82 +33,43 @@ public func buildApplication(
     let router = Router(context: GatewayRequestContext.self)
     router.add(middleware: ErrorMiddleware())
     router.add(middleware: LogRequestsMiddleware(.debug))
+    router.add(middleware: StaticFileGuard(root: arguments.publicDirectory))
     router.add(middleware: FileMiddleware(arguments.publicDirectory, searchForIndexHtml: true, logger: logger))
     router.get("/healthz") { _, _ -> Response in
         let health = await Health.current(gateway)
         return .json(health, status: health.isHealthy ? .ok : .serviceUnavailable)
     }
     MetricsRoutes(gateway: gateway, metrics: metrics).addRoutes(to: router)
-    let webSocketRoutes = WebSocketRoutes(
-        gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes, metrics: metrics)
-    webSocketRoutes.addPlainRoutes(to: router)
+    WebSocketPlainRoute(admission: admission).addRoutes(to: router)
     LongPollRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes, metrics: metrics)
         .addRoutes(to: router)
     SSERoutes(gateway: gateway, admission: admission).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
 
     // Frames may be larger than a message may be, so that an oversized message gets a `413` reply rather than a
-    // closed socket; beyond the frame limit the library closes with 1009.
+    // closed socket; beyond the frame limit the connection closes with 1009.
     let frameLimit = max(arguments.maxMessageBytes * 4, 1 << 20)
-    let webSocketRouter = Router(context: GatewayRequestContext.self)
-    webSocketRoutes.addUpgradeRoutes(to: webSocketRouter)
-    if arguments.enableEchoRoute {
-        webSocketRoutes.addEchoRoute(to: webSocketRouter, maxMessageBytes: frameLimit)
+    let webSockets = GatewayHTTPChannel.WebSockets(
+        gateway: gateway, admission: admission,
+        configuration: .init(
+            maxMessageBytes: arguments.maxMessageBytes, frameLimit: frameLimit,
+            outbound: arguments.limits.outbound, messagesPerSecond: arguments.limits.messagesPerSecond),
+        enableEcho: arguments.enableEchoRoute, metrics: metrics, logger: logger)
+    let httpLimits = arguments.httpLimits
+    let server = HTTPServerBuilder { responder in
+        GatewayHTTPChannel(responder: responder, webSockets: webSockets, limits: httpLimits, drain: drain, logger: logger)
     }
-    let webSocket = WebSocketServerConfiguration(
-        maxFrameSize: frameLimit,
-        // Per-message compression state kept small: no context carried between messages, a 4 KB window and zlib
-        // memory level 5 (measured with bench/run.sh: ≈ 107 instead of ≈ 173 KB per idle connection after one
-        // message, 5.7× instead of 7.2× fewer bytes on 16 KB of JSON rows).
-        extensions: [
-            .perMessageDeflate(
-                serverMaxWindow: 12, serverNoContextTakeover: true, memoryLevel: 5, maxDecompressedFrameSize: frameLimit)
-        ],
-        autoPing: .enabled(timePeriod: .seconds(30)),
-        // A client that does not answer our close frame is not waited for long (shutdown waits for it).
-        closeTimeout: .seconds(3),
-        validateUTF8: true
-    )
-    let server: HTTPServerBuilder
-    switch arguments.webSocketEngine {
-    case .nio:
-        server = channelWebSocketServer(
-            webSockets: .init(
-                gateway: gateway, admission: admission,
-                configuration: .init(
-                    maxMessageBytes: arguments.maxMessageBytes, frameLimit: frameLimit,
-                    outboundLimit: arguments.limits.outboundMessages, messagesPerSecond: arguments.limits.messagesPerSecond),
-                enableEcho: arguments.enableEchoRoute, metrics: metrics, logger: logger),
-            admission: admission, logger: logger)
-    case .hummingbird:
-        server = gatedWebSocketServer(webSocketRouter: webSocketRouter, webSocket: webSocket, admission: admission, logger: logger)
-    }
+    let connectionBudget = httpLimits.connectionBudget(openFileLimit: OpenFileLimit.current)
+    logger.info("accepting connections", metadata: ["max": "\(connectionBudget)"])
     return Application(
         router: router,
         server: server,
-        configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "TaskGate"),
+        configuration: .init(
+            address: .hostname(arguments.host, port: arguments.port), serverName: "TaskGate",
+            // At the budget the server stops accepting until a connection closes, instead of failing on EMFILE.
+            availableConnectionsDelegate: MaximumAvailableConnections(connectionBudget, logger: logger)),
         logger: logger
     )
-}
-
-/// HTTP/1.1 with the WebSocket upgrade, behind the admission gate (see `AdmissionChannel`).
-func gatedWebSocketServer(
-    webSocketRouter: Router<GatewayRequestContext>, webSocket: WebSocketServerConfiguration, admission: Admission, logger: Logger
-) -> HTTPServerBuilder {
-    let webSocketResponder = webSocketRouter.buildResponder()
-    return HTTPServerBuilder { responder in
-        AdmissionChannel(
-            base: HTTP1WebSocketUpgradeChannel(
-                responder: responder, webSocketResponder: webSocketResponder, configuration: .init(ws: webSocket)),
-            admission: admission, logger: logger)
-    }
-}
-
-/// HTTP/1.1 with TaskGate's own WebSocket channel handlers, behind the same admission gate.
-func channelWebSocketServer(webSockets: GatewayHTTPChannel.WebSockets, admission: Admission, logger: Logger) -> HTTPServerBuilder {
-    HTTPServerBuilder { responder in
-        AdmissionChannel(base: GatewayHTTPChannel(responder: responder, webSockets: webSockets), admission: admission, logger: logger)
-    }
 }
 
 /// The domain behind the server: store, handler registry (built-ins plus the config file's handlers) and pool.
@@ -131,27 +95,30 @@ public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics
 /// The server as the CLI runs it: the application plus the gateway's lifecycle (recovery at start, maintenance,
 /// draining the pool at shutdown) and reload on SIGHUP.
 ///
-/// On SIGTERM the services stop in reverse order: first the pool drains (new submits get 503, running tasks get
-/// the grace period, and their `done` events still reach the open connections), then the HTTP server stops and
-/// closes every WebSocket with a close frame.
+/// On SIGTERM new connections are closed as they arrive; then the services stop in reverse order: first the pool
+/// drains (new submits get 503, running tasks get the grace period, and their `done` events still reach the open
+/// connections), then the HTTP server closes idle connections, gives requests under way `drainTimeout` to finish,
+/// and closes every WebSocket with a close frame.
 public func buildServer(_ arguments: some AppArguments) throws -> ServiceGroup {
     let logger = makeLogger(arguments)
     let metrics = GatewayMetrics()
     let gateway = try buildGateway(arguments, metrics: metrics)
-    let app = try buildApplication(arguments, gateway: gateway, metrics: metrics)
-    return ServiceGroup(
-        configuration: .init(
-            services: [
-                // First in, last out: a cluster node's database work outlives the draining of its pool.
-                .init(service: ClusterService(gateway: gateway)),
-                .init(service: app),
-                .init(service: GatewayService(gateway: gateway, grace: arguments.shutdownGrace, logger: logger)),
-                .init(service: ReloadSignalService(gateway: gateway, logger: logger)),
-            ],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        )
+    let drain = ServerDrain()
+    let app = try buildApplication(arguments, gateway: gateway, metrics: metrics, drain: drain)
+    var configuration = ServiceGroupConfiguration(
+        services: [
+            // First in, last out: a cluster node's database work outlives the draining of its pool.
+            .init(service: ClusterService(gateway: gateway)),
+            .init(service: app),
+            .init(service: GatewayService(gateway: gateway, grace: arguments.shutdownGrace, drain: drain, logger: logger)),
+            .init(service: ReloadSignalService(gateway: gateway, logger: logger)),
+        ],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger
     )
+    // A last bound on SIGTERM: the pool's grace, the connections' drain, and some slack for the database.
+    configuration.maximumGracefulShutdownDuration = arguments.shutdownGrace + arguments.httpLimits.drainTimeout + .seconds(15)
+    return ServiceGroup(configuration: configuration)
 }
 
 /// A store or config that cannot be used is a startup error that names the file and the reason, not a crash.
@@ -227,7 +194,8 @@ func makeLogger(_ arguments: some AppArguments) -> Logger {
     return logger
 }
 
-/// `GET /healthz`: `503` with `unhealthy` while a cluster node cannot reach its database.
+/// `GET /healthz`: `503` with `unhealthy` while a cluster node cannot reach its database, or while the store's
+/// writes fail (a full disk: accepted tasks wait to be recorded, new ones are refused).
 struct Health: Encodable {
     var status: String
     var uptimeSeconds: Double
@@ -244,9 +212,10 @@ struct Health: Encodable {
     static func current(_ gateway: Gateway) async -> Health {
         let uptime = ContinuousClock.now - gateway.startedAt
         let reachable = gateway.shared?.isReachable ?? true
+        let writeProblem = gateway.store.writeProblem
         let store = gateway.shared != nil ? "postgres" : gateway.store.isDurable ? "sqlite" : "memory"
         return Health(
-            status: reachable ? "ok" : "unhealthy",
+            status: reachable && writeProblem == nil ? "ok" : "unhealthy",
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
             connections: gateway.clients.count,
             queued: await gateway.poolStats().queued,
@@ -254,7 +223,7 @@ struct Health: Encodable {
             generation: gateway.registry.current.generation,
             node: gateway.nodeID ?? Gateway.standaloneNodeID,
             store: store,
-            database: reachable ? "ok" : "unreachable"
+            database: !reachable ? "unreachable" : writeProblem == nil ? "ok" : "writes failing: \(writeProblem!)"
         )
     }
 }

@@ -1,20 +1,13 @@
 import Hummingbird
-import HummingbirdWebSocket
 import NIOCore
 
-/// The request context of every route: it knows the peer's address (for loopback-only admin) and carries the
-/// WebSocket handler reference that the upgrade needs.
-public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext, WebSocketRequestContext {
+/// The request context of every route: it knows the peer's address (for loopback-only admin).
+public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext {
     public var coreContext: CoreRequestContextStorage
-    public let webSocket: WebSocketHandlerReference<Self>
     public let remoteAddress: SocketAddress?
-    /// The connection itself, so that a WebSocket whose client stopped reading can be cut off.
-    let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
-        self.webSocket = .init()
-        self.channel = source.channel
         self.remoteAddress = source.channel.remoteAddress
     }
 

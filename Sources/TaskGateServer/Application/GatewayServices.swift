@@ -8,6 +8,7 @@ import UnixSignals
 struct GatewayService: Service {
     let gateway: Gateway
     let grace: Duration
+    let drain: ServerDrain
     let logger: Logger
 
     func run() async throws {
@@ -25,7 +26,9 @@ struct GatewayService: Service {
             } catch {
                 logger.error("event log maintenance failed", metadata: ["error": "\(error)"])
             }
+            MemoryRelease.returnFreePages()
         }
+        drain.begin()
         logger.info("stopping the task pool", metadata: ["grace": "\(grace)"])
         await gateway.shutdown(grace: grace)
         // Drained: other nodes may stop listing this one (its database work stops after this service).

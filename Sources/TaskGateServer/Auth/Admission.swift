@@ -26,9 +26,8 @@ public struct Limits: Sendable, Equatable {
     public var tasksPerUID = 100
     /// Long-polls one uid may have waiting at once.
     public var pollsPerUID = 4
-    /// Messages waiting to be written to one connection; past it the connection is closed (1013), and its events
-    /// stay in the log for a resume.
-    public var outboundMessages = 1024
+    /// What may wait to be written to one WebSocket or SSE connection (see `OutboundLimits`).
+    public var outbound = OutboundLimits()
 
     public init() {}
 }
@@ -58,7 +57,7 @@ public struct Admission: Sendable {
 
     func identify(_ candidate: Candidate) throws(GatewayError) -> Identity {
         try checkOrigin(candidate)
-        let isAdmin = Self.isAdmin(candidate, adminToken: adminToken)
+        let isAdmin = Self.isAdmin(candidate, adminToken: adminToken, mode: mode)
         let uid: String
         switch mode {
         case .dev:
@@ -87,15 +86,10 @@ public struct Admission: Sendable {
         return Identity(uid: uid, isAdmin: isAdmin, cursor: cursor)
     }
 
-    /// A new WebSocket or SSE connection must fit the connection limits.
-    func admitConnection(uid: String) throws(GatewayError) {
-        let (mine, all) = clients.persistentConnectionCounts(uid: uid)
-        guard all < limits.connections else {
-            throw GatewayError(.unavailable, "the server holds its maximum of \(limits.connections) connections; try again later")
-        }
-        guard mine < limits.connectionsPerUID else {
-            throw GatewayError(.tooManyRequests, "uid '\(uid)' already has \(limits.connectionsPerUID) connections")
-        }
+    /// A new WebSocket or SSE connection must fit the connection limits; its place is held at once (see
+    /// `ClientDirectory.reserveConnection`). Returns the connection's id.
+    func admitConnection(uid: String) throws(GatewayError) -> String {
+        try clients.reserveConnection(uid: uid, maxPerUID: limits.connectionsPerUID, maxTotal: limits.connections)
     }
 
     /// Browsers send `Origin`; only the page's own origin, localhost, and configured origins may connect. Clients
@@ -120,12 +114,14 @@ public struct Admission: Sendable {
         return "\(host):\(port)"
     }
 
-    static func isAdmin(_ candidate: Candidate, adminToken: String?) -> Bool {
+    /// With an admin token, only its bearer is admin. Without one, `?admin=1` from loopback is a convenience of dev
+    /// mode only: in token mode every identity comes from a token (behind a reverse proxy every client is loopback).
+    static func isAdmin(_ candidate: Candidate, adminToken: String?, mode: AuthMode) -> Bool {
         if let adminToken {
             guard let presented = bearer(candidate) else { return false }
             return AdminAuthenticator.constantTimeEquals(presented, adminToken)
         }
-        return candidate.isLoopback && candidate.query["admin"] == "1"
+        return mode == .dev && candidate.isLoopback && candidate.query["admin"] == "1"
     }
 
     static func bearer(_ candidate: Candidate) -> String? {

@@ -10,6 +10,16 @@ struct LongPollRoutes {
     let admission: Admission
     let maxMessageBytes: Int
     var metrics: GatewayMetrics? = nil
+    /// The WebSocket's messages-per-second limit, per uid.
+    let messageRate: RateLimiters
+
+    init(gateway: Gateway, admission: Admission, maxMessageBytes: Int, metrics: GatewayMetrics? = nil) {
+        self.gateway = gateway
+        self.admission = admission
+        self.maxMessageBytes = maxMessageBytes
+        self.metrics = metrics
+        messageRate = RateLimiters(perSecond: admission.limits.messagesPerSecond)
+    }
     static let defaultTimeout = 25
     static let maxTimeout = 60
 
@@ -49,6 +59,9 @@ struct LongPollRoutes {
 
         router.post("/poll") { request, context -> Response in
             let identity = try admission.identify(.init(request: request, context: context))
+            guard messageRate.allow(identity.uid) else {
+                throw GatewayError(.tooManyRequests, "more than \(admission.limits.messagesPerSecond) messages per second; slow down")
+            }
             let body: ByteBuffer
             do {
                 body = try await request.body.collect(upTo: maxMessageBytes)

@@ -8,6 +8,7 @@ struct MeteredTaskStore: TaskStore {
     let metrics: GatewayMetrics
 
     var isDurable: Bool { base.isDurable }
+    var writeProblem: String? { base.writeProblem }
 
     func insert(_ task: TaskRecord) async throws -> InsertOutcome {
         let start = ContinuousClock.now
@@ -43,6 +44,7 @@ struct MeteredSharedTaskStore: SharedTaskStore {
     let metrics: GatewayMetrics
 
     var isDurable: Bool { base.isDurable }
+    var writeProblem: String? { base.writeProblem }
     var nodeID: String { base.nodeID }
     var leaseTimeout: Duration { base.leaseTimeout }
     var isReachable: Bool { base.isReachable }

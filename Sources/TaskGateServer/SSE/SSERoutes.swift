@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import Synchronization
 import TaskGateCore
 
 /// `GET /sse?uid=U[&cursor=N]`: Server-Sent Events for browsers that cannot use WebSocket (a proxy in the way)
@@ -15,7 +16,6 @@ struct SSERoutes {
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/sse") { request, context -> Response in
             var identity = try admission.identify(.init(request: request, context: context))
-            try admission.admitConnection(uid: identity.uid)
             if let lastEventID = request.headers[HTTPField.Name("Last-Event-ID")!] {
                 // The browser's reconnect: it wins over the cursor in the URL it was first opened with.
                 guard let seq = UInt64(lastEventID.trimmingCharacters(in: .whitespaces)) else {
@@ -24,6 +24,9 @@ struct SSERoutes {
                 identity.cursor = seq
             }
             let resume = identity
+            // Last: the place it holds lapses if the stream never starts.
+            let connectionID = try admission.admitConnection(uid: identity.uid)
+            let outbound = admission.limits.outbound
             let remote = context.remoteDescription
             let logger = context.logger
             return Response(
@@ -31,17 +34,19 @@ struct SSERoutes {
                 headers: [.contentType: "text/event-stream", .cacheControl: "no-store", .init("X-Accel-Buffering")!: "no"],
                 body: .init { writer in
                     try await stream(
-                        to: &writer, request: request, identity: resume, remote: remote, logger: logger)
+                        to: &writer, request: request, identity: resume,
+                        connection: SSEConnection(id: connectionID, outbound: outbound, logger: logger), remote: remote,
+                        logger: logger)
                 }
             )
         }
     }
 
     private func stream(
-        to writer: inout any ResponseBodyWriter, request: Request, identity: Admission.Identity, remote: String?, logger: Logger
+        to writer: inout any ResponseBodyWriter, request: Request, identity: Admission.Identity, connection: SSEConnection,
+        remote: String?, logger: Logger
     ) async throws {
         let isAdmin = identity.isAdmin
-        let connection = SSEConnection(id: gateway.clients.makeConnectionID())
         gateway.clients.add(ClientInfo(id: connection.id, uid: identity.uid, transport: .sse, remote: remote, admin: isAdmin))
         defer {
             gateway.events.unsubscribe(uid: identity.uid, connectionID: connection.id)
@@ -68,6 +73,7 @@ struct SSERoutes {
             try await withGracefulShutdownHandler {
                 for await frame in connection.frames {
                     try await writer.write(ByteBuffer(string: frame))
+                    connection.written(frame)
                 }
             } onGracefulShutdown: {
                 connection.finish()
@@ -79,14 +85,21 @@ struct SSERoutes {
     }
 }
 
-/// An SSE response behind the `ClientConnection` seam: messages become `event:`/`id:`/`data:` frames.
+/// An SSE response behind the `ClientConnection` seam: messages become `event:`/`id:`/`data:` frames. Frames wait
+/// in a stream until the response writer (which waits while the socket cannot take more) has sent them; what waits
+/// is held to the outbound limits, and a client that does not read is cut off like a WebSocket one (it resumes
+/// with `Last-Event-ID`).
 final class SSEConnection: ClientConnection {
     let id: String
     let frames: AsyncStream<String>
     private let sink: AsyncStream<String>.Continuation
+    private let backlog: Mutex<OutboundBacklog>
+    private let logger: Logger
 
-    init(id: String) {
+    init(id: String, outbound: OutboundLimits, logger: Logger) {
         self.id = id
+        self.logger = logger
+        backlog = Mutex(OutboundBacklog(limits: outbound))
         (frames, sink) = AsyncStream<String>.makeStream()
     }
 
@@ -94,11 +107,30 @@ final class SSEConnection: ClientConnection {
         var frame = "event: \(message.type)\n"
         if let seq = message.seq { frame += "id: \(seq)\n" }
         frame += "data: \(message.json)\n\n"
-        sink.yield(frame)
+        enqueue(frame)
     }
 
     func sendComment(_ text: String) {
-        sink.yield(": \(text)\n\n")
+        enqueue(": \(text)\n\n")
+    }
+
+    private func enqueue(_ frame: String) {
+        let size = frame.utf8.count
+        guard backlog.withLock({ $0.admit(bytes: size) }) else {
+            let (messages, bytes) = backlog.withLock { ($0.messages, $0.bytes) }
+            logger.warning(
+                "closing an SSE stream that does not read",
+                metadata: ["connection": .string(id), "messages": "\(messages)", "bytes": "\(bytes)"])
+            sink.finish()
+            return
+        }
+        sink.yield(frame)
+    }
+
+    /// The writer sent `frame`.
+    func written(_ frame: String) {
+        let size = frame.utf8.count
+        backlog.withLock { $0.written(bytes: size) }
     }
 
     func close(reason: CloseReason) {

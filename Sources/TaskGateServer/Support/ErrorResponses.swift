@@ -18,7 +18,10 @@ extension GatewayError: HTTPResponseError {
             case 403: .forbidden
             case 404: .notFound
             case 405: .methodNotAllowed
+            case 408: .requestTimeout
             case 413: .tooLarge
+            case 414: .uriTooLong
+            case 431: .headersTooLarge
             case 429: .tooManyRequests
             case 400..<500: .badRequest
             case 503: .unavailable
@@ -60,7 +63,13 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 extension Response {
     /// A JSON response encoded with the wire encoder.
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
-        jsonText(WireJSON.encode(value), status: status)
+        do {
+            return jsonText(try WireJSON.encode(value), status: status)
+        } catch {
+            return jsonText(
+                WireJSON.encode(ServerMessage.error(GatewayError(.internalError, "the answer could not be written"), ref: nil)),
+                status: .internalServerError)
+        }
     }
 
     static func jsonText(_ text: String, status: HTTPResponse.Status = .ok) -> Response {

@@ -40,7 +40,7 @@ public struct CommandHandler: TaskHandler {
 
     private func runProcess(_ context: TaskContext) async throws -> JSONValue {
         try Task.checkCancellation()
-        let input = WireJSON.encode(TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.args)) + "\n"
+        let input = try WireJSON.encode(TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.args)) + "\n"
         let killer = ProcessGroupKiller()
         let stderr = StderrTail()
         let execution = try await withTaskCancellationHandler {

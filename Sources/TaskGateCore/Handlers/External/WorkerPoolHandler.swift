@@ -29,7 +29,7 @@ public final class WorkerPoolHandler: TaskHandler, RetirableHandler {
 
     public func run(_ context: TaskContext) async throws -> JSONValue {
         let worker = try await pool.acquire()
-        let input = WireJSON.encode(TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.args))
+        let input = try WireJSON.encode(TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.args))
         do {
             let result = try await withTaskCancellationHandler {
                 try await worker.perform(id: context.taskID, line: input) { await context.reportProgress($0) }

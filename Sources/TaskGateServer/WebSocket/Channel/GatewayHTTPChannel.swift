@@ -1,3 +1,5 @@
+import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -6,6 +8,7 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
+import Synchronization
 import TaskGateCore
 
 /// HTTP/1.1 with TaskGate's own WebSocket upgrade: ordinary requests go to Hummingbird's router as usual; an upgraded
@@ -15,7 +18,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     enum UpgradeResult: Sendable {
         case webSocket
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
-        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, path: String)
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, GatewayError)
     }
 
     struct Value: ServerChildChannelValue {
@@ -41,57 +44,90 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             default: nil
             }
         }
+
+        /// The admission gate, the only one: NIO asks it about every request it would upgrade, after reading the
+        /// `Upgrade` and `Connection` headers its own way, so no spelling of them gets past it. A refusal is
+        /// answered as HTTP with its status and JSON body; an admitted gateway socket holds its place in the
+        /// connection limits from here on.
+        func admit(_ head: HTTPRequestHead, channel: any Channel) throws(GatewayError) -> WebSocketChannelHandler {
+            guard let route = route(head) else { throw GatewayError(.notFound, "no WebSocket endpoint at \(URI(head.uri).path)") }
+            let endpoint: WebSocketChannelHandler.Endpoint
+            var configuration = configuration
+            switch route {
+            case .gateway:
+                let identity: Admission.Identity
+                let connectionID: String
+                do {
+                    identity = try admission.identify(.init(head: head, remote: channel.remoteAddress))
+                    connectionID = try admission.admitConnection(uid: identity.uid)
+                } catch {
+                    logger.notice(
+                        "websocket upgrade refused",
+                        metadata: ["status": "\(error.code)", "reason": .string(error.info), "remote": "\(channel.remoteAddress.map { "\($0)" } ?? "-")"])
+                    throw error
+                }
+                endpoint = .gateway(GatewaySocketEndpoint(
+                    gateway: gateway, identity: identity, connectionID: connectionID,
+                    remote: GatewayRequestContext.describe(channel.remoteAddress), logger: logger))
+            case .echo:
+                endpoint = .echo
+                configuration.maxMessageBytes = configuration.frameLimit
+            }
+            let deflate = PerMessageDeflate.negotiate(offers: head.headers["sec-websocket-extensions"])
+            return WebSocketChannelHandler(configuration: configuration, endpoint: endpoint, deflate: deflate, metrics: metrics)
+        }
     }
 
     let responder: HTTPChannelHandler.Responder
     let webSockets: WebSockets
+    let limits: HTTPLimits
+    let drain: ServerDrain
+    let logger: Logger
 
-    init(responder: @escaping HTTPChannelHandler.Responder, webSockets: WebSockets) {
+    init(responder: @escaping HTTPChannelHandler.Responder, webSockets: WebSockets, limits: HTTPLimits, drain: ServerDrain, logger: Logger) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.webSockets = webSockets
+        self.limits = limits
+        self.drain = drain
+        self.logger = logger
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // Draining for a shutdown: a new connection is closed at once rather than served halfway.
+            if drain.isDraining { channel.close(promise: nil) }
             let webSockets = self.webSockets
-            // What `shouldUpgrade` decided, for `upgradePipelineHandler` (both see only the request head).
+            let connectionGuard = HTTPConnectionGuard(limits: limits, logger: self.logger)
+            // What the gate decided, for `upgradePipelineHandler` or the refusal (all see only the request head).
             let accepted = NIOLoopBoundBox<WebSocketChannelHandler?>(nil, eventLoop: channel.eventLoop)
+            let refusal = NIOLoopBoundBox<GatewayError?>(nil, eventLoop: channel.eventLoop)
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
                 maxFrameSize: webSockets.configuration.frameLimit,
                 shouldUpgrade: { channel, head in
                     channel.eventLoop.makeCompletedFuture {
-                        guard let route = webSockets.route(head) else { return nil }
-                        let endpoint: WebSocketChannelHandler.Endpoint
-                        var configuration = webSockets.configuration
-                        switch route {
-                        case .gateway:
-                            // The admission gate has answered refusals with their status already; this is its twin.
-                            let identity = try webSockets.admission.identify(.init(head: head, remote: channel.remoteAddress))
-                            endpoint = .gateway(GatewaySocketEndpoint(
-                                gateway: webSockets.gateway, identity: identity,
-                                remote: GatewayRequestContext.describe(channel.remoteAddress), logger: webSockets.logger))
-                        case .echo:
-                            endpoint = .echo
-                            configuration.maxMessageBytes = configuration.frameLimit
+                        do throws(GatewayError) {
+                            let handler = try webSockets.admit(head, channel: channel)
+                            accepted.value = handler
+                            var headers = HTTPHeaders()
+                            if let deflate = handler.deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
+                            return headers
+                        } catch {
+                            refusal.value = error
+                            return nil
                         }
-                        let deflate = PerMessageDeflate.negotiate(offers: head.headers["sec-websocket-extensions"])
-                        accepted.value = WebSocketChannelHandler(
-                            configuration: configuration, endpoint: endpoint, deflate: deflate, metrics: webSockets.metrics)
-                        var headers = HTTPHeaders()
-                        if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
-                        return headers
                     }
                 },
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
-                        guard let handler = accepted.value else { preconditionFailure("upgraded without shouldUpgrade") }
+                        guard let handler = accepted.value else { throw ChannelError.inappropriateOperationForState }
                         accepted.value = nil
+                        // A WebSocket keeps itself alive with pings; the HTTP deadlines no longer apply.
+                        channel.pipeline.syncOperations.removeHandler(connectionGuard, promise: nil)
                         try channel.pipeline.syncOperations.addHandler(handler)
                         return UpgradeResult.webSocket
                     }
                 }
             )
-            let refusedPath = NIOLoopBoundBox<String?>(nil, eventLoop: channel.eventLoop)
             let serverUpgrade = NIOTypedHTTPServerUpgradeConfiguration(
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
@@ -100,21 +136,25 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(logger: logger))
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                        if let path = refusedPath.value { return UpgradeResult.refused(asyncChannel, path: path) }
+                        if let error = refusal.value { return UpgradeResult.refused(asyncChannel, error) }
                         return UpgradeResult.notUpgraded(asyncChannel)
                     }
                 }
             )
             var configuration = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: serverUpgrade)
             // As Hummingbird's own channels: the async channel pipelines HTTP, Hummingbird handles errors and
-            // validates response headers.
+            // validates response headers. Malformed requests are answered by the connection guard.
             configuration.enablePipelining = false
             configuration.enableErrorHandling = false
             configuration.enableResponseHeaderValidation = false
+            var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+            decoderLimits.maxHeaderFieldSize = limits.decoderLimit
+            decoderLimits.maxHeaderListSize = limits.decoderLimit
+            decoderLimits.maxHeaderFieldCount = 1000
+            configuration.decoderConfiguration = decoderLimits
             let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
-            // Remember an upgrade the upgrader declined, to answer it instead of treating it as a plain request.
             let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try channel.pipeline.syncOperations.addHandler(UpgradeAttemptRecorder(refusedPath: refusedPath, webSockets: webSockets), position: .after(decoder))
+            try channel.pipeline.syncOperations.addHandler(connectionGuard, position: .after(decoder))
             return Value(upgradeResult: result, channel: channel)
         }
     }
@@ -127,8 +167,8 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 return
             case .notUpgraded(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)
-            case .refused(let http, let path):
-                await refuse(http, path: path, logger: logger)
+            case .refused(let http, let error):
+                await refuse(http, error, logger: logger)
             }
         } catch let error as ChannelError where error == .inputClosed {
             logger.trace("connection closed before its first request")
@@ -137,13 +177,13 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         }
     }
 
-    /// An upgrade to a path that has no WebSocket: 404 with the JSON error body, then close.
-    private func refuse(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, path: String, logger: Logger) async {
-        let body = ByteBuffer(string: WireJSON.encode(ServerMessage.error(
-            GatewayError(.notFound, "no WebSocket endpoint at \(path)"), ref: nil)))
+    /// A refused upgrade (no WebSocket at that path, a bad identity, a full connection limit): its status with the
+    /// JSON error body, then close.
+    private func refuse(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, _ error: GatewayError, logger: Logger) async {
+        let body = ByteBuffer(string: WireJSON.encode(ServerMessage.error(error, ref: nil)))
         do {
             try await http.executeThenClose { _, outbound in
-                let head = HTTPResponse(status: .notFound, headerFields: [
+                let head = HTTPResponse(status: .init(code: error.code), headerFields: [
                     .connection: "close", .contentType: "application/json; charset=utf-8", .contentLength: "\(body.readableBytes)",
                 ])
                 try await outbound.write(contentsOf: [.head(head), .body(body), .end(nil)])
@@ -158,7 +198,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     static func redirectingLateUpgrades(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
         struct RedirectedUpgrade: Error {}
         return { request, responseWriter, channel in
-            guard request.headers[.upgrade]?.lowercased() == "websocket" else {
+            guard Self.asksForWebSocket(request.headers) else {
                 return try await responder(request, responseWriter, channel)
             }
             let location = request.uri.query.map { "\(request.uri.path)?\($0)" } ?? request.uri.path
@@ -168,27 +208,22 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     }
 }
 
-/// Notes the path of a first request that asks for a WebSocket at a path without one, so that the request is
-/// answered with 404 rather than routed as plain HTTP; then steps out of the pipeline.
-private final class UpgradeAttemptRecorder: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-
-    private let refusedPath: NIOLoopBoundBox<String?>
-    private let webSockets: GatewayHTTPChannel.WebSockets
-
-    init(refusedPath: NIOLoopBoundBox<String?>, webSockets: GatewayHTTPChannel.WebSockets) {
-        self.refusedPath = refusedPath
-        self.webSockets = webSockets
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = unwrapInboundIn(data),
-            head.headers["upgrade"].contains(where: { $0.lowercased() == "websocket" })
-        {
-            if webSockets.route(head) == nil { refusedPath.value = URI(head.uri).path }
+extension GatewayHTTPChannel {
+    /// `Upgrade: websocket` among the upgrade tokens and `upgrade` among the connection options, read as NIO reads
+    /// them (comma-separated, case-insensitive).
+    static func asksForWebSocket(_ headers: HTTPFields) -> Bool {
+        func tokens(_ name: HTTPField.Name) -> [String] {
+            headers[values: name].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
         }
-        context.fireChannelRead(data)
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        return tokens(.upgrade).contains { $0.lowercased() == "websocket" } && tokens(.connection).contains { $0.lowercased() == "upgrade" }
     }
+}
+
+/// Set when a graceful shutdown begins: from then on new connections are closed as they arrive, while the open
+/// ones drain.
+public final class ServerDrain: Sendable {
+    private let draining = Atomic<Bool>(false)
+    public init() {}
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
+    public func begin() { draining.store(true, ordering: .relaxed) }
 }

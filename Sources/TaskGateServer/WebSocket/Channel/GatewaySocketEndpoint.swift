@@ -6,13 +6,15 @@ import TaskGateCore
 struct GatewaySocketEndpoint: Sendable {
     let gateway: Gateway
     let identity: Admission.Identity
+    /// Reserved by the admission gate; the socket takes up that place when it opens.
+    let connectionID: String
     let remote: String?
     let logger: Logger
 
     /// The socket is up: the client joins the client list and its event log (greeting first).
     func open(socket: WebSocketChannelHandler, eventLoop: any EventLoop) -> SocketConnection {
         let connection = SocketConnection(
-            id: gateway.clients.makeConnectionID(),
+            id: connectionID,
             session: Session(uid: identity.uid, isAdmin: identity.isAdmin, transport: .webSocket, gateway: gateway),
             socket: socket, eventLoop: eventLoop, logger: logger)
         gateway.clients.add(

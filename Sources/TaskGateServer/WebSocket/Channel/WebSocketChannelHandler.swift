@@ -19,8 +19,8 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         var pingInterval: TimeAmount = .seconds(30)
         /// How long a close frame of ours waits for the client's before the TCP connection is dropped.
         var closeTimeout: TimeAmount = .seconds(3)
-        /// Messages that may wait while the socket cannot take more before a client that does not read is closed.
-        var outboundLimit: Int = 1024
+        /// What may wait while the socket cannot take more before a client that does not read is closed.
+        var outbound = OutboundLimits()
         var messagesPerSecond: Int = 50
     }
 
@@ -38,7 +38,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
 
     private let configuration: Configuration
     private let endpoint: Endpoint
-    private let deflate: PerMessageDeflate?
+    let deflate: PerMessageDeflate?
     private let metrics: GatewayMetrics?
     private var context: ChannelHandlerContext?
     private var state = State.open
@@ -54,8 +54,8 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     private var keepAlive: RepeatedTask?
     private var awaitingPong = false
     private var readSinceLastPing = false
-    /// Messages written while the channel was not writable (the client is not reading fast enough).
-    private var writtenWhileBlocked = 0
+    /// Written while the channel was not writable (the client is not reading fast enough).
+    private var backlog: OutboundBacklog
 
     init(configuration: Configuration, endpoint: Endpoint, deflate: PerMessageDeflate?, metrics: GatewayMetrics?) {
         self.configuration = configuration
@@ -63,6 +63,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         self.deflate = deflate
         self.metrics = metrics
         rateLimiter = RateLimiter(perSecond: configuration.messagesPerSecond)
+        backlog = OutboundBacklog(limits: configuration.outbound)
     }
 
     // MARK: lifecycle
@@ -117,7 +118,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { writtenWhileBlocked = 0 }
+        if context.channel.isWritable { backlog.clear() }
         context.fireChannelWritabilityChanged()
     }
 
@@ -285,18 +286,16 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     @discardableResult
     private func write(_ payload: ByteBuffer, opcode: WebSocketOpcode) -> Bool {
         guard state == .open, let context else { return false }
-        if !context.channel.isWritable {
-            writtenWhileBlocked += 1
-            if writtenWhileBlocked > configuration.outboundLimit {
-                overflow()
-                return false
-            }
-        }
         let frame: WebSocketFrame
         if let deflate, let compressed = deflate.deflate(payload, allocator: context.channel.allocator) {
             frame = WebSocketFrame(fin: true, rsv1: true, opcode: opcode, data: compressed)
         } else {
             frame = WebSocketFrame(fin: true, opcode: opcode, data: payload)
+        }
+        // What NIO buffers below its high-water mark is bounded already; past it, the backlog counts.
+        if !context.channel.isWritable, !backlog.admit(bytes: frame.length) {
+            overflow()
+            return false
         }
         context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         return true
@@ -308,7 +307,9 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         if case .gateway(let gateway) = endpoint {
             gateway.logger.warning(
                 "closing a connection that does not read",
-                metadata: ["connection": .string(connection?.id ?? "-"), "queued": "\(configuration.outboundLimit)"])
+                metadata: [
+                    "connection": .string(connection?.id ?? "-"), "messages": "\(backlog.messages)", "bytes": "\(backlog.bytes)",
+                ])
         }
         close(.tryAgainLater("you are not reading: reconnect with your cursor"), timeout: .seconds(2))
     }
@@ -316,7 +317,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     /// Starts the closing handshake; the TCP connection goes when the client answers, or after the timeout.
     func close(_ reason: CloseReason, timeout: TimeAmount? = nil) {
         guard state == .open, let context else { return }
-        let (code, text) = WebSocketConnection.closeFrame(for: reason)
+        let (code, text) = Self.closeFrame(for: reason)
         var body = context.channel.allocator.buffer(capacity: 0)
         Self.writeCloseBody(&body, code: code, reason: text)
         state = .closing
@@ -344,6 +345,14 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             context.close(promise: nil)
         }
         state = .closed
+    }
+
+    static func closeFrame(for reason: CloseReason) -> (WebSocketErrorCode, String?) {
+        switch reason {
+        case .goingAway: (.goingAway, "server shutting down")
+        case .policyViolation(let text): (.policyViolation, text)
+        case .tryAgainLater(let text): (.unknown(1013), text)
+        }
     }
 
     private static func writeCloseBody(_ body: inout ByteBuffer, code: WebSocketErrorCode, reason: String?) {
