@@ -664,7 +664,7 @@ def test_three_nodes_kill_9_mid_run_every_task_once_every_done_once(cluster, api
         # kill can be a few hundred milliseconds apart, and the test needs a task that is cut off.
         now = datetime.now(timezone.utc)
         running = [t for t in all_tasks(api, by_name["node-a"]).values()
-                   if t["status"] == "running" and t.get("node") == victim]
+                   if t["status"] == "running" and t.get("node") == victim and t.get("startedAt")]  # claimed, not yet started: skip
         time_left = [iso(t["startedAt"]) + timedelta(milliseconds=tasks[t["id"]]["ms"]) - now for t in running]
         if not any(left > timedelta(seconds=1) for left in time_left):
             return None

@@ -113,7 +113,8 @@ def test_kill_9_mid_run_loses_nothing_and_repeats_nothing(tmp_path):
             r = requests.post(f"{server.base_url}/poll", params={"uid": poll_uid}, json=mix(i), timeout=10, proxies=NO_PROXY)
             assert r.status_code == 202, r.text
             tasks[r.json()["task"]["id"]] = poll_uid
-            body = {"cmd": mix(i)["cmd"], "args": mix(i)["args"], "uid": rest_uid}
+            # REST submits name their tasks (ids are per uid: the server reports rest_uid~rest-i).
+            body = {"cmd": mix(i)["cmd"], "args": mix(i)["args"], "uid": rest_uid, "id": f"rest-{i}"}
             r = requests.post(f"{server.base_url}/api/v1/tasks", json=body, timeout=10, proxies=NO_PROXY)
             assert r.status_code == 202, r.text
             tasks[r.json()["id"]] = rest_uid
@@ -182,9 +183,8 @@ def test_kill_9_mid_run_loses_nothing_and_repeats_nothing(tmp_path):
         assert health["queued"] == 0 and health["running"] == 0
 
         # Idempotent submit survives the restart.
-        some_id = next(iter(expected_rest))
-        r = requests.post(f"{base}/api/v1/tasks", json={"cmd": "echo", "id": some_id, "uid": rest_uid}, timeout=10, proxies=NO_PROXY)
-        assert r.status_code == 200 and r.json()["id"] == some_id
+        r = requests.post(f"{base}/api/v1/tasks", json={"cmd": "echo", "id": "rest-0", "uid": rest_uid}, timeout=10, proxies=NO_PROXY)
+        assert r.status_code == 200 and r.json()["id"] == f"{rest_uid}~rest-0" and r.json()["id"] in expected_rest
     finally:
         restarted.stop()
 
