@@ -100,10 +100,10 @@ def main() -> None:
         f"{version(['swift', '--version'])}; node {version(['node', '--version'])} with Debian's `ws`; "
         f"Python {platform.python_version()} `websockets` "
         f"{version(['python3', '-c', 'import websockets; print(websockets.__version__)'])}. "
-        "TaskGate runs on its own WebSocket engine (channel handlers on swift-nio's frame codec, the default); "
-        "`-hbengine` rows are the same server on hummingbird-websocket (`--ws-engine hummingbird`), the engine "
-        "it replaced. The bare Hummingbird echo is `/ws/echo` of `serve --enable-echo --ws-engine hummingbird`: "
-        "the Hummingbird WebSocket stack and settings, without the protocol.")
+        "TaskGate runs on its own WebSocket engine (channel handlers on swift-nio's frame codec). The bare "
+        "Hummingbird echo is the separate program under `bench/peers/hummingbird-echo` (Hummingbird and "
+        "hummingbird-websocket with the settings TaskGate's `/ws` had on that engine, since removed from TaskGate: "
+        "permessage-deflate offered, 1 MiB frames, UTF-8 validated), echoing on `/`, without the protocol.")
     add("")
 
     # 1. ping
@@ -113,7 +113,7 @@ def main() -> None:
     add("")
     add("| server | connections | msgs/s | p50 ms | p99 ms | server CPU µs/msg | client CPU s |")
     add("|---|---|---|---|---|---|---|")
-    for name in ["taskgate", "taskgate-hbengine", "node-echo", "node-echo-deflate", "python-echo", "python-echo-deflate",
+    for name in ["taskgate", "node-echo", "node-echo-deflate", "python-echo", "python-echo-deflate",
                  "hummingbird-echo", "hummingbird-echo-deflate"]:
         run = runs.get(("ping", name))
         if run:
@@ -129,7 +129,7 @@ def main() -> None:
     add("")
     add("| store | connections | tasks/s | p50 ms | p99 ms | server CPU µs/task | errors |")
     add("|---|---|---|---|---|---|---|")
-    for store in ["memory", "sqlite", "memory-hbengine"]:
+    for store in ["memory", "sqlite"]:
         run = runs.get(("tasks", f"taskgate-{store}"))
         if run:
             add(f"| {store} | {run['connected']} | {fmt(run['per_second'], 0)} | {fmt(run['p50_ms'], 3)} | "
@@ -147,7 +147,7 @@ def main() -> None:
     add("")
     add("| server | deflate negotiated | connections | RSS before → after KB | KB per connection |")
     add("|---|---|---|---|---|")
-    for name in ["taskgate", "taskgate-hbengine", "node-echo", "python-echo", "hummingbird-echo"]:
+    for name in ["taskgate", "node-echo", "python-echo", "hummingbird-echo"]:
         for suffix in ["", "-deflate-ping", "-deflate"]:
             run = runs.get(("idle", name + suffix))
             if run:
@@ -266,27 +266,6 @@ def main() -> None:
         f"{verdict(None if c.get('ratio') is None else c['ratio'] >= 5)} |")
     add(f"| CPU per 16 KB JSON message with deflate ≤ Swoole's ≈ 130 µs | {fmt(c.get('per16'), 1)} µs | "
         f"{fmt(ratio(c.get('per16'), 130), 2, '×')} | {verdict(None if c.get('per16') is None else c['per16'] <= 130)} |")
-    add("")
-
-    # The engine swap, same run
-    add("## TaskGate's WebSocket engine vs hummingbird-websocket (same server, same run)")
-    add("")
-    add("| measure | own engine | hummingbird-websocket | own / hummingbird |")
-    add("|---|---|---|---|")
-    for label, scenario, name, key, digits in [
-        ("ping: server CPU µs/msg", "ping", "taskgate", "server_cpu_us_per_op", 2),
-        ("ping: p99 ms", "ping", "taskgate", "p99_ms", 3),
-        ("ping: msgs/s", "ping", "taskgate", "per_second", 0),
-        ("echo task (memory): server CPU µs/task", "tasks", "taskgate-memory", "server_cpu_us_per_op", 1),
-        ("idle connection: KB", "idle", "taskgate", "rss_per_connection_kb", 2),
-        ("idle with deflate, ping exchanged: KB", "idle", "taskgate-deflate-ping", "rss_per_connection_kb", 2),
-        ("idle with deflate, echo task: KB", "idle", "taskgate-deflate", "rss_per_connection_kb", 2),
-    ]:
-        mine = get(scenario, name, key)
-        other_name = name.replace("taskgate-memory", "taskgate-memory-hbengine") if scenario == "tasks" \
-            else name.replace("taskgate", "taskgate-hbengine", 1)
-        other = get(scenario, other_name, key)
-        add(f"| {label} | {fmt(mine, digits)} | {fmt(other, digits)} | {fmt(ratio(mine, other), 2, '×')} |")
     add("")
 
     text = "\n".join(lines) + "\n"

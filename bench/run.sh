@@ -44,6 +44,12 @@ swift build -c "$configuration" --product taskgate-load >/dev/null
 bin="$(swift build -c "$configuration" --show-bin-path)"
 taskgate="$bin/taskgate"
 load="$bin/taskgate-load"
+# The bare Hummingbird echo is a package of its own under bench/peers/hummingbird-echo (TaskGate no longer has a
+# hummingbird-websocket engine), built like the rest, with its own .build.
+echo "bench: building the hummingbird-echo peer ($configuration)"
+hummingbird_pkg=bench/peers/hummingbird-echo
+swift build -c "$configuration" --package-path "$hummingbird_pkg" >/dev/null
+hummingbird_echo="$(swift build -c "$configuration" --package-path "$hummingbird_pkg" --show-bin-path)/hummingbird-echo"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/taskgate-bench.XXXXXX")"
 results="$work/results"
@@ -118,28 +124,22 @@ peer() {
     case "$1" in
         node) start "node-ws" node bench/peers/node_ws_echo.js "{port}" $2 ;;
         python) start "python-websockets" python3 bench/peers/python_ws_echo.py "{port}" $2 ;;
-        hummingbird) start_taskgate "hummingbird-echo" --store memory --ws-engine hummingbird ;;
+        # Deflate is always offered (as the old `/ws/echo` did); the client's --deflate decides.
+        hummingbird) start "hummingbird-echo" "$hummingbird_echo" --host 127.0.0.1 --port "{port}" ;;
     esac
 }
 
-peer_path() { [ "$1" = hummingbird ] && echo "/ws/echo" || echo "/"; }
+# Every peer echoes on /.
+peer_path() { echo "/"; }
 
 ping='{"cmd":"ping"}'
 big="{\"cmd\":\"echo\",\"args\":{\"rows\":{payload}}}"
 
-# TaskGate runs on its own WebSocket engine (the default); "-hbengine" is the same server on hummingbird-websocket's
-# (`--ws-engine hummingbird`), the before of the engine swap, measured in the same run.
-engines=("" hbengine)
-engine_flags() { [ "$1" = hbengine ] && echo "--ws-engine hummingbird" || true; }
-
 # 1. Round trips: TaskGate's ping → pong through the whole protocol vs the peers' echo of the same bytes.
-for engine in "${engines[@]}"; do
-    # shellcheck disable=SC2046
-    start_taskgate "taskgate${engine:+-$engine}" --store memory $(engine_flags "$engine")
-    run ping "taskgate${engine:+-$engine}" --mode rtt --url "ws://127.0.0.1:$port/ws?uid=p{i}" --connections "$conns" \
-        --duration "$duration" --warmup "$warmup" --message "$ping" --skip-first 1 --expect '"pong"'
-    stop
-done
+start_taskgate taskgate --store memory
+run ping taskgate --mode rtt --url "ws://127.0.0.1:$port/ws?uid=p{i}" --connections "$conns" \
+    --duration "$duration" --warmup "$warmup" --message "$ping" --skip-first 1 --expect '"pong"'
+stop
 for kind in node python hummingbird; do
     for deflate in "" deflate; do
         peer "$kind" "$deflate"
@@ -151,9 +151,8 @@ for kind in node python hummingbird; do
 done
 
 # 2. Echo tasks through the pool: submitted, progress (running), done = 3 replies per task.
-for store in memory sqlite memory-hbengine; do
-    # shellcheck disable=SC2046
-    start_taskgate "taskgate-$store" --store "${store%-hbengine}" $(engine_flags "${store#memory-}")
+for store in memory sqlite; do
+    start_taskgate "taskgate-$store" --store "$store"
     run tasks "taskgate-$store" --mode rtt --url "ws://127.0.0.1:$port/ws?uid=t{i}" --connections "$conns" \
         --duration "$duration" --warmup "$warmup" --message '{"cmd":"echo","args":{"n":1}}' --skip-first 1 --replies 3 \
         --expect '"done"'
@@ -165,18 +164,15 @@ done
 # stored: the connection's own cost), and an echo task of ≈ 1 KB (3 replies, after the hello), which also leaves
 # the task record and its events in the in-memory store.
 ping_ref="{\"cmd\":\"ping\",\"ref\":\"$(printf 'r%.0s' $(seq 1 256))\"}"
-for engine in "${engines[@]}"; do
-    for deflate in "" deflate-ping deflate; do
-        flag=(); [ -n "$deflate" ] && flag=(--deflate --exchange)
-        message=("--replies" 3 --message "$big" --payload-bytes 1024)
-        [ "$deflate" = deflate-ping ] && message=(--replies 1 --message "$ping_ref")
-        name="taskgate${engine:+-$engine}${deflate:+-$deflate}"
-        # shellcheck disable=SC2046
-        start_taskgate "$name" --store memory $(engine_flags "$engine")
-        run idle "$name" --mode idle --url "ws://127.0.0.1:$port/ws?uid=i{i}" --connections "$idle" \
-            --duration 1 --settle "$settle" --skip-first 1 "${message[@]}" "${flag[@]}"
-        stop
-    done
+for deflate in "" deflate-ping deflate; do
+    flag=(); [ -n "$deflate" ] && flag=(--deflate --exchange)
+    message=("--replies" 3 --message "$big" --payload-bytes 1024)
+    [ "$deflate" = deflate-ping ] && message=(--replies 1 --message "$ping_ref")
+    name="taskgate${deflate:+-$deflate}"
+    start_taskgate "$name" --store memory
+    run idle "$name" --mode idle --url "ws://127.0.0.1:$port/ws?uid=i{i}" --connections "$idle" \
+        --duration 1 --settle "$settle" --skip-first 1 "${message[@]}" "${flag[@]}"
+    stop
 done
 for deflate in "" deflate; do
     flag=(); [ -n "$deflate" ] && flag=(--deflate --exchange)

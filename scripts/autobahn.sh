@@ -14,8 +14,8 @@
 #              on 2 shared cores against a debug build: full ≈ 19 min (12.*/13.* take ~95% of it)
 #
 # Environment: TASKGATE_BIN (default .build/debug/taskgate; needs `serve --enable-echo`), TASKGATE_SERVE_ARGS (more
-# serve flags, e.g. "--ws-engine hummingbird" for the other WebSocket engine), AUTOBAHN_PYTHON (a CPython
-# 2.7; default: pyenv's 2.7.18), AUTOBAHN_DIR (install folder, default .tools/autobahn).
+# serve flags, e.g. "--log-level debug"), AUTOBAHN_PYTHON (a CPython 2.7; default: pyenv's 2.7.18), AUTOBAHN_DIR
+# (install folder, default .tools/autobahn).
 #
 # The testsuite (autobahntestsuite 0.8.2, Python 2 only) is installed on first use with pip --target into
 # AUTOBAHN_DIR. Reports go to build/autobahn/reports (index.html for a browser, index.json and one JSON per case);
@@ -131,7 +131,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# shellcheck disable=SC2086 # TASKGATE_SERVE_ARGS is a list of flags, e.g. "--ws-engine hummingbird"
+# shellcheck disable=SC2086 # TASKGATE_SERVE_ARGS is a list of flags, e.g. "--log-level debug"
 start_taskgate autobahn.sh "$OUT" --enable-echo ${TASKGATE_SERVE_ARGS:-}
 
 # --- the spec and the run -----------------------------------------------------------------------------------------
