@@ -183,4 +183,25 @@ struct EventLogTests {
         #expect(try await log.events(uid: "u", after: 0).events.map(\.seq) == [1, 2, 3])
         #expect(try await log.add("u") == 4)
     }
+
+    /// Large events cannot make a uid's log hold its whole retained count in memory; a durable store still replays
+    /// them to a client resuming from far back, without a reset.
+    @Test func memoryIsBoundedInBytesAndOlderEventsReplayFromTheStore() async throws {
+        let store = try SQLiteTaskStore(path: temporaryDatabasePath())
+        let eventSize = OutgoingMessage(ServerMessage.progress(sampleTask, seq: 1)).json.utf8.count
+        let log = EventLog(retention: .init(count: 100, memoryBytes: eventSize * 3 + 8), maxBatch: 500, store: store)
+        for _ in 1...10 { try await log.add("u") }
+        let fromStart = try await log.events(uid: "u", after: 0)
+        #expect(fromStart.events.map(\.seq) == Array(1...10))
+        #expect(!fromStart.reset)
+        let connection = RecordingConnection()
+        try await log.subscribe("u", connection, after: 2)
+        #expect(connection.seqs == [10] + Array(3...10))  // hello (latest 10), then the replay
+        // Without a durable store the events memory let go are gone: the resume is told so.
+        let memoryOnly = EventLog(retention: .init(count: 100, memoryBytes: eventSize * 3 + 8), store: InMemoryTaskStore())
+        for _ in 1...10 { try await memoryOnly.add("u") }
+        let batch = try await memoryOnly.events(uid: "u", after: 0)
+        #expect(batch.reset)
+        #expect(batch.events.map(\.seq) == [8, 9, 10])
+    }
 }

@@ -109,7 +109,9 @@ class ServerHandle:
         return self.exit_code
 
 
-def _launch(tmp_dir: Path, extra_args: list[str], admin_token: str | None) -> ServerHandle:
+def _launch(tmp_dir: Path, extra_args: list[str], admin_token: str | None,
+            preexec_fn: Callable[[], None] | None = None) -> ServerHandle:
+    """Starts taskgate serve; `preexec_fn` runs in the child before exec (e.g. to lower RLIMIT_NOFILE)."""
     if not TASKGATE_BIN.exists():
         pytest.fail(f"taskgate binary not found at {TASKGATE_BIN} (set TASKGATE_BIN)")
     last_error = ""
@@ -132,7 +134,7 @@ def _launch(tmp_dir: Path, extra_args: list[str], admin_token: str | None) -> Se
         env.pop("TASKGATE_ADMIN_TOKEN", None)  # only explicit --admin-token counts
         with open(output_path, "wb") as out:
             proc = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env)
+                                    stdin=subprocess.DEVNULL, env=env, preexec_fn=preexec_fn)
         handle = ServerHandle(port=port, proc=proc, log_dir=log_dir, output_path=output_path,
                               args=args, admin_token=admin_token)
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -181,14 +183,14 @@ def token_server(tmp_path_factory) -> ServerHandle:
 
 @pytest.fixture
 def start_server(tmp_path) -> Callable[..., ServerHandle]:
-    """start_server("--task-workers", "1", ...) -> ServerHandle; stopped after the test."""
+    """start_server("--task-workers", "1", ..., preexec_fn=None) -> ServerHandle; stopped after the test."""
     started: list[ServerHandle] = []
 
-    def _start(*extra_args: str) -> ServerHandle:
+    def _start(*extra_args: str, preexec_fn: Callable[[], None] | None = None) -> ServerHandle:
         token = None
         if "--admin-token" in extra_args:
             token = extra_args[list(extra_args).index("--admin-token") + 1]
-        handle = _launch(tmp_path / f"srv{len(started)}", list(extra_args), token)
+        handle = _launch(tmp_path / f"srv{len(started)}", list(extra_args), token, preexec_fn=preexec_fn)
         started.append(handle)
         return handle
 
@@ -573,3 +575,160 @@ def pg_database(postgres) -> str:
     if not postgres.is_running():  # a test that stopped PostgreSQL and failed before starting it again
         postgres.start()
     postgres.drop_database(postgres.database_of(url))
+
+
+# --------------------------------------------------------------------------- raw HTTP (hostile clients)
+
+
+@dataclass
+class RawAnswer:
+    """What a server did with bytes sent on a bare socket (test_hostile.py)."""
+    status: int | None          # the status code of the first answer; None: no status line before the deadline
+    head: bytes                 # status line and headers, as received
+    body: bytes                 # the body (by Content-Length), as far as it arrived
+    closed: bool                # the server closed the connection (recv gave b'' or the connection was reset)
+    seconds: float              # from the start to the status line (or to giving up on it)
+    closed_after: float | None  # from the start to the close, if seen
+    extra: bytes = b""          # anything after the first answer
+
+    def headers(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in self.head.replace(b"\r\n", b"\n").split(b"\n")[1:]:
+            if b":" in line:
+                k, v = line.split(b":", 1)
+                out[k.decode("latin-1").strip().lower()] = v.decode("latin-1").strip()
+        return out
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def short(self) -> str:
+        first = self.head.split(b"\n", 1)[0].strip()
+        return (f"status={self.status} line={first[:80]!r} closed={self.closed} after {self.seconds:.2f}s"
+                + (f" (close at {self.closed_after:.2f}s)" if self.closed_after is not None else "")
+                + (f" body={self.body[:160]!r}" if self.body else ""))
+
+
+def raw_connect(port: int, timeout: float = 5.0, rcvbuf: int | None = None) -> socket.socket:
+    """A bare TCP connection to 127.0.0.1:port (rcvbuf: a small SO_RCVBUF, set before connecting)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def read_answer(sock: socket.socket, status_timeout: float, close_timeout: float | None = None,
+                started: float | None = None) -> RawAnswer:
+    """Reads one HTTP answer (head, and body by Content-Length) within status_timeout seconds; then, if
+    close_timeout is given, waits up to that long for the server to close the connection."""
+    started = time.monotonic() if started is None else started
+    buf = b""
+    closed = False
+    closed_at: float | None = None
+    deadline = time.monotonic() + status_timeout
+
+    def recv(until: float) -> bytes | None:  # None: deadline passed; b"": closed
+        nonlocal closed, closed_at
+        left = until - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            return None
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+            data = b""
+        if not data:
+            closed, closed_at = True, time.monotonic() - started
+        return data
+
+    head_end = -1
+    while head_end < 0:
+        m = re.search(rb"\r?\n\r?\n", buf)
+        if m:
+            head_end = m.end()
+            break
+        data = recv(deadline)
+        if not data:
+            break
+        buf += data
+    seconds = time.monotonic() - started
+    head = buf[:head_end] if head_end >= 0 else buf
+    status = None
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    if m:
+        status = int(m.group(1))
+    body = b""
+    if head_end >= 0:
+        rest = buf[head_end:]
+        answer = RawAnswer(status, head, b"", closed, seconds, closed_at)
+        length = answer.headers().get("content-length")
+        want = int(length) if length and length.isdigit() else 0
+        body_deadline = time.monotonic() + max(1.0, status_timeout)
+        while len(rest) < want and not closed:
+            data = recv(body_deadline)
+            if not data:
+                break
+            rest += data
+        body, extra = rest[:want], rest[want:]
+    else:
+        extra = b""
+    if close_timeout is not None and not closed:
+        close_deadline = time.monotonic() + close_timeout
+        while not closed:
+            data = recv(close_deadline)
+            if data is None:
+                break
+            extra += data
+    return RawAnswer(status, head, body, closed, seconds, closed_at, extra)
+
+
+def raw_exchange(port: int, payload: bytes | list[bytes], status_timeout: float = 5.0,
+                 close_timeout: float | None = 5.0) -> RawAnswer:
+    """Sends payload (or each piece of a list) on a fresh connection and reads what comes back."""
+    sock = raw_connect(port)
+    try:
+        started = time.monotonic()
+        try:
+            for piece in payload if isinstance(payload, list) else [payload]:
+                sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may hang up before it has read everything: what it answered still counts
+        return read_answer(sock, status_timeout, close_timeout, started)
+    finally:
+        sock.close()
+
+
+_HELP: dict[str, str] = {}
+
+
+def serve_help() -> str:
+    """`taskgate serve --help`, cached."""
+    if "serve" not in _HELP:
+        p = subprocess.run([str(TASKGATE_BIN), "serve", "--help"], capture_output=True, text=True, timeout=20,
+                           stdin=subprocess.DEVNULL)
+        _HELP["serve"] = p.stdout + p.stderr
+    return _HELP["serve"]
+
+
+def has_flag(flag: str) -> bool:
+    return re.search(rf"(^|\s|,){re.escape(flag)}(\s|,|=|$)", serve_help(), re.M) is not None
+
+
+def require_flags(*flags: str) -> None:
+    """Fails (not skips) the test when `taskgate serve --help` lacks one of the flags: they are part of the spec."""
+    missing = [f for f in flags if not has_flag(f)]
+    if missing:
+        pytest.fail(f"taskgate serve --help has no {', '.join(missing)} (binary {TASKGATE_BIN})")
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, in KiB (/proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")

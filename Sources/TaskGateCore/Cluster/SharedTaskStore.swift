@@ -42,8 +42,6 @@ public protocol SharedTaskStore: TaskStore {
     func queuedByCommand() async throws -> [String: Int]
     /// Queued tasks in the whole cluster, and the uid's queued and running ones.
     func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int)
-    /// The uid's events after `seq`, oldest first, as far as they are retained.
-    func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent]
     /// The last seq of each uid that has one.
     func lastSeqs(uids: [String]) async throws -> [String: UInt64]
     /// Nodes whose heartbeat is within the lease, with their published clients.

@@ -44,10 +44,15 @@ public final class EventLog: Sendable {
         public var count: Int
         /// Events older than this are dropped.
         public var maxAge: Duration
+        /// Bytes of events kept in memory per uid: large events (big args or results) cannot make a uid's log hold
+        /// `count` of them in memory. A durable store keeps the rest, up to `count`, for a client resuming from further
+        /// back; without one they are gone and such a resume is told `reset`.
+        public var memoryBytes: Int
 
-        public init(count: Int = 1000, maxAge: Duration = .seconds(7 * 24 * 3600)) {
+        public init(count: Int = 1000, maxAge: Duration = .seconds(7 * 24 * 3600), memoryBytes: Int = 4 * 1024 * 1024) {
             self.count = count
             self.maxAge = maxAge
+            self.memoryBytes = memoryBytes
         }
     }
 
@@ -57,6 +62,8 @@ public final class EventLog: Sendable {
         /// The highest seq delivered; every event up to it is in `events` (or pruned).
         var deliveredSeq: UInt64
         var events: Deque<LoggedEvent>
+        /// The JSON bytes in `events`.
+        var eventBytes = 0
         /// Stored events waiting for an earlier seq to be stored first.
         var ready: [UInt64: LoggedEvent] = [:]
         var subscribers: [String: any ClientConnection] = [:]
@@ -67,6 +74,23 @@ public final class EventLog: Sendable {
         var catchUpAgain = false
 
         var isIdle: Bool { subscribers.isEmpty && waiters.isEmpty && assignedSeq == deliveredSeq }
+
+        /// Keeps `event` as the newest, then lets go of the oldest beyond the retained count or memory budget (the
+        /// newest always stays).
+        mutating func keep(_ event: LoggedEvent, _ retention: Retention) {
+            events.append(event)
+            eventBytes += event.json.utf8.count
+            while events.count > retention.count || (eventBytes > retention.memoryBytes && events.count > 1) { dropOldest() }
+        }
+
+        mutating func dropOldest() {
+            if let oldest = events.popFirst() { eventBytes -= oldest.json.utf8.count }
+        }
+
+        mutating func dropAll() {
+            events.removeAll()
+            eventBytes = 0
+        }
     }
 
     private struct State {
@@ -152,8 +176,7 @@ public final class EventLog: Sendable {
                 var delivered = false
                 while let next = log.ready.removeValue(forKey: log.deliveredSeq + 1) {
                     log.deliveredSeq = next.seq
-                    log.events.append(next)
-                    if log.events.count > retention.count { log.events.removeFirst() }
+                    log.keep(next, retention)
                     let outgoing = OutgoingMessage(next)
                     for connection in log.subscribers.values { connection.send(outgoing) }
                     delivered = true
@@ -223,7 +246,7 @@ public final class EventLog: Sendable {
                 state.withLock { state in
                     guard var log = state.users[uid], log.deliveredSeq < first.seq - 1 else { return }
                     log.deliveredSeq = first.seq - 1
-                    log.events.removeAll()
+                    log.dropAll()
                     state.users[uid] = log
                 }
             }
@@ -250,10 +273,12 @@ public final class EventLog: Sendable {
         var subscribed = false
         while !subscribed {
             try await ensureLoaded(uid)
+            var older: [LoggedEvent] = []
+            if let cursor { older = try await olderEvents(uid: uid, after: cursor) }
             subscribed = state.withLock { state -> Bool in
                 guard var log = state.users[uid] else { return false }
                 if let cursor {
-                    let (events, reset) = Self.events(in: log, after: cursor, limit: Int.max)
+                    let (events, reset) = Self.events(in: log, after: cursor, limit: Int.max, older: older)
                     connection.send(OutgoingMessage(greeting(log.deliveredSeq, reset)))
                     for event in events { connection.send(OutgoingMessage(event)) }
                 } else {
@@ -287,13 +312,13 @@ public final class EventLog: Sendable {
     /// The events after `cursor`, at most `maxBatch` of them, without waiting.
     public func events(uid: String, after cursor: UInt64) async throws -> EventBatch {
         try await ensureLoaded(uid)
-        return batch(uid: uid, after: cursor)
+        return batch(uid: uid, after: cursor, older: try await olderEvents(uid: uid, after: cursor))
     }
 
-    private func batch(uid: String, after cursor: UInt64) -> EventBatch {
+    private func batch(uid: String, after cursor: UInt64, older: [LoggedEvent] = []) -> EventBatch {
         state.withLock { state in
             guard let log = state.users[uid] else { return EventBatch(events: [], cursor: cursor, reset: false) }
-            let (events, reset) = Self.events(in: log, after: cursor, limit: maxBatch)
+            let (events, reset) = Self.events(in: log, after: cursor, limit: maxBatch, older: older)
             return EventBatch(events: events, cursor: events.last?.seq ?? min(cursor, log.deliveredSeq), reset: reset)
         }
     }
@@ -302,7 +327,7 @@ public final class EventLog: Sendable {
     /// Cancelling the calling task (the client went away) ends the wait at once.
     public func waitForEvents(uid: String, after cursor: UInt64, timeout: Duration) async throws -> EventBatch {
         try await ensureLoaded(uid)
-        let first = batch(uid: uid, after: cursor)
+        let first = batch(uid: uid, after: cursor, older: try await olderEvents(uid: uid, after: cursor))
         if !first.events.isEmpty || first.reset || timeout <= .zero { return first }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.park(uid: uid, after: cursor) }
@@ -357,8 +382,9 @@ public final class EventLog: Sendable {
         }
         let missed = state.withLock { state -> Bool in
             guard state.users[uid] == nil else { return false }  // another caller loaded it meanwhile
-            state.users[uid] = UserLog(
-                assignedSeq: stored.lastSeq, deliveredSeq: stored.lastSeq, events: Deque(stored.events.suffix(retention.count)))
+            var log = UserLog(assignedSeq: stored.lastSeq, deliveredSeq: stored.lastSeq, events: [])
+            for event in stored.events.suffix(retention.count) { log.keep(event, retention) }
+            state.users[uid] = log
             return (state.loading.removeValue(forKey: uid) ?? 0) > stored.lastSeq
         }
         if missed { await catchUp(uid) }
@@ -375,7 +401,7 @@ public final class EventLog: Sendable {
             var evicted = 0
             for uid in Array(state.users.keys) {
                 let evict = state.modifyUser(uid) { log -> Bool in
-                    while let first = log.events.first, first.createdAt < cutoff { log.events.removeFirst() }
+                    while let first = log.events.first, first.createdAt < cutoff { log.dropOldest() }
                     return evictIdle && log.isIdle && log.lastActivity < idleSince
                 }
                 if evict == true {
@@ -389,7 +415,23 @@ public final class EventLog: Sendable {
         return evicted
     }
 
-    private static func events(in log: UserLog, after cursor: UInt64, limit: Int) -> ([LoggedEvent], Bool) {
+    /// The events after `cursor` that memory no longer holds (its byte budget let them go) but the store still has,
+    /// for a client resuming from far back; empty when memory covers the cursor or the store has nothing older.
+    private func olderEvents(uid: String, after cursor: UInt64) async throws -> [LoggedEvent] {
+        let oldestInMemory = state.withLock { $0.users[uid]?.events.first?.seq }
+        guard store.isDurable, let oldestInMemory, cursor + 1 < oldestInMemory else { return [] }
+        let stored = try await store.events(uid: uid, after: cursor, limit: min(maxBatch, Int(oldestInMemory - cursor - 1)))
+        // Only an unbroken run from the cursor on is a replay; anything else is a reset, as before.
+        guard stored.first?.seq == cursor + 1 else { return [] }
+        return stored
+    }
+
+    /// `older`: events before the ones in memory, read from the store (see `olderEvents`).
+    private static func events(in log: UserLog, after cursor: UInt64, limit: Int, older: [LoggedEvent] = []) -> ([LoggedEvent], Bool) {
+        if let last = older.last, let first = log.events.first, last.seq + 1 >= first.seq {
+            let (rest, _) = events(in: log, after: last.seq, limit: max(0, limit - older.count))
+            return (Array((older + rest).prefix(limit)), false)
+        }
         // An empty log with a cursor behind the latest seq means the events are gone (pruned by age).
         guard let first = log.events.first else { return ([], cursor != log.deliveredSeq) }
         if cursor > log.deliveredSeq || cursor + 1 < first.seq {

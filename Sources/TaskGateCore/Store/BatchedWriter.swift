@@ -22,7 +22,15 @@ final class BatchedWriter: Sendable {
 
     private let database: DatabasePool
     private let queue = Mutex(Queue())
-    private let failure = Mutex<String?>(nil)
+    private struct Failure {
+        var description: String
+        var at: ContinuousClock.Instant
+        /// Writes that must be stored are waiting for the disk.
+        var waiting: Bool
+    }
+    private let failure = Mutex<Failure?>(nil)
+    /// How long a failed write is news for `/healthz` when nothing is waiting to be written again.
+    static let failureMemory = Duration.seconds(10)
     /// Caps a transaction, so one huge burst does not hold the write lock for long.
     private let maxBatch = 512
 
@@ -30,8 +38,14 @@ final class BatchedWriter: Sendable {
         self.database = database
     }
 
-    /// Why the last transaction failed, while writes are failing; `nil` once one succeeds again.
-    var problem: String? { failure.withLock { $0 } }
+    /// Why writes are failing: while a write waits to be stored again, or for a few seconds after one failed;
+    /// `nil` once one succeeds (or when nothing has failed lately).
+    var problem: String? {
+        failure.withLock { failure in
+            guard let failure, failure.waiting || ContinuousClock.now - failure.at < Self.failureMemory else { return nil }
+            return failure.description
+        }
+    }
 
     /// `retriesUntilStored`: a write the server must not lose waits out a full or failing disk instead of failing.
     func write<T: Sendable>(retriesUntilStored: Bool = false, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -91,8 +105,8 @@ final class BatchedWriter: Sendable {
                 }
                 item.complete(outcome)
             }
-            let problem = lastError.map { "\($0)" }
-            failure.withLock { $0 = problem }
+            let waiting = !again.isEmpty
+            failure.withLock { $0 = lastError.map { Failure(description: "\($0)", at: .now, waiting: waiting) } }
             if !again.isEmpty {
                 // First in line again, in their order: a user's events are stored in seq order.
                 queue.withLock { $0.items.insert(contentsOf: again, at: 0) }

@@ -28,6 +28,8 @@ public actor InMemoryTaskStore: TaskStore {
         StoredEvents(lastSeq: 0, events: [])
     }
 
+    public func events(uid: String, after seq: UInt64, limit: Int) -> [LoggedEvent] { [] }
+
     public func pruneEvents(olderThan date: Date) -> Int { 0 }
 
     public func insert(_ task: TaskRecord) -> InsertOutcome {

@@ -160,6 +160,20 @@ public final class SQLiteTaskStore: TaskStore {
         }
     }
 
+    public func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT seq, json, created_at FROM events WHERE uid = ? AND seq > ? ORDER BY seq LIMIT ?",
+                arguments: [uid, Int64(seq), limit]
+            ).map { row in
+                let json: String = row["json"]
+                return LoggedEvent(
+                    seq: UInt64(row["seq"] as Int64), json: json, type: Self.eventType(json),
+                    createdAt: Date(timeIntervalSince1970: row["created_at"]))
+            }
+        }
+    }
+
     public func pruneEvents(olderThan date: Date) async throws -> Int {
         try await writer.write { db in
             try db.execute(sql: "DELETE FROM events WHERE created_at < ?", arguments: [date.timeIntervalSince1970])

@@ -20,6 +20,8 @@ public protocol TaskStore: Sendable {
     func unfinishedTasks() async throws -> [TaskRecord]
     /// A user's last seq (never reused, even once its events are pruned) and last `limit` events, oldest first.
     func loadEvents(uid: String, limit: Int) async throws -> StoredEvents
+    /// The uid's events after `seq`, oldest first, at most `limit`, as far as they are retained.
+    func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent]
     /// Drops events older than `date`; returns how many.
     func pruneEvents(olderThan date: Date) async throws -> Int
 }

@@ -5,9 +5,12 @@ import NIOCore
 public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let remoteAddress: SocketAddress?
+    /// The connection itself, so that a stream whose client stopped reading can be cut off.
+    let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
+        self.channel = source.channel
         self.remoteAddress = source.channel.remoteAddress
     }
 

@@ -34,6 +34,9 @@ struct MeteredTaskStore: TaskStore {
     func list(_ query: TaskQuery) async throws -> [TaskRecord] { try await base.list(query) }
     func unfinishedTasks() async throws -> [TaskRecord] { try await base.unfinishedTasks() }
     func loadEvents(uid: String, limit: Int) async throws -> StoredEvents { try await base.loadEvents(uid: uid, limit: limit) }
+    func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent] {
+        try await base.events(uid: uid, after: seq, limit: limit)
+    }
     func pruneEvents(olderThan date: Date) async throws -> Int { try await base.pruneEvents(olderThan: date) }
 }
 
@@ -90,6 +93,9 @@ struct MeteredSharedTaskStore: SharedTaskStore {
     func list(_ query: TaskQuery) async throws -> [TaskRecord] { try await base.list(query) }
     func unfinishedTasks() async throws -> [TaskRecord] { try await base.unfinishedTasks() }
     func loadEvents(uid: String, limit: Int) async throws -> StoredEvents { try await base.loadEvents(uid: uid, limit: limit) }
+    func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent] {
+        try await base.events(uid: uid, after: seq, limit: limit)
+    }
     func pruneEvents(olderThan date: Date) async throws -> Int { try await base.pruneEvents(olderThan: date) }
     func expiredTasks(limit: Int) async throws -> [TaskRecord] { try await base.expiredTasks(limit: limit) }
     func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String] {
@@ -99,9 +105,6 @@ struct MeteredSharedTaskStore: SharedTaskStore {
     func requestCancel(taskID: String) async throws { try await base.requestCancel(taskID: taskID) }
     func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int) { try await base.activeCounts(uid: uid) }
     func queuedByCommand() async throws -> [String: Int] { try await base.queuedByCommand() }
-    func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent] {
-        try await base.events(uid: uid, after: seq, limit: limit)
-    }
     func lastSeqs(uids: [String]) async throws -> [String: UInt64] { try await base.lastSeqs(uids: uids) }
     func liveNodes() async throws -> [NodeInfo] { try await base.liveNodes() }
     func requestReload(requestID: String, node: String?) async throws {

@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOCore
 import ServiceLifecycle
 import Synchronization
 import TaskGateCore
@@ -27,6 +28,7 @@ struct SSERoutes {
             // Last: the place it holds lapses if the stream never starts.
             let connectionID = try admission.admitConnection(uid: identity.uid)
             let outbound = admission.limits.outbound
+            let channel = context.channel
             let remote = context.remoteDescription
             let logger = context.logger
             return Response(
@@ -35,7 +37,7 @@ struct SSERoutes {
                 body: .init { writer in
                     try await stream(
                         to: &writer, request: request, identity: resume,
-                        connection: SSEConnection(id: connectionID, outbound: outbound, logger: logger), remote: remote,
+                        connection: SSEConnection(id: connectionID, outbound: outbound, channel: channel, logger: logger), remote: remote,
                         logger: logger)
                 }
             )
@@ -94,10 +96,14 @@ final class SSEConnection: ClientConnection {
     let frames: AsyncStream<String>
     private let sink: AsyncStream<String>.Continuation
     private let backlog: Mutex<OutboundBacklog>
+    /// Set once the client is cut off: nothing more is queued.
+    private let overflowed = Atomic<Bool>(false)
+    private let channel: any Channel
     private let logger: Logger
 
-    init(id: String, outbound: OutboundLimits, logger: Logger) {
+    init(id: String, outbound: OutboundLimits, channel: any Channel, logger: Logger) {
         self.id = id
+        self.channel = channel
         self.logger = logger
         backlog = Mutex(OutboundBacklog(limits: outbound))
         (frames, sink) = AsyncStream<String>.makeStream()
@@ -115,13 +121,17 @@ final class SSEConnection: ClientConnection {
     }
 
     private func enqueue(_ frame: String) {
+        guard !overflowed.load(ordering: .relaxed) else { return }
         let size = frame.utf8.count
         guard backlog.withLock({ $0.admit(bytes: size) }) else {
+            guard !overflowed.exchange(true, ordering: .relaxed) else { return }
             let (messages, bytes) = backlog.withLock { ($0.messages, $0.bytes) }
             logger.warning(
                 "closing an SSE stream that does not read",
                 metadata: ["connection": .string(id), "messages": "\(messages)", "bytes": "\(bytes)"])
             sink.finish()
+            // The writer is stuck behind the socket: only closing the connection ends it and frees what waits.
+            channel.close(promise: nil)
             return
         }
         sink.yield(frame)

@@ -95,7 +95,10 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             // Draining for a shutdown: a new connection is closed at once rather than served halfway.
-            if drain.isDraining { channel.close(promise: nil) }
+            if drain.isDraining {
+                channel.close(promise: nil)
+                throw ChannelError.ioOnClosedChannel
+            }
             let webSockets = self.webSockets
             let connectionGuard = HTTPConnectionGuard(limits: limits, logger: self.logger)
             // What the gate decided, for `upgradePipelineHandler` or the refusal (all see only the request head).
