@@ -59,6 +59,18 @@ struct ConfigTests {
         #expect(message.hasPrefix(expected), "\(message)")
     }
 
+    /// Found by fuzzing (fuzz/regressions/config-*): Foundation's JSON5 reader trapped on invalid UTF-8 in an
+    /// unquoted key, and the syntax locator recursed once per bracket without end.
+    @Test func invalidUTF8AndDeepNestingAreConfigErrorsNotCrashes() throws {
+        #expect(throws: ConfigError.self) {
+            try ConfigLoader.parse(Data([0x7B, 0xF8, 0x61, 0x61, 0x61, 0x61]), file: "/etc/taskgate.json")
+        }
+        let deep = Data(String(repeating: "[", count: 100_000).utf8)
+        #expect(throws: ConfigError.self) { try ConfigLoader.parse(deep, file: "/etc/taskgate.json") }
+        let failure = JSONSyntaxLocator.firstError(in: Array(String(repeating: "[", count: 100_000).utf8))
+        #expect(failure?.problem.contains("nested deeper") == true)
+    }
+
     @Test func syntaxLocatorFindsTheFirstError() {
         #expect(JSONSyntaxLocator.firstError(in: Array(#"{"a": [1, 2,], "b": 'x'}"#.utf8)) == nil)
         #expect(JSONSyntaxLocator.firstError(in: Array("{\"a\": tru}".utf8))?.problem == "expected a value, found 'tru'")

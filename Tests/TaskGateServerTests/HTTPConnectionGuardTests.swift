@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import TaskGateCore
 import Testing
 
 @testable import TaskGateServer
@@ -120,5 +121,59 @@ struct HTTPConnectionGuardTests {
         #expect(busy.isActive)
         busy.embeddedEventLoop.advanceTime(by: .seconds(6))
         #expect(!busy.isActive)
+    }
+}
+
+/// The whole upgrade pipeline on an embedded channel (what the `upgrade_gate` fuzz target drives).
+@Suite("Upgrade pipeline", .timeLimit(.minutes(1)))
+struct UpgradePipelineTests {
+    func makeChannel(limits: Limits = Limits()) throws -> (EmbeddedChannel, GatewayHTTPChannel.Value) {
+        let gateway = Gateway()
+        let admission = Admission(
+            mode: .dev, signer: nil, adminToken: nil, allowedOrigins: [], limits: limits, clients: gateway.clients)
+        let webSockets = GatewayHTTPChannel.WebSockets(
+            gateway: gateway, admission: admission, configuration: .init(maxMessageBytes: 1024, frameLimit: 4096),
+            enableEcho: true, metrics: nil, logger: .init(label: "test"))
+        let server = GatewayHTTPChannel(
+            responder: { _, _, _ in }, webSockets: webSockets, limits: HTTPLimits(), drain: ServerDrain(), logger: .init(label: "test"))
+        let channel = EmbeddedChannel()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+        return (channel, try server.setup(channel: channel, logger: .init(label: "test")).wait())
+    }
+
+    func output(_ channel: EmbeddedChannel) -> String {
+        var text = ""
+        while let part = try? channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let buffer) = part { text += String(buffer: buffer) }
+        }
+        return text
+    }
+
+    static func upgrade(_ path: String, headers: String = "Upgrade: websocket\r\nConnection: Upgrade\r\n") -> String {
+        "GET \(path) HTTP/1.1\r\nHost: x\r\n\(headers)Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    }
+
+    /// Found by fuzzing (fuzz/regressions/upgrade_gate-bytes-after-upgrade-head.bin): a frame's first byte in the same
+    /// read as the upgrade request reached the HTTP guard as raw bytes and killed the process.
+    @Test func bytesRightAfterTheUpgradeHeadAreFramesNotACrash() throws {
+        let (channel, value) = try makeChannel()
+        _ = try? channel.writeInbound(ByteBuffer(string: Self.upgrade("/ws/echo") + "\u{81}"))
+        channel.embeddedEventLoop.run()
+        #expect(output(channel).hasPrefix("HTTP/1.1 101 Switching Protocols"))
+        guard case .webSocket = try value.upgradeResult.wait() else { Issue.record("not upgraded"); return }
+    }
+
+    /// The gate sees every upgrade NIO performs, whatever the header spelling, and refuses with the status.
+    @Test(arguments: [
+        "Upgrade: websocket, foo\r\nConnection: keep-alive, Upgrade\r\n", "Upgrade: WebSocket\r\nConnection: upgrade\r\n",
+    ])
+    func everySpellingOfAnUpgradeMeetsTheGate(headers: String) throws {
+        var limits = Limits()
+        limits.connections = 0
+        let (channel, value) = try makeChannel(limits: limits)
+        _ = try? channel.writeInbound(ByteBuffer(string: Self.upgrade("/ws?uid=alice", headers: headers)))
+        channel.embeddedEventLoop.run()
+        guard case .refused(_, let error) = try value.upgradeResult.wait() else { Issue.record("not refused"); return }
+        #expect(error.code == 503)
     }
 }

@@ -14,6 +14,10 @@ public enum ConfigLoader {
     }
 
     public static func parse(_ data: Data, file: String, reservedNames: Set<String> = []) throws(ConfigError) -> GatewayConfig {
+        // Checked first: Foundation's JSON5 reader traps on some invalid UTF-8 (an unquoted key starting 0xF8-0xFE).
+        guard String(validating: data, as: UTF8.self) != nil else {
+            throw ConfigError(file: file, location: "", problem: "the file is not valid UTF-8 text")
+        }
         let decoder = JSONDecoder()
         // JSON5 allows comments and trailing commas, so the example config can explain itself.
         decoder.allowsJSON5 = true

@@ -11,6 +11,8 @@ struct JSONSyntaxLocator {
     private var index = 0
     private var line = 1
     private var column = 1
+    /// Containers open around the current position; held to the wire's nesting limit (no recursion without end).
+    private var depth = 0
 
     static func firstError(in bytes: [UInt8]) -> Failure? {
         var locator = JSONSyntaxLocator(bytes: bytes)
@@ -83,6 +85,9 @@ struct JSONSyntaxLocator {
     }
 
     private mutating func container(close: UInt8, keyed: Bool) throws(Failure) {
+        guard depth < JSONLimits.maxDepth else { throw fail("nested deeper than \(JSONLimits.maxDepth) levels") }
+        depth += 1
+        defer { depth -= 1 }
         advance()
         try skipSpace()
         while current != close {

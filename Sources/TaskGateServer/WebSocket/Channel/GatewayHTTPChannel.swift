@@ -111,6 +111,10 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                         do throws(GatewayError) {
                             let handler = try webSockets.admit(head, channel: channel)
                             accepted.value = handler
+                            // Out now, before NIO removes the HTTP decoder: the bytes it read past the head (the
+                            // first frames) come next as raw bytes, which are no business of an HTTP handler. A
+                            // WebSocket keeps itself alive with pings; the HTTP deadlines no longer apply.
+                            channel.pipeline.syncOperations.removeHandler(connectionGuard, promise: nil)
                             var headers = HTTPHeaders()
                             if let deflate = handler.deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
                             return headers
@@ -124,8 +128,6 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                     channel.eventLoop.makeCompletedFuture {
                         guard let handler = accepted.value else { throw ChannelError.inappropriateOperationForState }
                         accepted.value = nil
-                        // A WebSocket keeps itself alive with pings; the HTTP deadlines no longer apply.
-                        channel.pipeline.syncOperations.removeHandler(connectionGuard, promise: nil)
                         try channel.pipeline.syncOperations.addHandler(handler)
                         return UpgradeResult.webSocket
                     }
