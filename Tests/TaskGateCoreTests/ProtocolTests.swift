@@ -114,7 +114,7 @@ struct WireEncodingTests {
     @Test func statusCodesFollowTheProtocol() {
         let expected: [GatewayError.Kind: Int] = [
             .badRequest: 400, .unauthorized: 401, .forbidden: 403, .unknownCommand: 404, .notFound: 404,
-            .alreadyFinished: 409, .idInUse: 409, .tooLarge: 413, .queueFull: 503, .internalError: 500,
+            .alreadyFinished: 409, .tooLarge: 413, .queueFull: 503, .internalError: 500,
         ]
         for (kind, code) in expected { #expect(kind.code == code, "\(kind)") }
     }

@@ -168,7 +168,7 @@ def test_duplicate_ids(server, api, ws_connect):
         other = await asyncio.to_thread(rest_submit, api, server, {"cmd": "echo", "uid": new_uid("other"), "id": tid}, 202)
         assert other["id"] != first["id"]
         anon_same = await asyncio.to_thread(rest_submit, api, server, {"cmd": "echo", "id": tid}, 202)
-        assert anon_same["id"] == tid and anon_same["uid"] is None
+        assert anon_same["id"] == f"~{tid}" and anon_same["uid"] is None
         await ws.events_until_done(first["id"], 10)
         await ws.assert_silent(0.5)
         dones = [e for e in ws.events(first["id"]) if e["type"] == "done"]
@@ -180,7 +180,9 @@ def test_duplicate_ids(server, api, ws_connect):
     anon = "anon-" + uuid.uuid4().hex[:12]
     a1 = rest_submit(api, server, {"cmd": "echo", "id": anon}, 202)
     a2 = rest_submit(api, server, {"cmd": "echo", "id": anon}, 200)
-    assert a1["id"] == a2["id"] == anon and a2["uid"] is None
+    assert a1["id"] == a2["id"] == f"~{anon}" and a2["uid"] is None
+    # The admin names it by the id it gave, or by the full id.
+    assert api.get(f"{server.base_url}/api/v1/tasks/{anon}").json()["id"] == a1["id"]
 
 
 # --------------------------------------------------------------------------- GET /api/v1/tasks[/{id}]
@@ -192,6 +194,12 @@ def test_get_task(server, api):
     assert r.status_code == 200 and r.json()["id"] == task["id"]
     r = api.get(f"{server.base_url}/api/v1/tasks/nope-{uuid.uuid4().hex}")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_task_paths_with_control_characters_are_bad_requests(server, api):
+    for method, path in [("get", "/api/v1/tasks/a%01b"), ("post", "/api/v1/tasks/a%00/cancel")]:
+        r = api.request(method, f"{server.base_url}{path}")
+        assert r.status_code == 400 and r.json()["error"] == "bad_request", r.text
 
 
 def test_list_tasks_filters(server, api):

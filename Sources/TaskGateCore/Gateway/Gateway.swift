@@ -65,9 +65,10 @@ public final class Gateway: Sendable {
     ) async throws(GatewayError) -> Submission {
         let table = registry.current
         guard let handler = table.handler(named: cmd) else { throw .unknownCommand(cmd) }
-        var chosenID = taskID
-        if chosenID == nil { chosenID = try Self.clientTaskID(in: args) }
-        if let chosenID, !Identifier.isValidTaskID(chosenID) {
+        // `args.id` is checked even when the REST body names the id: whatever a task carries is valid.
+        let argsID = try Self.clientTaskID(in: args)
+        let chosenID = taskID ?? argsID
+        for given in [taskID, argsID].compactMap({ $0 }) where !Identifier.isValidTaskID(given) {
             throw .badRequest("task id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         }
         let id = chosenID.map { Self.scopedTaskID($0, uid: uid) } ?? Self.makeTaskID()
@@ -94,8 +95,8 @@ public final class Gateway: Sendable {
         }
         switch outcome {
         case .existing(let existing):
+            // The scoped id names this uid's task: the existing one is the same request again.
             await pool.releaseReservation(uid: uid)
-            guard existing.uid == uid else { throw GatewayError(.idInUse, "task id '\(id)' is already in use") }
             let submission = Submission(task: existing, duplicate: true)
             accepted(submission)
             return submission
@@ -110,18 +111,16 @@ public final class Gateway: Sendable {
 
     /// A task, only if `uid` may see it (`nil` uid: the admin, who sees every task).
     public func task(id: String, visibleTo uid: String?) async throws(GatewayError) -> TaskRecord {
+        // A task is named by the id its owner gave it (stored scoped by uid), or by its full id.
+        let candidates = Identifier.isValidTaskID(id) ? [Self.scopedTaskID(id, uid: uid), id] : [id]
         do {
-            // A user names its tasks by the ids it gave them; they are stored scoped by its uid.
-            if let uid, Identifier.isValidTaskID(id), let own = try await store.task(id: Self.scopedTaskID(id, uid: uid)), own.uid == uid {
-                return own
+            for candidate in candidates {
+                if let record = try await store.task(id: candidate), uid == nil || record.uid == uid { return record }
             }
-            guard let record = try await store.task(id: id), uid == nil || record.uid == uid else { throw GatewayError.taskNotFound(id) }
-            return record
-        } catch let error as GatewayError {
-            throw error
         } catch {
             throw storeFailure("the task store could not be read")
         }
+        throw .taskNotFound(id)
     }
 
     public func list(_ query: TaskQuery) async throws(GatewayError) -> [TaskRecord] {
@@ -203,10 +202,10 @@ public final class Gateway: Sendable {
     }
 
     /// Client-given ids are the client's own namespace: the same id from two uids makes two tasks, and no uid can
-    /// learn of, or take, another's ids. `~` is in neither alphabet, so the scoped id is unambiguous.
+    /// learn of, or take, another's ids (nor a generated `t-…` one: a uid-less task's is `~id`). `~` is in neither
+    /// alphabet, so the scoped id is unambiguous.
     static func scopedTaskID(_ id: String, uid: String?) -> String {
-        guard let uid else { return id }
-        return "\(uid)~\(id)"
+        "\(uid ?? "")~\(id)"
     }
 
     static func makeTaskID() -> String {

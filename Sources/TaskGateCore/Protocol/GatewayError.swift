@@ -12,7 +12,6 @@ public struct GatewayError: Error, Sendable, Equatable {
         /// The request head or body did not arrive in time.
         case requestTimeout = "request_timeout"
         case alreadyFinished = "already_finished"
-        case idInUse = "id_in_use"
         case tooLarge = "too_large"
         case uriTooLong = "uri_too_long"
         case headersTooLarge = "headers_too_large"
@@ -29,7 +28,7 @@ public struct GatewayError: Error, Sendable, Equatable {
             case .unknownCommand, .notFound, .nodeNotFound: 404
             case .methodNotAllowed: 405
             case .requestTimeout: 408
-            case .alreadyFinished, .idInUse: 409
+            case .alreadyFinished: 409
             case .tooLarge: 413
             case .uriTooLong: 414
             case .headersTooLarge: 431
