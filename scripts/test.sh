@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test: the Swift unit and server tests, the end-to-end suite that starts the real binary and drives it
-# with a Python WebSocket client, HTTP clients, the CLI and headless Chromium (and, with PostgreSQL, a three-node
-# cluster), then Autobahn, schemathesis and a CI-sized run of the benchmark suite.
+# Runs every test: the Swift unit and server tests, bounded libFuzzer runs, the end-to-end suite that starts the real
+# binary and drives it with a Python WebSocket client, HTTP clients, the CLI and headless Chromium (and, with
+# PostgreSQL, a three-node cluster; hostile clients and faults too), then Autobahn, schemathesis, a CI-sized run of
+# the benchmark suite and a minute of the soak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
 swift build
 swift test
+# libFuzzer on the wire parser and writer, client-message decoding, the config loader and the upgrade gate: a
+# bounded run per target from the seed corpus in fuzz/corpus (saved crashers in fuzz/regressions replay first).
+scripts/fuzz.sh --seconds "${TASKGATE_FUZZ_SECONDS:-60}"
 export TASKGATE_BIN="$PWD/.build/debug/taskgate"
 python3 -m pytest Tests/e2e -q
 # Tools nobody here wrote: the Autobahn WebSocket testsuite (a representative slice; `scripts/autobahn.sh` runs all
@@ -16,5 +20,9 @@ scripts/autobahn.sh --cases "1.*,2.*,3.*,4.*,5.*,6.*,7.*,10.*,12.1.*,13.1.*" --t
 scripts/schemathesis.sh
 # The benchmark suite, CI-sized: a few seconds per scenario; checks that every scenario runs, asserts no figures.
 bench/run.sh --smoke
-# Reached only when every step passed (set -e): Swift tests, end-to-end, Autobahn, schemathesis, benchmark smoke.
-echo "suites: 5 passed, 0 failed"
+# A minute of the soak (bench/soak.sh runs ten): mixed load, reloads and slow consumers; fails if a task is lost or
+# duplicated or the server dies.
+TASKGATE_BENCH_CONFIGURATION=debug bench/soak.sh --seconds 60 --clients 10
+# Reached only when every step passed (set -e): Swift tests, fuzzing, end-to-end, Autobahn, schemathesis,
+# benchmark smoke, soak.
+echo "suites: 7 passed, 0 failed"
