@@ -54,6 +54,19 @@ def new_uid(prefix: str = "u") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
+def wait_until(fn, timeout: float, what: str, interval: float = 0.1):
+    """Calls fn() until it returns something truthy (returned); AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

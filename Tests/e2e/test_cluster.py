@@ -34,7 +34,7 @@ import requests
 import websockets
 
 from conftest import (_OPEN_CLIENTS, REPO, TASKGATE_BIN, ServerHandle, ValidatingSession, WSClient, _launch,
-                      _stop_and_check, new_uid, run, strip)
+                      _stop_and_check, new_uid, run, strip, wait_until)
 from sse_client import SSEStream
 
 pytestmark = pytest.mark.cluster
@@ -131,19 +131,6 @@ def cluster(pg_database, tmp_path) -> Cluster:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_until(fn, timeout: float, what: str, interval: float = 0.1):
-    """Calls fn() until it returns something truthy (returned); AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-        time.sleep(interval)
 
 
 def error_slug(body: dict) -> str | None:

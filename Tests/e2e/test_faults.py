@@ -27,9 +27,8 @@ import pytest
 import requests
 import websockets
 
-from conftest import new_uid
-from test_cluster import (LEASE_TIMEOUT, Follower, all_tasks, cluster, done_ids,  # noqa: F401 - fixture
-                          wait_until)
+from conftest import new_uid, wait_until
+from test_cluster import LEASE_TIMEOUT, Follower, all_tasks, cluster, done_ids  # noqa: F401 - fixture
 
 NO_PROXY = {"http": None, "https": None}
 FINAL = {"succeeded", "failed", "cancelled", "timed_out"}

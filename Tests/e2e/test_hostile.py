@@ -29,7 +29,7 @@ import requests
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from conftest import (RawAnswer, _launch, _stop_and_check, has_flag, new_uid, raw_connect, raw_exchange,
+from conftest import (RawAnswer, wait_until, _launch, _stop_and_check, has_flag, new_uid, raw_connect, raw_exchange,
                       read_answer, require_flags, rss_kib, run, serve_help)
 
 NO_PROXY = {"http": None, "https": None}
@@ -58,18 +58,6 @@ def mint(uid: str, exp_in: int = 3600) -> str:
     payload = b64url(json.dumps({"sub": uid, "exp": int(time.time()) + exp_in}).encode())
     sig = b64url(hmac.new(SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest())
     return f"{header}.{payload}.{sig}"
-
-
-def wait_until(fn, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-        time.sleep(interval)
 
 
 def alive(srv) -> bool:
