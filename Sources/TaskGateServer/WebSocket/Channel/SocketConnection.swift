@@ -38,7 +38,10 @@ final class SocketConnection: ClientConnection {
     }
 
     func send(_ message: OutgoingMessage) {
-        if eventLoop.inEventLoop {
+        // On the event loop a message is written at once, unless earlier ones from other threads are still queued
+        // for it: it then queues behind them, so messages keep the order they were sent in (the event log sends a
+        // uid's events in seq order, from whichever thread delivers them).
+        if eventLoop.inEventLoop && sendsInFlight.load(ordering: .relaxed) == 0 {
             socket.value.sendText(message.json)
         } else {
             sendsInFlight.add(1, ordering: .relaxed)
