@@ -105,7 +105,7 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             }
             // The request under way may finish, within the drain deadline.
             let channel = context.channel
-            context.eventLoop.scheduleTask(in: limits.drainTimeout.timeAmount) { channel.close(promise: nil) }
+            context.eventLoop.scheduleTask(in: TimeAmount(limits.drainTimeout)) { channel.close(promise: nil) }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -152,7 +152,7 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             }
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: delay.timeAmount) {
+        timer = context.eventLoop.scheduleTask(in: TimeAmount(delay)) {
             handler.value.expired(kind, context: loopContext.value)
         }
     }

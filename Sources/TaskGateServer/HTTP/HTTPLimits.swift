@@ -33,10 +33,3 @@ public struct HTTPLimits: Sendable, Equatable {
     /// connection guard and get their own status (414 or 431) instead of the decoder's overflow error.
     var decoderLimit: Int { 4 * (maxHeaderBytes + maxRequestLineBytes) }
 }
-
-extension Duration {
-    var timeAmount: TimeAmount {
-        let (seconds, attoseconds) = components
-        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}
