@@ -99,6 +99,19 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // A benchmark peer, not part of TaskGate: the bare Hummingbird WebSocket echo bench/run.sh measures beside it.
+        // Its sources live with the other peers; it is a target here so it reuses this package's built dependencies.
+        .executableTarget(
+            name: "hummingbird-echo",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "bench/peers/hummingbird-echo"
+        ),
         .testTarget(
             name: "TaskGateCoreTests",
             dependencies: [

@@ -44,12 +44,11 @@ swift build -c "$configuration" --product taskgate-load >/dev/null
 bin="$(swift build -c "$configuration" --show-bin-path)"
 taskgate="$bin/taskgate"
 load="$bin/taskgate-load"
-# The bare Hummingbird echo is a package of its own under bench/peers/hummingbird-echo (TaskGate no longer has a
-# hummingbird-websocket engine), built like the rest, with its own .build.
+# The bare Hummingbird echo: a program of its own under bench/peers/hummingbird-echo (TaskGate has no
+# hummingbird-websocket engine), a target of this package so that it shares the built dependencies.
 echo "bench: building the hummingbird-echo peer ($configuration)"
-hummingbird_pkg=bench/peers/hummingbird-echo
-swift build -c "$configuration" --package-path "$hummingbird_pkg" >/dev/null
-hummingbird_echo="$(swift build -c "$configuration" --package-path "$hummingbird_pkg" --show-bin-path)/hummingbird-echo"
+swift build -c "$configuration" --product hummingbird-echo >/dev/null
+hummingbird_echo="$bin/hummingbird-echo"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/taskgate-bench.XXXXXX")"
 results="$work/results"

@@ -122,7 +122,7 @@ struct SubmitCommand: AsyncParsableCommand {
 /// Polls the task until it is final, drawing a progress bar on stderr.
 func waitForTask(_ id: String, client: AdminClient) async throws -> TaskView {
     while true {
-        let task = try await client.get("/api/v1/tasks/\(id)", as: TaskView.self)
+        let task = try await client.get(taskPath(id), as: TaskView.self)
         let width = 30
         let filled = Int((task.progress * Double(width)).rounded())
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
@@ -154,7 +154,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Argument(help: "Task id.") var id: String
 
     func run() async throws {
-        printTask(try await options.client().get("/api/v1/tasks/\(id)", as: TaskView.self))
+        printTask(try await options.client().get(taskPath(id), as: TaskView.self))
     }
 }
 
@@ -164,7 +164,7 @@ struct CancelCommand: AsyncParsableCommand {
     @Argument(help: "Task id.") var id: String
 
     func run() async throws {
-        let task = try await options.client().post("/api/v1/tasks/\(id)/cancel", body: NoBody(), as: TaskView.self)
+        let task = try await options.client().post(taskPath(id) + "/cancel", body: NoBody(), as: TaskView.self)
         print("cancel requested for \(task.id) (now \(task.status))")
     }
 }
@@ -186,4 +186,9 @@ struct TasksCommand: AsyncParsableCommand {
             print("\(task.id)\t\(task.cmd)\t\(task.status)\t\(Int(task.progress * 100))%\t\(task.uid ?? "-")\t\(task.createdAt)")
         }
     }
+}
+
+/// A task id in a path, percent-encoded: scoped ids hold `~` and a uid may hold `@` or `:`.
+func taskPath(_ id: String) -> String {
+    "/api/v1/tasks/" + (id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? id)
 }

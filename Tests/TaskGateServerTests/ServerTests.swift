@@ -116,6 +116,33 @@ struct AdminAPITests {
         }
     }
 
+    /// A scoped id holds `~` and the uid's `@`; clients percent-encode both in the path (schemathesis found this).
+    @Test func aPercentEncodedIDNamesTheTask() async throws {
+        let app = try buildApplication(testArguments())
+        try await app.test(.router) { client in
+            let id = try await client.execute(
+                uri: "/api/v1/tasks", method: .post, headers: bearer,
+                body: ByteBuffer(string: #"{"cmd":"sleep","args":{"ms":5000},"uid":"me@host","id":"t-1"}"#)
+            ) { response in
+                #expect(response.status == .accepted)
+                return try #require(try json(response.body)["id"] as? String)
+            }
+            #expect(id == "me@host~t-1")
+            let encoded = try #require(id.addingPercentEncoding(withAllowedCharacters: .alphanumerics))
+            #expect(encoded == "me%40host%7Et%2D1")
+            try await client.execute(uri: "/api/v1/tasks/\(encoded)", method: .get, headers: bearer) { response in
+                #expect(response.status == .ok)
+                #expect((try? json(response.body))?["id"] as? String == id)
+            }
+            try await client.execute(uri: "/api/v1/tasks/\(encoded)/cancel", method: .post, headers: bearer) { response in
+                #expect(response.status == .ok)
+            }
+            try await client.execute(uri: "/api/v1/tasks/bad%ZZ", method: .get, headers: bearer) { response in
+                #expect(response.status == .badRequest)
+            }
+        }
+    }
+
     @Test func cancelAndReload() async throws {
         let app = try buildApplication(testArguments())
         try await app.test(.router) { client in

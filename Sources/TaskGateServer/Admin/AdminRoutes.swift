@@ -71,12 +71,12 @@ struct AdminRoutes {
         }
 
         api.get("tasks/:id") { _, context -> Response in
-            let id = try context.parameters.require("id")
+            let id = try Self.taskID(context)
             return .json(try await gateway.task(id: id, visibleTo: nil))
         }
 
         api.post("tasks/:id/cancel") { _, context -> Response in
-            let id = try context.parameters.require("id")
+            let id = try Self.taskID(context)
             return .json(try await gateway.cancel(id: id, visibleTo: nil))
         }
 
@@ -105,6 +105,16 @@ struct AdminRoutes {
             }
             return .json(HandlerList(generation: table.generation, handlers: handlers))
         }
+    }
+
+    /// The router hands path parameters over still percent-encoded; a scoped id (`uid~id`) with
+    /// an `@` in its uid arrives as `%40`.
+    private static func taskID(_ context: GatewayRequestContext) throws -> String {
+        let raw = try context.parameters.require("id")
+        guard let id = raw.removingPercentEncoding else {
+            throw GatewayError.badRequest("task id is not valid percent-encoding")
+        }
+        return id
     }
 
     private func decodeBody<Body: Decodable>(_ type: Body.Type, from request: Request) async throws -> Body {
