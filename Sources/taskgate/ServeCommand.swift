@@ -76,6 +76,23 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Secret user tokens are signed with, in token mode ($TASKGATE_TOKEN_SECRET).")
     var tokenSecret: String?
 
+    @Option(help: "Algorithm of tokens signed with the secret: HS256, HS384 or HS512. [HS256]")
+    var tokenAlgorithm: String?
+
+    @Option(name: .customLong("token-key"), help: ArgumentHelp(
+        "A PEM public key or a JWKS file user tokens may be signed with, read again on reload (repeatable; $TASKGATE_TOKEN_KEYS, comma-separated). A PEM key's kid is its file name without the extension; RS256/ES256/EdDSA follow from the key, ALG:path picks another (PS256:backend.pem).",
+        valueName: "[ALG:]path"))
+    var tokenKeys: [String] = []
+
+    @Option(help: "The 'iss' user tokens must carry ($TASKGATE_TOKEN_ISSUER; none: not checked).")
+    var tokenIssuer: String?
+
+    @Option(help: "A value the 'aud' of user tokens must include ($TASKGATE_TOKEN_AUDIENCE; none: not checked).")
+    var tokenAudience: String?
+
+    @Option(help: "Seconds of clock skew allowed on a token's exp and nbf. [\(UserTokenSettings().leeway.components.seconds)]")
+    var tokenLeeway: Int?
+
     @Option(name: .customLong("allowed-origin"), help: "A browser origin allowed besides the page's own and localhost (repeatable; * for any).")
     var allowedOrigins: [String] = []
 
@@ -155,7 +172,7 @@ struct ServeSettings: AppArguments {
     var httpLimits: HTTPLimits
     var configPath: String?
     var authMode: AuthMode
-    var tokenSecret: String?
+    var userTokens: UserTokenSettings
     var allowedOrigins: [String]
     var limits: Limits
 
@@ -230,18 +247,30 @@ struct ServeSettings: AppArguments {
         let mode = try pick(flags.auth, "TASKGATE_AUTH", nil, "dev", parse: text)
         guard let parsedMode = AuthMode(rawValue: mode) else { throw ValidationError("auth must be dev or token") }
         authMode = parsedMode
+        var tokens = UserTokenSettings()
         let secret = try pick(flags.tokenSecret, "TASKGATE_TOKEN_SECRET", nil, "", parse: text)
-        tokenSecret = secret.isEmpty ? nil : secret
-        if authMode == .token {
-            guard let tokenSecret, tokenSecret.utf8.count >= 16 else {
-                throw ValidationError("token mode needs --token-secret (or $TASKGATE_TOKEN_SECRET) of at least 16 characters")
-            }
+        tokens.secret = secret.isEmpty ? nil : secret
+        let algorithm = try pick(flags.tokenAlgorithm, "TASKGATE_TOKEN_ALGORITHM", nil, tokens.secretAlgorithm.rawValue, parse: text)
+        guard let parsedAlgorithm = UserTokenSettings.HMACAlgorithm(rawValue: algorithm.uppercased()) else {
+            throw ValidationError("--token-algorithm must be HS256, HS384 or HS512 (keys name their own algorithm)")
         }
-        allowedOrigins =
-            flags.allowedOrigins.isEmpty
-            ? (environment["TASKGATE_ALLOWED_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-                .filter { !$0.isEmpty }
-            : flags.allowedOrigins
+        tokens.secretAlgorithm = parsedAlgorithm
+        tokens.keyFiles = flags.tokenKeys.isEmpty ? Self.list(environment["TASKGATE_TOKEN_KEYS"]) : flags.tokenKeys
+        let issuer = try pick(flags.tokenIssuer, "TASKGATE_TOKEN_ISSUER", nil, "", parse: text)
+        tokens.issuer = issuer.isEmpty ? nil : issuer
+        let audience = try pick(flags.tokenAudience, "TASKGATE_TOKEN_AUDIENCE", nil, "", parse: text)
+        tokens.audience = audience.isEmpty ? nil : audience
+        let leeway = try pick(flags.tokenLeeway, "TASKGATE_TOKEN_LEEWAY", nil, Int(tokens.leeway.components.seconds), parse: number)
+        guard (0...3600).contains(leeway) else { throw ValidationError("--token-leeway must be 0 to 3600 seconds") }
+        tokens.leeway = .seconds(leeway)
+        if let secret = tokens.secret, let problem = tokens.secretAlgorithm.problem(with: secret) {
+            throw ValidationError("--token-secret (or $TASKGATE_TOKEN_SECRET): \(problem)")
+        }
+        if authMode == .token, !tokens.hasKeys {
+            throw ValidationError("token mode needs --token-secret (or $TASKGATE_TOKEN_SECRET) or --token-key")
+        }
+        userTokens = tokens
+        allowedOrigins = flags.allowedOrigins.isEmpty ? Self.list(environment["TASKGATE_ALLOWED_ORIGINS"]) : flags.allowedOrigins
         var limits = Limits()
         limits.connectionsPerUID = flags.maxConnectionsPerUid ?? limits.connectionsPerUID
         limits.connections = flags.maxConnections ?? limits.connections
@@ -261,5 +290,10 @@ struct ServeSettings: AppArguments {
         guard maxMessageBytes >= 256 else { throw ValidationError("max message bytes must be at least 256") }
         guard shutdownGrace >= .zero else { throw ValidationError("shutdown grace must not be negative") }
         guard retainCount >= 1, retainHours >= 1 else { throw ValidationError("event retention must be at least 1 event and 1 hour") }
+    }
+
+    /// A comma-separated environment variable as a list.
+    private static func list(_ value: String?) -> [String] {
+        (value ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 }

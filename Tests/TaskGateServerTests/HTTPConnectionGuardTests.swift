@@ -130,7 +130,7 @@ struct UpgradePipelineTests {
     func makeChannel(limits: Limits = Limits()) throws -> (EmbeddedChannel, GatewayHTTPChannel.Value) {
         let gateway = Gateway()
         let admission = Admission(
-            mode: .dev, signer: nil, adminToken: nil, allowedOrigins: [], limits: limits, clients: gateway.clients)
+            mode: .dev, tokens: nil, adminToken: nil, allowedOrigins: [], limits: limits, clients: gateway.clients)
         let webSockets = GatewayHTTPChannel.WebSockets(
             gateway: gateway, admission: admission, configuration: .init(maxMessageBytes: 1024, frameLimit: 4096),
             enableEcho: true, metrics: nil, logger: .init(label: "test"))

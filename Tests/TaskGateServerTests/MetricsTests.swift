@@ -9,7 +9,7 @@ import Testing
 @Suite("Prometheus metrics")
 struct MetricsTests {
     @Test func metricsAfterATaskRan() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             let id = try await client.execute(
                 uri: "/api/v1/tasks", method: .post, headers: bearer,

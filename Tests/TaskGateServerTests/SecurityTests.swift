@@ -4,24 +4,34 @@ import Testing
 @testable import TaskGateCore
 @testable import TaskGateServer
 
-@Suite("User tokens and admission")
+@Suite("User tokens and admission", .timeLimit(.minutes(1)))
 struct SecurityTests {
-    let signer = UserTokenSigner(secret: "0123456789abcdef-secret")
+    static let secret = "0123456789abcdef-0123456789abcdef-secret"
+    let tokens: UserTokens
 
-    @Test func mintedTokensVerify() throws {
-        let token = signer.mint(uid: "alice", validFor: .seconds(60))
-        #expect(try signer.verify(token) == "alice")
+    init() async throws {
+        var settings = UserTokenSettings()
+        settings.secret = Self.secret
+        tokens = try await UserTokens.load(settings)
     }
 
-    @Test func badTokensAreUnauthorized() {
-        let token = signer.mint(uid: "alice", validFor: .seconds(60))
-        let expired = signer.mint(uid: "alice", validFor: .seconds(60), now: Date(timeIntervalSinceNow: -120))
-        let other = UserTokenSigner(secret: "another-secret-entirely").mint(uid: "alice", validFor: .seconds(60))
+    func mint(_ uid: String = "alice", ttl: Duration = .seconds(60), secret: String = Self.secret, now: Date = Date()) async throws -> String {
+        try await UserTokenMinter.mint(uid: uid, validFor: ttl, secret: secret, now: now)
+    }
+
+    @Test func mintedTokensVerify() async throws {
+        #expect(try tokens.verify(try await mint()) == "alice")
+    }
+
+    @Test func badTokensAreUnauthorized() async throws {
+        let token = try await mint()
+        let expired = try await mint(now: Date(timeIntervalSinceNow: -120))
+        let other = try await mint(secret: "another-secret-entirely-another-secret")
         var tampered = Array(token)
         tampered[tampered.count / 2] = tampered[tampered.count / 2] == "A" ? "B" : "A"
         for bad in [expired, other, String(tampered), "", "a.b", "a.b.c", token + "x"] {
-            #expect(throws: GatewayError.self) { try signer.verify(bad) }
-            do { _ = try signer.verify(bad) } catch { #expect(error.kind == .unauthorized) }
+            #expect(throws: GatewayError.self) { try tokens.verify(bad) }
+            do { _ = try tokens.verify(bad) } catch { #expect(error.kind == .unauthorized) }
         }
     }
 
@@ -30,12 +40,12 @@ struct SecurityTests {
     }
 
     func admission(_ mode: AuthMode, origins: [String] = [], adminToken: String? = nil) -> Admission {
-        Admission(mode: mode, signer: signer, adminToken: adminToken, allowedOrigins: origins, limits: Limits(), clients: ClientDirectory())
+        Admission(mode: mode, tokens: tokens, adminToken: adminToken, allowedOrigins: origins, limits: Limits(), clients: ClientDirectory())
     }
 
-    @Test func tokenModeTakesTheUidFromTheTokenOnly() throws {
+    @Test func tokenModeTakesTheUidFromTheTokenOnly() async throws {
         let gate = admission(.token)
-        let token = signer.mint(uid: "alice", validFor: .seconds(60))
+        let token = try await mint()
         #expect(try gate.identify(candidate(["token": token])).uid == "alice")
         #expect(try gate.identify(candidate([:], headers: ["authorization": "Bearer \(token)"])).uid == "alice")
         #expect(throws: GatewayError(.unauthorized, "'uid' does not match the token")) {

@@ -33,7 +33,7 @@ let bearer: HTTPFields = [.authorization: "Bearer test-token", .contentType: "ap
 @Suite("REST admin API (router)")
 struct AdminAPITests {
     @Test func submitThenReadTheTask() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             let id = try await client.execute(
                 uri: "/api/v1/tasks", method: .post, headers: bearer,
@@ -71,7 +71,7 @@ struct AdminAPITests {
         (#"{"cmd":"echo","id":"has space"}"#, .badRequest, "bad_request"),
     ])
     func badSubmissions(body: String, status: HTTPResponse.Status, slug: String) async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             try await client.execute(uri: "/api/v1/tasks", method: .post, headers: bearer, body: ByteBuffer(string: body)) { response in
                 #expect(response.status == status)
@@ -84,7 +84,7 @@ struct AdminAPITests {
     }
 
     @Test func authIsRequired() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             try await client.execute(uri: "/api/v1/handlers", method: .get) { response in
                 #expect(response.status == .unauthorized)
@@ -102,7 +102,7 @@ struct AdminAPITests {
     }
 
     @Test func withoutATokenOnlyLoopbackIsAdmin() async throws {
-        let app = try buildApplication(testArguments(adminToken: nil))
+        let app = try await buildApplication(testArguments(adminToken: nil))
         // The router test client has no peer address: it is not loopback.
         try await app.test(.router) { client in
             try await client.execute(uri: "/api/v1/clients", method: .get) { response in
@@ -118,7 +118,7 @@ struct AdminAPITests {
 
     /// A scoped id holds `~` and the uid's `@`; clients percent-encode both in the path (schemathesis found this).
     @Test func aPercentEncodedIDNamesTheTask() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             let id = try await client.execute(
                 uri: "/api/v1/tasks", method: .post, headers: bearer,
@@ -144,7 +144,7 @@ struct AdminAPITests {
     }
 
     @Test func cancelAndReload() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             try await client.execute(
                 uri: "/api/v1/tasks", method: .post, headers: bearer, body: ByteBuffer(string: #"{"cmd":"sleep","args":{"ms":5000},"id":"long"}"#)
@@ -173,7 +173,7 @@ struct AdminAPITests {
     }
 
     @Test func listValidatesItsQuery() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             for query in ["limit=0", "limit=1001", "limit=x", "status=bogus"] {
                 try await client.execute(uri: "/api/v1/tasks?\(query)", method: .get, headers: bearer) { response in
@@ -184,7 +184,7 @@ struct AdminAPITests {
     }
 
     @Test func healthAndDemoPage() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             try await client.execute(uri: "/healthz", method: .get) { response in
                 #expect(response.status == .ok)
@@ -217,7 +217,7 @@ struct AdminAPITests {
 @Suite("Long-poll (router)")
 struct LongPollTests {
     @Test func postSubmitsAndGetDeliversInOrder() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             try await client.execute(
                 uri: "/poll?uid=lp1", method: .post, body: ByteBuffer(string: #"{"cmd":"sleep","args":{"ms":100},"ref":"r"}"#)
@@ -247,7 +247,7 @@ struct LongPollTests {
     }
 
     @Test func badRequestsAreAnswered() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             for uri in ["/poll", "/poll?uid=", "/poll?uid=a%20b", "/poll?uid=a&timeout=61", "/poll?uid=a&timeout=-1", "/poll?uid=a&cursor=x"] {
                 try await client.execute(uri: uri, method: .get) { response in
@@ -270,7 +270,7 @@ struct LongPollTests {
     }
 
     @Test func emptyPollTimesOutWithTheSameCursor() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         try await app.test(.router) { client in
             try await client.execute(uri: "/poll?uid=quiet&cursor=0&timeout=1", method: .get) { response in
                 let batch = try json(response.body)

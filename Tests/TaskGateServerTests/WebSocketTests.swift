@@ -31,7 +31,7 @@ func type(_ message: [String: Any]) -> String? { message["type"] as? String }
 @Suite("WebSocket (live)")
 struct WebSocketTests {
     @Test func submitGetsSubmittedProgressAndDone() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             try await client.ws("/ws?uid=ws1") { inbound, outbound, _ in
                 try await outbound.write(.text(#"{"cmd":"sleep","args":{"ms":100},"ref":"r1"}"#))
@@ -52,7 +52,7 @@ struct WebSocketTests {
     }
 
     @Test func badMessagesGetErrorsAndTheSocketStaysOpen() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             try await client.ws("/ws?uid=ws2") { inbound, outbound, _ in
                 try await outbound.write(.text("not json"))
@@ -71,7 +71,7 @@ struct WebSocketTests {
     }
 
     @Test func eventsReachOnlyTheOwner() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -96,7 +96,7 @@ struct WebSocketTests {
     }
 
     @Test func reconnectWithCursorReplaysMissedEvents() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             let seen = Mutex(0)
             try await client.ws("/ws?uid=resume") { inbound, outbound, _ in
@@ -117,7 +117,7 @@ struct WebSocketTests {
     }
 
     @Test func adminCommandsNeedTheToken() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             var configuration = WebSocketClientConfiguration()
             configuration.additionalHeaders = [.authorization: "Bearer test-token"]
@@ -132,7 +132,7 @@ struct WebSocketTests {
     }
 
     @Test func missingUidIsRefusedBeforeUpgrade() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             await #expect(throws: (any Error).self) {
                 try await client.ws("/ws") { _, _, _ in }
@@ -144,7 +144,7 @@ struct WebSocketTests {
     }
 
     @Test func pingsStayFastWhileACPUBoundTaskRuns() async throws {
-        let app = try buildApplication(testArguments())
+        let app = try await buildApplication(testArguments())
         _ = try await app.test(.live) { client in
             try await client.ws("/ws?uid=busy") { inbound, outbound, _ in
                 try await outbound.write(.text(#"{"cmd":"primes","args":{"limit":100000000}}"#))

@@ -47,7 +47,7 @@ struct Server {
         var limits = Limits()
         limits.connections = 0
         let admission = Admission(
-            mode: .dev, signer: UserTokenSigner(secret: "fuzz-secret"), adminToken: "fuzz-admin-token",
+            mode: .dev, tokens: nil, adminToken: "fuzz-admin-token",
             allowedOrigins: ["https://app.example"], limits: limits, clients: gateway.clients)
         let webSockets = GatewayHTTPChannel.WebSockets(
             gateway: gateway, admission: admission, configuration: .init(maxMessageBytes: 1024, frameLimit: 4096),

@@ -30,13 +30,17 @@ public final class Gateway: Sendable {
     /// and the stats never wait for the database.
     let clusterQueue = Mutex<[String: Int]?>(nil)
     let logger: Logger
+    /// What else a reload reads again before the handlers (the server's token keys); if it fails, nothing changes.
+    let reloadFirst: (@Sendable () async throws -> Void)?
 
     public init(
         configuration: Configuration = .init(),
         store: any TaskStore = InMemoryTaskStore(),
         registry: any HandlerRegistry = SwiftHandlerRegistry(),
-        logger: Logger = Logger(label: "taskgate")
+        logger: Logger = Logger(label: "taskgate"),
+        reloadFirst: (@Sendable () async throws -> Void)? = nil
     ) {
+        self.reloadFirst = reloadFirst
         self.configuration = configuration
         self.store = store
         self.shared = store as? any SharedTaskStore
@@ -153,6 +157,7 @@ public final class Gateway: Sendable {
     /// connections are untouched.
     public func reload() async throws(GatewayError) -> ReloadResult {
         do {
+            try await reloadFirst?()
             let result = try await registry.reload()
             logger.notice(
                 "handlers reloaded",

@@ -33,8 +33,8 @@ public protocol AppArguments: Sendable {
     /// The config file declaring handlers (`taskgate.json`); `nil`: built-in handlers only.
     var configPath: String? { get }
     var authMode: AuthMode { get }
-    /// The secret user tokens are signed with (token mode).
-    var tokenSecret: String? { get }
+    /// The keys user tokens are checked with, and the claims they need (token mode).
+    var userTokens: UserTokenSettings { get }
     /// Browser origins allowed besides the page's own and localhost; `*` allows every origin.
     var allowedOrigins: [String] { get }
     var limits: Limits { get }
@@ -62,7 +62,7 @@ extension AppArguments {
     public var httpLimits: HTTPLimits { HTTPLimits() }
     public var configPath: String? { nil }
     public var authMode: AuthMode { .dev }
-    public var tokenSecret: String? { nil }
+    public var userTokens: UserTokenSettings { UserTokenSettings() }
     public var allowedOrigins: [String] { [] }
     public var limits: Limits { Limits() }
 }
@@ -89,7 +89,7 @@ public struct GatewayArguments: AppArguments {
     public var httpLimits = HTTPLimits()
     public var configPath: String?
     public var authMode = AuthMode.dev
-    public var tokenSecret: String?
+    public var userTokens = UserTokenSettings()
     public var allowedOrigins: [String] = []
     public var limits = Limits()
 

@@ -9,11 +9,13 @@ import TaskGatePostgres
 /// Builds the whole server: one HTTP/1.1 port with the WebSocket upgrade, long-poll, the REST admin API, the demo
 /// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
 public func buildApplication(
-    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil, metrics: GatewayMetrics = GatewayMetrics(),
-    drain: ServerDrain = ServerDrain()
-) throws -> some ApplicationProtocol {
+    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil, tokens existingTokens: UserTokens? = nil,
+    metrics: GatewayMetrics = GatewayMetrics(), drain: ServerDrain = ServerDrain()
+) async throws -> some ApplicationProtocol {
     let logger = makeLogger(arguments)
-    let gateway = try existingGateway ?? buildGateway(arguments, metrics: metrics)
+    var tokens = existingTokens
+    if tokens == nil { tokens = try await loadUserTokens(arguments) }
+    let gateway = try existingGateway ?? buildGateway(arguments, metrics: metrics, tokens: tokens)
     let auth = AdminAuthenticator(token: arguments.adminToken, loopbackIsAdmin: arguments.authMode == .dev)
     if arguments.adminToken == nil {
         if arguments.authMode == .token {
@@ -26,7 +28,7 @@ public func buildApplication(
         logger.warning("dev auth mode trusts ?uid= from anyone: use --auth token when listening beyond loopback")
     }
     let admission = Admission(
-        mode: arguments.authMode, signer: arguments.tokenSecret.map(UserTokenSigner.init(secret:)),
+        mode: arguments.authMode, tokens: tokens,
         adminToken: arguments.adminToken, allowedOrigins: arguments.allowedOrigins, limits: arguments.limits,
         clients: gateway.clients)
 
@@ -73,7 +75,16 @@ public func buildApplication(
 }
 
 /// The domain behind the server: store, handler registry (built-ins plus the config file's handlers) and pool.
-public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics? = nil) throws -> Gateway {
+/// The token keys of token mode (`nil` when none are configured), read from their files.
+func loadUserTokens(_ arguments: some AppArguments) async throws -> UserTokens? {
+    guard arguments.userTokens.hasKeys else { return nil }
+    let tokens = try await UserTokens.load(arguments.userTokens)
+    makeLogger(arguments).info("user token keys", metadata: ["keys": "\(tokens.keySummary.joined(separator: ", "))"])
+    return tokens
+}
+
+/// `tokens`' key files are read again on every reload, before the handlers.
+public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics? = nil, tokens: UserTokens? = nil) throws -> Gateway {
     let logger = makeLogger(arguments)
     let registry: any HandlerRegistry
     do {
@@ -88,7 +99,8 @@ public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics
         ),
         store: try makeStore(arguments, logger: logger, metrics: metrics),
         registry: registry,
-        logger: logger
+        logger: logger,
+        reloadFirst: tokens.map { tokens in { @Sendable in try await tokens.reload() } }
     )
 }
 
@@ -99,12 +111,13 @@ public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics
 /// drains (new submits get 503, running tasks get the grace period, and their `done` events still reach the open
 /// connections), then the HTTP server closes idle connections, gives requests under way `drainTimeout` to finish,
 /// and closes every WebSocket with a close frame.
-public func buildServer(_ arguments: some AppArguments) throws -> ServiceGroup {
+public func buildServer(_ arguments: some AppArguments) async throws -> ServiceGroup {
     let logger = makeLogger(arguments)
     let metrics = GatewayMetrics()
-    let gateway = try buildGateway(arguments, metrics: metrics)
+    let tokens = try await loadUserTokens(arguments)
+    let gateway = try buildGateway(arguments, metrics: metrics, tokens: tokens)
     let drain = ServerDrain()
-    let app = try buildApplication(arguments, gateway: gateway, metrics: metrics, drain: drain)
+    let app = try await buildApplication(arguments, gateway: gateway, tokens: tokens, metrics: metrics, drain: drain)
     var configuration = ServiceGroupConfiguration(
         services: [
             // First in, last out: a cluster node's database work outlives the draining of its pool.

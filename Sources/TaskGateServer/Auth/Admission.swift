@@ -49,7 +49,7 @@ public struct Admission: Sendable {
     }
 
     let mode: AuthMode
-    let signer: UserTokenSigner?
+    let tokens: UserTokens?
     let adminToken: String?
     let allowedOrigins: [String]
     let limits: Limits
@@ -64,8 +64,8 @@ public struct Admission: Sendable {
             guard let claimed = candidate.query["uid"] else { throw .badRequest("missing 'uid' query parameter") }
             uid = claimed
         case .token:
-            if let token = candidate.query["token"] ?? Self.userBearer(candidate, adminToken: adminToken), let signer {
-                uid = try signer.verify(token)
+            if let token = candidate.query["token"] ?? Self.userBearer(candidate, adminToken: adminToken), let tokens {
+                uid = try tokens.verify(token)
                 if let claimed = candidate.query["uid"], claimed != uid {
                     throw GatewayError(.unauthorized, "'uid' does not match the token")
                 }
