@@ -13,6 +13,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v curl >/dev/null || missing+=(curl)
 command -v php >/dev/null || missing+=(php-cli)
+php -r 'exit(extension_loaded("curl") ? 0 : 1);' 2>/dev/null || missing+=(php-curl)  # clients/php
 command -v pgrep >/dev/null || missing+=(procps)
 have_postgres() {  # initdb/pg_ctl/postgres where Tests/e2e/pg.py looks for them, and psql
     local dirs=() d
