@@ -32,6 +32,8 @@ have_postgres || missing+=(postgresql)
 command -v node >/dev/null || missing+=(nodejs)
 [ -e /usr/share/nodejs/ws ] || node -e "require('ws')" 2>/dev/null || missing+=(node-ws)
 command -v wrk >/dev/null || missing+=(wrk)
+# The type check of the browser client's declarations, public/taskgate.d.ts (Tests/e2e/test_typescript.py).
+command -v tsc >/dev/null || missing+=(node-typescript)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     SUDO=""
@@ -40,7 +42,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c "import pytest, websockets, requests, selenium, yaml, jsonschema, openapi_spec_validator" 2>/dev/null; then
+if ! python3 -c "import pytest, websockets, requests, selenium, yaml, jsonschema, openapi_spec_validator, httpx, jwt" 2>/dev/null; then
     echo "installing Python packages from Tests/e2e/requirements.txt"
     python3 -m pip install -q -r Tests/e2e/requirements.txt
+fi
+# The Python client package for backends (clients/python) as pip installs it, with its RS256 extra; again whenever the
+# installed copy is not this checkout's (Tests/e2e/test_client_python.py checks that too).
+if ! python3 - 2>/dev/null <<'EOF'
+import filecmp, pathlib, taskgate_client
+src = pathlib.Path("clients/python/src/taskgate_client")
+dst = pathlib.Path(taskgate_client.__file__).parent
+assert all(filecmp.cmp(f, dst / f.name, shallow=False) for f in src.iterdir() if f.is_file())
+EOF
+then
+    echo "installing the Python client package from clients/python"
+    python3 -m pip install -q './clients/python[rs256]'
 fi
