@@ -88,6 +88,8 @@ export interface Task {
     finishedAt: string | null;
     /** The cluster node that last ran the task; null on a single node. */
     node?: string | null;
+    /** The W3C `traceparent` of the span that submitted the task, when the server traces (`serve --otel`). */
+    traceparent?: string | null;
 }
 
 /** A submission's `args`: the handler's arguments plus the task options. */

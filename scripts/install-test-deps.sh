@@ -42,7 +42,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c "import pytest, websockets, requests, selenium, yaml, jsonschema, openapi_spec_validator, httpx, jwt" 2>/dev/null; then
+if ! python3 -c "import pytest, websockets, requests, selenium, yaml, jsonschema, openapi_spec_validator, httpx, jwt, opentelemetry.proto" 2>/dev/null; then
     echo "installing Python packages from Tests/e2e/requirements.txt"
     python3 -m pip install -q -r Tests/e2e/requirements.txt
 fi

@@ -22,7 +22,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on. [9501]")
     var port: Int?
 
-    @Option(help: "How many tasks run at once (the seed's task_worker_num). [4]")
+    @Option(help: "How many tasks run at once (Swoole's task_worker_num). [4]")
     var taskWorkers: Int?
 
     @Option(help: "How many tasks may wait for a worker before submits get 503 queue_full. [1000]")
@@ -69,6 +69,11 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Flag(name: .customLong("enable-echo"), help: "Serve /ws/echo, an echo WebSocket on the same stack (for compliance tests).")
     var enableEchoRoute = false
+
+    @Flag(
+        name: .customLong("otel"),
+        help: "Export OpenTelemetry traces over OTLP/HTTP (configured by the OTEL_* variables; also on when OTEL_TRACES_EXPORTER=otlp or an OTLP endpoint is set).")
+    var otel = false
 
     @Option(help: "dev (trust ?uid=) or token (signed user tokens only). [dev]")
     var auth: String?
@@ -175,6 +180,7 @@ struct ServeSettings: AppArguments {
     var userTokens: UserTokenSettings
     var allowedOrigins: [String]
     var limits: Limits
+    var tracing: Bool
 
     init(_ flags: ServeCommand, environment: [String: String]) throws {
         configPath = flags.config ?? environment["TASKGATE_CONFIG"]
@@ -230,6 +236,7 @@ struct ServeSettings: AppArguments {
         let retainHours = flags.eventRetentionHours ?? 168
         eventRetention = .init(count: retainCount, maxAge: .seconds(retainHours * 3600))
         enableEchoRoute = flags.enableEchoRoute
+        tracing = OTelTracing.isWanted(flag: flags.otel, environment: environment)
         var http = HTTPLimits()
         http.headerTimeout = flags.headerTimeout.map { .seconds($0) } ?? http.headerTimeout
         http.keepAliveTimeout = flags.keepaliveTimeout.map { .seconds($0) } ?? http.keepAliveTimeout

@@ -1,5 +1,5 @@
 <?php
-// A TaskGate worker-process handler in PHP: started once and kept running, like the seed's Swoole task
+// A TaskGate worker-process handler in PHP: started once and kept running, like Swoole's task
 // workers, but without loading a framework per task. TaskGate writes one task per line on stdin:
 //   {"id": "...", "cmd": "...", "uid": "...", "args": {...}}
 // and we answer with JSON lines on stdout that carry the task id:

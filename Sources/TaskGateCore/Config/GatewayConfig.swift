@@ -1,7 +1,7 @@
 import Foundation
 
 /// The config file (`taskgate.json`, JSON with comments): server options and the handlers users plug in.
-/// Keys are snake_case, as in the seed's PHP config.
+/// Keys are snake_case, as in the Swoole server's PHP config.
 public struct GatewayConfig: Sendable, Equatable, Decodable {
     public var server: ServerSettings
     public var handlers: [String: HandlerConfig]
@@ -90,7 +90,7 @@ public struct HandlerConfig: Sendable, Equatable, Decodable {
     public enum Kind: String, Sendable, Decodable {
         /// A command started per task: the task as JSON on stdin, JSON lines on stdout.
         case command
-        /// Long-lived processes speaking newline-delimited JSON, many tasks each (the seed's task workers).
+        /// Long-lived processes speaking newline-delimited JSON, many tasks each (Swoole's task workers).
         case worker
     }
 
@@ -107,7 +107,7 @@ public struct HandlerConfig: Sendable, Equatable, Decodable {
     public var idempotent: Bool
     /// Worker pools: how many processes.
     public var processes: Int
-    /// Worker pools: a process is replaced after this many tasks (0: never), like the seed's `task_max_request`.
+    /// Worker pools: a process is replaced after this many tasks (0: never), like Swoole's `task_max_request`.
     public var maxRequests: Int
 
     enum CodingKeys: String, CodingKey, CaseIterable {

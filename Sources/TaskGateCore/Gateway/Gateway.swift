@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import Tracing
 
 /// The whole domain behind one front: the store, the handler registry, the pool, the event logs and the client
 /// directory. Every front door (WebSocket, long-poll, REST, CLI via REST) goes through it, so they share one pool.
@@ -62,10 +63,36 @@ public final class Gateway: Sendable {
 
     /// Validates, stores and queues a task. The task is on record before `accepted` is called (and before this
     /// returns), so a `202` is never a promise the server could forget; `accepted` runs before the task can start.
+    ///
+    /// It runs in a `task.submit` span: a child of `traceparent` when the message carried a valid one (a WebSocket
+    /// message's field), else of `ServiceContext.current` (the HTTP request's span). The task keeps that span's
+    /// `traceparent` (when a tracer is on), so its run joins the same trace.
     @discardableResult
     public func submit(
-        cmd: String, args: [String: JSONValue], uid: String?, taskID: String? = nil,
+        cmd: String, args: [String: JSONValue], uid: String?, taskID: String? = nil, traceparent: String? = nil,
         accepted: (Submission) -> Void = { _ in }
+    ) async throws(GatewayError) -> Submission {
+        let parent = TaskTracing.context(fromTraceparent: traceparent) ?? ServiceContext.current ?? .topLevel
+        let span = InstrumentationSystem.tracer.startSpan("task.submit", context: parent, ofKind: .internal)
+        defer { span.end() }
+        span.attributes["taskgate.task.cmd"] = cmd
+        if let uid { span.attributes["taskgate.uid"] = uid }
+        do {
+            let submission = try await submitTask(
+                cmd: cmd, args: args, uid: uid, taskID: taskID, traceparent: TaskTracing.traceparent(of: span.context),
+                accepted: accepted)
+            span.attributes["taskgate.task.id"] = submission.task.id
+            return submission
+        } catch {
+            span.recordError(error)
+            span.setStatus(SpanStatus(code: .error, message: error.info))
+            throw error
+        }
+    }
+
+    private func submitTask(
+        cmd: String, args: [String: JSONValue], uid: String?, taskID: String?, traceparent: String?,
+        accepted: (Submission) -> Void
     ) async throws(GatewayError) -> Submission {
         let table = registry.current
         guard let handler = table.handler(named: cmd) else { throw .unknownCommand(cmd) }
@@ -87,7 +114,7 @@ public final class Gateway: Sendable {
         }
 
         try await pool.reserve(uid: uid)
-        let record = TaskRecord(id: id, cmd: cmd, uid: uid, args: .object(args))
+        let record = TaskRecord(id: id, cmd: cmd, uid: uid, args: .object(args), traceparent: traceparent)
         let outcome: InsertOutcome
         do {
             outcome = try await store.insert(record)
@@ -198,7 +225,7 @@ public final class Gateway: Sendable {
         switch args["id"] {
         case nil, .null?: return nil
         case .string(let id)?: return id
-        // The seed's clients send numeric business ids.
+        // Swoole-era clients send numeric business ids.
         case .number?:
             if let number = args["id"]?.intValue, number >= 0 { return String(number) }
             throw .badRequest("'args.id' must be a string or a non-negative whole number")

@@ -91,7 +91,8 @@ public struct Session: Sendable {
             reply.nodes = answers
             return reply
         default:
-            _ = try await gateway.submit(cmd: message.cmd, args: message.args, uid: uid) { submission in
+            let traceparent = message.traceparent
+            _ = try await gateway.submit(cmd: message.cmd, args: message.args, uid: uid, traceparent: traceparent) { submission in
                 reply(.submitted(submission.task, duplicate: submission.duplicate, ref: ref))
             }
             return nil

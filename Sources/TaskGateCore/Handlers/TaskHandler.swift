@@ -33,16 +33,20 @@ public struct TaskContext: Sendable {
     public let args: [String: JSONValue]
     /// 1 on the first run, 2 on the first retry, …
     public let attempt: Int
+    /// The W3C `traceparent` of this run's `task.run` span when tracing is on (`nil` otherwise), for handlers that
+    /// pass the trace on (external handlers get it as `TRACEPARENT` or a `traceparent` field).
+    public let traceparent: String?
     let progressSink: @Sendable (Double) async -> Void
 
     public init(
-        taskID: String, uid: String?, args: [String: JSONValue], attempt: Int = 1,
+        taskID: String, uid: String?, args: [String: JSONValue], attempt: Int = 1, traceparent: String? = nil,
         progressSink: @escaping @Sendable (Double) async -> Void
     ) {
         self.taskID = taskID
         self.uid = uid
         self.args = args
         self.attempt = attempt
+        self.traceparent = traceparent
         self.progressSink = progressSink
     }
 

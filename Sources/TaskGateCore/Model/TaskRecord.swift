@@ -33,11 +33,14 @@ public struct TaskRecord: Sendable, Codable, Equatable {
     public var finishedAt: Date?
     /// The node that last ran it (a cluster; `nil` on a single node and before it first runs).
     public var node: String?
+    /// The W3C `traceparent` of the span that submitted it, when tracing is on: its run (after a restart, or on
+    /// another node) joins the submitter's trace. `nil` when tracing is off.
+    public var traceparent: String?
 
     public init(
         id: String, cmd: String, uid: String?, args: JSONValue, status: TaskStatus = .queued, progress: Double = 0,
         result: JSONValue? = nil, error: String? = nil, attempts: Int = 0, createdAt: Date = Date(), startedAt: Date? = nil,
-        finishedAt: Date? = nil
+        finishedAt: Date? = nil, traceparent: String? = nil
     ) {
         self.id = id
         self.cmd = cmd
@@ -51,6 +54,7 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         self.createdAt = createdAt
         self.startedAt = startedAt
         self.finishedAt = finishedAt
+        self.traceparent = traceparent
     }
 
     public init(from decoder: any Decoder) throws {
@@ -69,11 +73,12 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         startedAt = try container.decodeIfPresent(Date.self, forKey: .startedAt)
         finishedAt = try container.decodeIfPresent(Date.self, forKey: .finishedAt)
         node = try container.decodeIfPresent(String.self, forKey: .node)
+        traceparent = try container.decodeIfPresent(String.self, forKey: .traceparent)
     }
 
     // Explicit keys so that `nil` fields are written as `null`: clients can rely on every field being present.
     enum CodingKeys: String, CodingKey {
-        case id, cmd, uid, args, status, progress, result, error, attempts, createdAt, startedAt, finishedAt, node
+        case id, cmd, uid, args, status, progress, result, error, attempts, createdAt, startedAt, finishedAt, node, traceparent
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -91,6 +96,7 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         try container.encode(startedAt, forKey: .startedAt)
         try container.encode(finishedAt, forKey: .finishedAt)
         try container.encode(node, forKey: .node)
+        try container.encode(traceparent, forKey: .traceparent)
     }
 }
 

@@ -2,6 +2,7 @@ import DequeModule
 import Foundation
 import Logging
 import Synchronization
+import Tracing
 
 /// The one task pool that every front door (WebSocket, long-poll, REST) submits to.
 ///
@@ -414,20 +415,38 @@ public actor TaskPool {
         record.progress = 0
         record.error = nil
         record.startedAt = Date()
+
+        // The trace its submission started (kept in the record, so also after a restart or on another node).
+        let tracer = InstrumentationSystem.tracer
+        let submitted = TaskTracing.context(fromTraceparent: record.traceparent) ?? .topLevel
+        let queuedSpan = tracer.startSpan(
+            "task.queued", context: submitted, ofKind: .internal, at: TaskTracing.instant(record.createdAt))
+        queuedSpan.attributes["taskgate.task.id"] = record.id
+        queuedSpan.end()
+        let runSpan = tracer.startSpan("task.run", context: submitted, ofKind: .internal)
+        defer { runSpan.end() }
+        runSpan.attributes["taskgate.task.id"] = record.id
+        runSpan.attributes["taskgate.task.cmd"] = record.cmd
+        runSpan.attributes["taskgate.task.attempt"] = record.attempts
+        if let node = record.node { runSpan.attributes["taskgate.node"] = node }
         await publishProgress(record)
 
         let tracker = ProgressTracker(record: record)
         let context = TaskContext(
-            taskID: record.id, uid: record.uid, args: record.args.objectValue ?? [:], attempt: record.attempts
+            taskID: record.id, uid: record.uid, args: record.args.objectValue ?? [:], attempt: record.attempts,
+            traceparent: TaskTracing.traceparent(of: runSpan.context)
         ) { fraction in
             await self.publishProgress(tracker.update(fraction))
         }
-        let outcome = await Self.run(job.handler, context: context, timeout: job.options.timeout, on: executor)
+        let outcome = await ServiceContext.withValue(runSpan.context) {
+            await Self.run(job.handler, context: context, timeout: job.options.timeout, on: executor)
+        }
         record.progress = tracker.current.progress
         record.finishedAt = Date()
         let stopReason = running[record.id]?.stopReason
         if stopReason == .lost {
             logger.notice("task reclaimed by another node; this node's result is dropped", metadata: ["task": .string(record.id)])
+            runSpan.setStatus(SpanStatus(code: .error, message: "reclaimed by another node"))
             running[record.id] = nil
             startWaitingJobs()
             return
@@ -460,6 +479,8 @@ public actor TaskPool {
         case .failure(let error):
             record.status = .failed
             record.error = (error as? TaskFailure)?.message ?? "handler error: \(error)"
+            // A retry returns below before the status is set at the end.
+            runSpan.setStatus(SpanStatus(code: .error, message: record.error ?? "failed"))
             if record.attempts < job.options.maxAttempts && accepting && shared != nil {
                 // In a cluster the backoff waits in the store, where any node claims it once it is due.
                 record.status = .queued
@@ -477,10 +498,18 @@ public actor TaskPool {
                 return
             }
         }
+        if record.status != .succeeded {
+            runSpan.setStatus(SpanStatus(code: .error, message: record.error ?? record.status.rawValue))
+        }
+        runSpan.attributes["taskgate.task.status"] = record.status.rawValue
         if record.status == .queued {
             await save(record)
         } else {
+            // The `done` event, written with the task and sent to the owner's connections.
+            let deliverSpan = tracer.startSpan("task.deliver", context: runSpan.context, ofKind: .internal)
+            deliverSpan.attributes["taskgate.task.id"] = record.id
             await finish(record)
+            deliverSpan.end()
         }
         running[record.id] = nil
         startWaitingJobs()

@@ -1,6 +1,6 @@
 import NIOPosix
 
-/// The task workers' threads. Handlers run here (as the seed's task workers ran in their own processes), so a
+/// The task workers' threads. Handlers run here (as Swoole's task workers ran in their own processes), so a
 /// CPU-bound handler occupies a worker thread, never a server event loop or the Swift concurrency pool that
 /// the connections' code runs on.
 public final class TaskWorkerExecutor: TaskExecutor {

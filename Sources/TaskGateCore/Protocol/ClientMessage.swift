@@ -1,15 +1,18 @@
 import Foundation
 
-/// One message from a client: `{"cmd": "...", "args": {...}, "ref": "..."}`.
+/// One message from a client: `{"cmd": "...", "args": {...}, "ref": "...", "traceparent": "..."}`.
 public struct ClientMessage: Sendable, Equatable {
     public var cmd: String
     public var args: [String: JSONValue]
     public var ref: String?
+    /// The caller's W3C trace context: a task it submits joins that trace. Anything but a valid one is ignored.
+    public var traceparent: String?
 
-    public init(cmd: String, args: [String: JSONValue] = [:], ref: String? = nil) {
+    public init(cmd: String, args: [String: JSONValue] = [:], ref: String? = nil, traceparent: String? = nil) {
         self.cmd = cmd
         self.args = args
         self.ref = ref
+        self.traceparent = traceparent
     }
 
     /// Decodes a message, turning every malformed input into a typed `bad_request` that names the problem.
@@ -51,7 +54,10 @@ public struct ClientMessage: Sendable, Equatable {
         default:
             return .failure(.init(ref: ref, error: .badRequest("'args' must be an object")))
         }
-        return .success(ClientMessage(cmd: cmd, args: args, ref: ref))
+        // Never an error: a traceparent that is not a valid one only means the task starts a new trace.
+        var traceparent: String?
+        if case .string(let text)? = object["traceparent"], W3CTraceparent.isValid(text) { traceparent = text }
+        return .success(ClientMessage(cmd: cmd, args: args, ref: ref, traceparent: traceparent))
     }
 
     public struct DecodeFailure: Error, Sendable, Equatable {

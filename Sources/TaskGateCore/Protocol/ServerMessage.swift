@@ -1,4 +1,4 @@
-/// Every message the server sends. One struct with optional fields keeps the JSON flat, as the seed's clients expect
+/// Every message the server sends. One struct with optional fields keeps the JSON flat, as Swoole-era clients expect
 /// (`type`, `code`, `info` at the top level); absent fields are left out.
 public struct ServerMessage: Sendable, Encodable, Equatable {
     public var type: String

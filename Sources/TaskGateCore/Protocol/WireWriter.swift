@@ -108,6 +108,7 @@ struct WireWriter {
         key("result", &object); write(task.result ?? .null)
         key("startedAt", &object); write(date: task.startedAt)
         key("status", &object); write(string: task.status.rawValue)
+        key("traceparent", &object); write(optional: task.traceparent)
         key("uid", &object); write(optional: task.uid)
         bytes.append(UInt8(ascii: "}"))
     }

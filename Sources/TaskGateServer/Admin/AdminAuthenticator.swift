@@ -3,7 +3,7 @@ import Hummingbird
 import TaskGateCore
 
 /// Guards the REST admin API (admins on WebSocket, SSE and long-poll are decided by `Admission`). With a token
-/// configured, only `Authorization: Bearer <token>` passes; without one, only a loopback client does (the seed let
+/// configured, only `Authorization: Bearer <token>` passes; without one, only a loopback client does (the Swoole server let
 /// anyone reload; we do not).
 struct AdminAuthenticator: Sendable {
     let token: String?

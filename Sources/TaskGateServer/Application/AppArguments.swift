@@ -38,6 +38,8 @@ public protocol AppArguments: Sendable {
     /// Browser origins allowed besides the page's own and localhost; `*` allows every origin.
     var allowedOrigins: [String] { get }
     var limits: Limits { get }
+    /// OpenTelemetry tracing (spans exported over OTLP/HTTP, configured by the `OTEL_*` variables).
+    var tracing: Bool { get }
 }
 
 public enum StoreKind: String, Sendable, CaseIterable {
@@ -65,6 +67,7 @@ extension AppArguments {
     public var userTokens: UserTokenSettings { UserTokenSettings() }
     public var allowedOrigins: [String] { [] }
     public var limits: Limits { Limits() }
+    public var tracing: Bool { false }
 }
 
 /// Plain values, for tests and embedding (in memory unless told otherwise).
@@ -92,6 +95,7 @@ public struct GatewayArguments: AppArguments {
     public var userTokens = UserTokenSettings()
     public var allowedOrigins: [String] = []
     public var limits = Limits()
+    public var tracing = false
 
     public init() {}
 }

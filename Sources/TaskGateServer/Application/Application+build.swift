@@ -33,6 +33,8 @@ public func buildApplication(
         clients: gateway.clients)
 
     let router = Router(context: GatewayRequestContext.self)
+    // The HTTP server span, a child of the request's W3C `traceparent` (only recorded when a tracer is bootstrapped).
+    router.add(middleware: TracingMiddleware())
     router.add(middleware: ErrorMiddleware())
     router.add(middleware: LogRequestsMiddleware(.debug))
     router.add(middleware: StaticFileGuard(root: arguments.publicDirectory))
@@ -118,8 +120,13 @@ public func buildServer(_ arguments: some AppArguments) async throws -> ServiceG
     let gateway = try buildGateway(arguments, metrics: metrics, tokens: tokens)
     let drain = ServerDrain()
     let app = try await buildApplication(arguments, gateway: gateway, tokens: tokens, metrics: metrics, drain: drain)
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    if arguments.tracing {
+        // First in, last out: it flushes the spans of everything that stops before it.
+        services.append(.init(service: try OTelTracing.bootstrap(environment: ProcessInfo.processInfo.environment, logger: logger)))
+    }
     var configuration = ServiceGroupConfiguration(
-        services: [
+        services: services + [
             // First in, last out: a cluster node's database work outlives the draining of its pool.
             .init(service: ClusterService(gateway: gateway)),
             .init(service: app),

@@ -45,7 +45,7 @@ public struct CommandHandler: TaskHandler {
         let stderr = StderrTail()
         let execution = try await withTaskCancellationHandler {
             try await Subprocess.run(
-                spec.executable, arguments: spec.arguments, environment: spec.environmentUpdate,
+                spec.executable, arguments: spec.arguments, environment: spec.environmentUpdate(traceparent: context.traceparent),
                 workingDirectory: spec.workingDirectory.map { .init($0) }, platformOptions: spec.platformOptions,
                 input: .inputWriter, output: .sequence, error: .sequence
             ) { execution -> LineOutcome in

@@ -12,6 +12,8 @@ struct TaskInput: Encodable {
     var cmd: String
     var uid: String?
     var args: [String: JSONValue]
+    /// Only in a worker's task line, and only when tracing is on (absent otherwise).
+    var traceparent: String? = nil
 }
 
 /// One line an external handler writes to stdout. Progress lines come any number of times; a result or an error
@@ -73,8 +75,13 @@ struct ProcessSpec: Sendable {
 
     var arguments: Arguments { Arguments(Array(command.dropFirst())) }
 
-    var environmentUpdate: Environment {
-        .inherit.updating(Dictionary(uniqueKeysWithValues: environment.map { (Environment.Key(stringLiteral: $0.key), Optional($0.value)) }))
+    var environmentUpdate: Environment { environmentUpdate(traceparent: nil) }
+
+    /// The configured environment, plus `TRACEPARENT` for a traced task's own process.
+    func environmentUpdate(traceparent: String?) -> Environment {
+        var update = Dictionary(uniqueKeysWithValues: environment.map { (Environment.Key(stringLiteral: $0.key), Optional($0.value)) })
+        if let traceparent { update[Environment.Key(stringLiteral: "TRACEPARENT")] = traceparent }
+        return .inherit.updating(update)
     }
 
     /// Each process leads its own process group, so a timeout or cancel kills whatever it started too.

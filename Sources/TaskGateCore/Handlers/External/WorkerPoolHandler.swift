@@ -7,7 +7,7 @@ import Synchronization
 import Glibc
 #endif
 
-/// A handler served by a pool of long-lived worker processes (the seed's task workers, without loading a
+/// A handler served by a pool of long-lived worker processes (Swoole's task workers, without loading a
 /// framework per task). Each process reads one task per line on stdin and answers with JSON lines on stdout that
 /// carry the task `id`: progress any number of times, then a result or an error. A process serves tasks one at a
 /// time, is replaced after `max_requests` tasks, and is restarted with a backoff when it crashes.
@@ -29,7 +29,8 @@ public final class WorkerPoolHandler: TaskHandler, RetirableHandler {
 
     public func run(_ context: TaskContext) async throws -> JSONValue {
         let worker = try await pool.acquire()
-        let input = try WireJSON.encode(TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.args))
+        let input = try WireJSON.encode(
+            TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.args, traceparent: context.traceparent))
         do {
             let result = try await withTaskCancellationHandler {
                 try await worker.perform(id: context.taskID, line: input) { await context.reportProgress($0) }
