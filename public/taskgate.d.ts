@@ -114,7 +114,6 @@ export interface ClientMessage {
 /** The first message of a WebSocket and the first frame of an SSE stream. */
 export interface HelloMessage {
     type: 'hello';
-    code: 200;
     info?: string;
     uid: string;
     transport: 'websocket' | 'sse';
@@ -128,7 +127,7 @@ export interface HelloMessage {
 /** What the client reports as `hello` on long-poll, which has none: made from the first poll's answer. */
 export interface SyntheticHello {
     type: 'hello';
-    code: 200;
+    info?: string;
     uid: string | null;
     transport: 'long-poll';
     seq: number | null;

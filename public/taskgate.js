@@ -837,7 +837,7 @@
       }
       this._established(link);
       this._emit('hello', {
-        type: 'hello', code: 200, uid: this._uid, transport: 'long-poll', seq: this._cursor, admin: !!this.options.admin,
+        type: 'hello', info: 'connected', uid: this._uid, transport: 'long-poll', seq: this._cursor, admin: !!this.options.admin,
         reset: reset, synthetic: true
       });
       this._resumed(link, sent, this._cursor, reset);

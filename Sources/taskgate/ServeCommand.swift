@@ -67,6 +67,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Hours an event is kept. [168]")
     var eventRetentionHours: Int?
 
+    @Option(name: .customLong("ws-path"), help: "Another path that upgrades to the WebSocket, besides / and /ws (repeatable; $TASKGATE_WS_PATHS, comma-separated).")
+    var webSocketPaths: [String] = []
+
     @Flag(name: .customLong("enable-echo"), help: "Serve /ws/echo, an echo WebSocket on the same stack (for compliance tests).")
     var enableEchoRoute = false
 
@@ -174,6 +177,7 @@ struct ServeSettings: AppArguments {
     var leaseTimeout: Duration
     var eventRetention: EventLog.Retention
     var enableEchoRoute: Bool
+    var webSocketPaths: [String]
     var httpLimits: HTTPLimits
     var configPath: String?
     var authMode: AuthMode
@@ -236,6 +240,10 @@ struct ServeSettings: AppArguments {
         let retainHours = flags.eventRetentionHours ?? 168
         eventRetention = .init(count: retainCount, maxAge: .seconds(retainHours * 3600))
         enableEchoRoute = flags.enableEchoRoute
+        webSocketPaths = flags.webSocketPaths.isEmpty ? Self.list(environment["TASKGATE_WS_PATHS"]) : flags.webSocketPaths
+        if let problem = webSocketPaths.lazy.compactMap(WebSocketPaths.problem(with:)).first {
+            throw ValidationError("--ws-path: \(problem)")
+        }
         tracing = OTelTracing.isWanted(flag: flags.otel, environment: environment)
         var http = HTTPLimits()
         http.headerTimeout = flags.headerTimeout.map { .seconds($0) } ?? http.headerTimeout

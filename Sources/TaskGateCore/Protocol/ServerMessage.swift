@@ -36,9 +36,9 @@ public struct ServerMessage: Sendable, Encodable, Equatable {
     }
 
     /// The first message on a WebSocket or SSE connection: who it is, the latest seq, and whether the cursor it
-    /// resumed from was out of range.
+    /// resumed from was out of range. It has no `code`: a Swoole-era page reads `code` 200 as "your task is done".
     public static func hello(uid: String, transport: Transport, latestSeq: UInt64, admin: Bool, reset: Bool) -> ServerMessage {
-        var message = ServerMessage(type: "hello", code: 200, info: "connected")
+        var message = ServerMessage(type: "hello", code: nil, info: "connected")
         message.uid = uid
         message.transport = transport.rawValue
         message.seq = latestSeq

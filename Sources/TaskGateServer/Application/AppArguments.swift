@@ -28,6 +28,8 @@ public protocol AppArguments: Sendable {
     var eventRetention: EventLog.Retention { get }
     /// Serve `/ws/echo` (for WebSocket compliance suites).
     var enableEchoRoute: Bool { get }
+    /// Paths that upgrade to the gateway's WebSocket besides `/` and `/ws` (`--ws-path`).
+    var webSocketPaths: [String] { get }
     /// Deadlines and sizes every HTTP connection is held to.
     var httpLimits: HTTPLimits { get }
     /// The config file declaring handlers (`taskgate.json`); `nil`: built-in handlers only.
@@ -61,6 +63,7 @@ extension AppArguments {
     public var leaseTimeout: Duration { .seconds(10) }
     public var eventRetention: EventLog.Retention { .init() }
     public var enableEchoRoute: Bool { false }
+    public var webSocketPaths: [String] { [] }
     public var httpLimits: HTTPLimits { HTTPLimits() }
     public var configPath: String? { nil }
     public var authMode: AuthMode { .dev }
@@ -89,6 +92,7 @@ public struct GatewayArguments: AppArguments {
     public var leaseTimeout = Duration.seconds(10)
     public var eventRetention = EventLog.Retention()
     public var enableEchoRoute = false
+    public var webSocketPaths: [String] = []
     public var httpLimits = HTTPLimits()
     public var configPath: String?
     public var authMode = AuthMode.dev

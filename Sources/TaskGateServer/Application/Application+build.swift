@@ -44,7 +44,8 @@ public func buildApplication(
         return .json(health, status: health.isHealthy ? .ok : .serviceUnavailable)
     }
     MetricsRoutes(gateway: gateway, metrics: metrics).addRoutes(to: router)
-    WebSocketPlainRoute(admission: admission).addRoutes(to: router)
+    let webSocketPaths = Set(WebSocketPaths.always + arguments.webSocketPaths)
+    WebSocketPlainRoute(admission: admission, paths: webSocketPaths).addRoutes(to: router)
     LongPollRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes, metrics: metrics)
         .addRoutes(to: router)
     SSERoutes(gateway: gateway, admission: admission).addRoutes(to: router)
@@ -53,12 +54,14 @@ public func buildApplication(
     // Frames may be larger than a message may be, so that an oversized message gets a `413` reply rather than a
     // closed socket; beyond the frame limit the connection closes with 1009.
     let frameLimit = max(arguments.maxMessageBytes * 4, 1 << 20)
-    let webSockets = GatewayHTTPChannel.WebSockets(
+    var gatewaySockets = GatewayHTTPChannel.WebSockets(
         gateway: gateway, admission: admission,
         configuration: .init(
             maxMessageBytes: arguments.maxMessageBytes, frameLimit: frameLimit,
             outbound: arguments.limits.outbound, messagesPerSecond: arguments.limits.messagesPerSecond),
         enableEcho: arguments.enableEchoRoute, metrics: metrics, logger: logger)
+    gatewaySockets.paths = webSocketPaths
+    let webSockets = gatewaySockets
     let httpLimits = arguments.httpLimits
     let server = HTTPServerBuilder { responder in
         GatewayHTTPChannel(responder: responder, webSockets: webSockets, limits: httpLimits, drain: drain, logger: logger)

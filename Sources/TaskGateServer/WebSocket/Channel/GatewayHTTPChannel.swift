@@ -26,7 +26,8 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         let channel: any Channel
     }
 
-    /// The WebSocket side of the server: who may connect, and what runs on `/ws` and `/ws/echo`.
+    /// The WebSocket side of the server: who may connect, and what runs on the WebSocket paths (`/`, `/ws` and
+    /// `--ws-path`) and on `/ws/echo`.
     struct WebSockets: Sendable {
         let gateway: Gateway
         let admission: Admission
@@ -34,15 +35,14 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         let enableEcho: Bool
         let metrics: GatewayMetrics?
         let logger: Logger
+        var paths: Set<String> = Set(WebSocketPaths.always)
 
         enum Route { case gateway, echo }
 
         func route(_ head: HTTPRequestHead) -> Route? {
-            switch URI(head.uri).path {
-            case "/ws": .gateway
-            case "/ws/echo" where enableEcho: .echo
-            default: nil
-            }
+            let path = URI(head.uri).path
+            if enableEcho && path == WebSocketPaths.echo { return .echo }
+            return paths.contains(path) ? .gateway : nil
         }
 
         /// The admission gate, the only one: NIO asks it about every request it would upgrade, after reading the
