@@ -10,7 +10,7 @@ import TaskGatePostgres
 /// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
 public func buildApplication(
     _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil, tokens existingTokens: UserTokens? = nil,
-    metrics: GatewayMetrics = GatewayMetrics(), drain: ServerDrain = ServerDrain()
+    metrics: GatewayMetrics = GatewayMetrics(), drain: ServerDrain = ServerDrain(), openSockets: OpenWebSockets = OpenWebSockets()
 ) async throws -> some ApplicationProtocol {
     let logger = makeLogger(arguments)
     var tokens = existingTokens
@@ -61,6 +61,7 @@ public func buildApplication(
             outbound: arguments.limits.outbound, messagesPerSecond: arguments.limits.messagesPerSecond),
         enableEcho: arguments.enableEchoRoute, metrics: metrics, logger: logger)
     gatewaySockets.paths = webSocketPaths
+    gatewaySockets.openSockets = openSockets
     let webSockets = gatewaySockets
     let httpLimits = arguments.httpLimits
     let server = HTTPServerBuilder { responder in
@@ -122,7 +123,9 @@ public func buildServer(_ arguments: some AppArguments) async throws -> ServiceG
     let tokens = try await loadUserTokens(arguments)
     let gateway = try buildGateway(arguments, metrics: metrics, tokens: tokens)
     let drain = ServerDrain()
-    let app = try await buildApplication(arguments, gateway: gateway, tokens: tokens, metrics: metrics, drain: drain)
+    let openSockets = OpenWebSockets()
+    let app = try await buildApplication(
+        arguments, gateway: gateway, tokens: tokens, metrics: metrics, drain: drain, openSockets: openSockets)
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
     if arguments.tracing {
         // First in, last out: it flushes the spans of everything that stops before it.
@@ -132,6 +135,8 @@ public func buildServer(_ arguments: some AppArguments) async throws -> ServiceG
         services: services + [
             // First in, last out: a cluster node's database work outlives the draining of its pool.
             .init(service: ClusterService(gateway: gateway)),
+            // Stops after the HTTP server: the WebSockets' closing handshakes (1001) finish before the process ends.
+            .init(service: WebSocketDrainService(sockets: openSockets, timeout: .seconds(5))),
             .init(service: app),
             .init(service: GatewayService(gateway: gateway, grace: arguments.shutdownGrace, drain: drain, logger: logger)),
             .init(service: ReloadSignalService(gateway: gateway, logger: logger)),

@@ -36,6 +36,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         let metrics: GatewayMetrics?
         let logger: Logger
         var paths: Set<String> = Set(WebSocketPaths.always)
+        var openSockets: OpenWebSockets?
 
         enum Route { case gateway, echo }
 
@@ -74,7 +75,8 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 configuration.maxMessageBytes = configuration.frameLimit
             }
             let deflate = PerMessageDeflate.negotiate(offers: head.headers["sec-websocket-extensions"])
-            return WebSocketChannelHandler(configuration: configuration, endpoint: endpoint, deflate: deflate, metrics: metrics)
+            return WebSocketChannelHandler(
+                configuration: configuration, endpoint: endpoint, deflate: deflate, metrics: metrics, openSockets: openSockets)
         }
     }
 

@@ -40,6 +40,9 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     private let endpoint: Endpoint
     let deflate: PerMessageDeflate?
     private let metrics: GatewayMetrics?
+    private let openSockets: OpenWebSockets?
+    /// Counted in `openSockets` from `handlerAdded` until the tear-down.
+    private var isCounted = false
     private var context: ChannelHandlerContext?
     private var state = State.open
     private var connection: SocketConnection?
@@ -57,7 +60,11 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     /// Written while the channel was not writable (the client is not reading fast enough).
     private var backlog: OutboundBacklog
 
-    init(configuration: Configuration, endpoint: Endpoint, deflate: PerMessageDeflate?, metrics: GatewayMetrics?) {
+    init(
+        configuration: Configuration, endpoint: Endpoint, deflate: PerMessageDeflate?, metrics: GatewayMetrics?,
+        openSockets: OpenWebSockets? = nil
+    ) {
+        self.openSockets = openSockets
         self.configuration = configuration
         self.endpoint = endpoint
         self.deflate = deflate
@@ -70,6 +77,8 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        openSockets?.opened()
+        isCounted = true
         let interval = configuration.pingInterval
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         keepAlive = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
@@ -92,6 +101,10 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
 
     private func tearDown() {
         state = .closed
+        if isCounted {
+            isCounted = false
+            openSockets?.closed()
+        }
         keepAlive?.cancel()
         keepAlive = nil
         message = nil
