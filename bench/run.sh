@@ -158,6 +158,23 @@ for store in memory sqlite; do
     stop
 done
 
+# 2b. The same echo tasks with tracing switched on (`--otel`): four spans per task exported over OTLP/HTTP to a
+# loopback sink that only counts them; against taskgate-memory above, the cost of tracing per task.
+otlp_port="$(free_port)"
+python3 bench/peers/otlp_sink.py "$otlp_port" >"$work/otlp-sink.log" 2>&1 &
+otlp_pid=$!
+if wait_port "$otlp_port"; then
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" start_taskgate "taskgate-memory-otel" --store memory --otel
+    run tasks "taskgate-memory-otel" --mode rtt --url "ws://127.0.0.1:$port/ws?uid=t{i}" --connections "$conns" \
+        --duration "$duration" --warmup "$warmup" --message '{"cmd":"echo","args":{"n":1}}' --skip-first 1 --replies 3 \
+        --expect '"done"'
+    stop
+    echo "    spans exported: $(curl -s "http://127.0.0.1:$otlp_port/stats")"
+else
+    echo "bench: the OTLP sink did not start" >&2; failed+=("tasks/taskgate-memory-otel")
+fi
+kill -TERM "$otlp_pid" 2>/dev/null || true; wait "$otlp_pid" 2>/dev/null || true
+
 # 3. Idle connections: RSS per held connection; with deflate, after one ≈ 1 KB message each way.
 # TaskGate with deflate, two ways: a ping whose 256-byte ref comes back in the pong (compressed both ways, nothing
 # stored: the connection's own cost), and an echo task of ≈ 1 KB (3 replies, after the hello), which also leaves

@@ -8,7 +8,7 @@ import Testing
 /// Several gateways in one process sharing one `SharedTaskStore` kept in memory: the cluster logic of the pool and
 /// the event log (claiming, leases, numbering, fan-out) without a database. The PostgreSQL store itself is driven
 /// end to end by Tests/e2e/test_cluster.py.
-@Suite("Cluster logic on a shared in-memory store")
+@Suite("Cluster logic on a shared in-memory store", .timeLimit(.minutes(2)))
 struct ClusterTests {
     @Test func aTaskSubmittedOnOneNodeReachesTheOwnerOnAnother() async throws {
         let database = SharedMemoryDatabase()

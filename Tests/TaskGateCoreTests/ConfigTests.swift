@@ -4,7 +4,7 @@ import Testing
 
 @testable import TaskGateCore
 
-@Suite("Config file")
+@Suite("Config file", .timeLimit(.minutes(2)))
 struct ConfigTests {
     func parse(_ text: String) throws(ConfigError) -> GatewayConfig {
         try ConfigLoader.parse(Data(text.utf8), file: "/etc/taskgate.json", reservedNames: ["echo", "ping"])
@@ -78,7 +78,7 @@ struct ConfigTests {
     }
 }
 
-@Suite("Configured handler registry")
+@Suite("Configured handler registry", .timeLimit(.minutes(2)))
 struct ConfiguredRegistryTests {
     func writeConfig(_ handlers: String, to path: String) throws {
         try "{\"handlers\": {\(handlers)}}".write(toFile: path, atomically: true, encoding: .utf8)

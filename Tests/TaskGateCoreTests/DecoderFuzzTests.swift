@@ -15,7 +15,7 @@ struct SplitMix64: RandomNumberGenerator {
     }
 }
 
-@Suite("Decoder fuzzing (bounded)")
+@Suite("Decoder fuzzing (bounded)", .timeLimit(.minutes(2)))
 struct DecoderFuzzTests {
     static let seeds: [String] = [
         #"{"cmd":"sleep","args":{"ms":300,"id":"a1"},"ref":"r-1"}"#, #"{"cmd":"ping"}"#, #"{"cmd":"status","args":{"id":"x"}}"#,

@@ -25,7 +25,7 @@ extension EventLog {
     }
 }
 
-@Suite("Per-user event log")
+@Suite("Per-user event log", .timeLimit(.minutes(2)))
 struct EventLogTests {
     @Test func seqIsPerUidAndStrictlyIncreasing() async throws {
         let log = makeLog()

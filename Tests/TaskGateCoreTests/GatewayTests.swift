@@ -3,7 +3,7 @@ import Testing
 
 @testable import TaskGateCore
 
-@Suite("Gateway and task pool")
+@Suite("Gateway and task pool", .timeLimit(.minutes(2)))
 struct GatewayTests {
     @Test func echoRunsAndPublishesRunningThenDone() async throws {
         let gateway = Gateway.forTests()
@@ -199,7 +199,7 @@ struct GatewayTests {
     }
 }
 
-@Suite("Sessions")
+@Suite("Sessions", .timeLimit(.minutes(2)))
 struct SessionTests {
     func reply(_ session: Session, _ text: String) async -> ServerMessage {
         var answer: ServerMessage?
@@ -261,7 +261,7 @@ struct SessionTests {
     }
 }
 
-@Suite("In-memory store")
+@Suite("In-memory store", .timeLimit(.minutes(2)))
 struct InMemoryTaskStoreTests {
     @Test func listFiltersNewestFirst() async throws {
         let store = InMemoryTaskStore()
@@ -297,7 +297,7 @@ struct InMemoryTaskStoreTests {
     }
 }
 
-@Suite("Retries and recovery")
+@Suite("Retries and recovery", .timeLimit(.minutes(2)))
 struct RetryAndRecoveryTests {
     @Test func failedAttemptsAreRetriedWithBackoff() async throws {
         let gateway = Gateway.forTests()
@@ -377,7 +377,7 @@ struct RetryAndRecoveryTests {
     }
 }
 
-@Suite("Client directory and outbound backlog")
+@Suite("Client directory and outbound backlog", .timeLimit(.minutes(2)))
 struct ConnectionLimitTests {
     /// Many upgrades at once for one uid: the check and the count are one step, so exactly the limit gets in.
     @Test func concurrentReservationsNeverOvershootTheLimits() async throws {

@@ -3,7 +3,7 @@ import Testing
 
 @testable import TaskGateCore
 
-@Suite("Client message decoding")
+@Suite("Client message decoding", .timeLimit(.minutes(2)))
 struct ClientMessageDecodingTests {
     func decode(_ text: String) -> Result<ClientMessage, ClientMessage.DecodeFailure> {
         ClientMessage.decode(Array(text.utf8))
@@ -77,7 +77,7 @@ struct ClientMessageDecodingTests {
     }
 }
 
-@Suite("Wire encoding")
+@Suite("Wire encoding", .timeLimit(.minutes(2)))
 struct WireEncodingTests {
     @Test func taskEncodesEveryFieldIncludingNulls() throws {
         let task = TaskRecord(id: "t-1", cmd: "echo", uid: nil, args: ["a": 1], createdAt: Date(timeIntervalSince1970: 0))
@@ -121,7 +121,7 @@ struct WireEncodingTests {
     }
 }
 
-@Suite("Identifiers")
+@Suite("Identifiers", .timeLimit(.minutes(2)))
 struct IdentifierTests {
     @Test func taskIDs() {
         #expect(Identifier.isValidTaskID("report-2026.11:a_b"))

@@ -4,7 +4,7 @@ import Testing
 
 @testable import TaskGateCore
 
-@Suite("SQLite store")
+@Suite("SQLite store", .timeLimit(.minutes(2)))
 struct SQLiteTaskStoreTests {
     @Test func migratesAnEmptyFileInWALMode() async throws {
         let path = temporaryDatabasePath()

@@ -4,7 +4,7 @@ import Testing
 @testable import TaskGateCore
 
 /// `WireParser` must accept what `JSONDecoder` accepts (decoding `JSONValue`), with the same value, and reject the rest.
-@Suite("Wire JSON parser")
+@Suite("Wire JSON parser", .timeLimit(.minutes(2)))
 struct WireParserTests {
     func foundation(_ bytes: [UInt8]) -> JSONValue? {
         try? WireJSON.decoder.decode(JSONValue.self, from: Data(bytes))

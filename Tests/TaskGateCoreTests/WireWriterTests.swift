@@ -4,7 +4,7 @@ import Testing
 @testable import TaskGateCore
 
 /// `WireWriter` must write exactly what `JSONEncoder` (configured as `WireJSON.encoder`) writes.
-@Suite("Wire JSON writer")
+@Suite("Wire JSON writer", .timeLimit(.minutes(2)))
 struct WireWriterTests {
     func foundation(_ value: some Encodable) throws -> String {
         String(decoding: try WireJSON.encoder.encode(value), as: UTF8.self)

@@ -4,7 +4,7 @@ import Testing
 
 /// The parts of the PostgreSQL store that need no database; the store itself runs in Tests/e2e/test_cluster.py
 /// against a real PostgreSQL.
-@Suite("PostgreSQL store")
+@Suite("PostgreSQL store", .timeLimit(.minutes(2)))
 struct PostgresStoreTests {
     @Test func notificationPayloadsParse() {
         #expect(PostgresTaskStore.parse("t") == .taskQueued)

@@ -6,7 +6,7 @@ import Testing
 
 @testable import TaskGateServer
 
-@Suite("Prometheus metrics")
+@Suite("Prometheus metrics", .timeLimit(.minutes(2)))
 struct MetricsTests {
     @Test func metricsAfterATaskRan() async throws {
         let app = try await buildApplication(testArguments())

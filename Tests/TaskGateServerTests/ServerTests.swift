@@ -30,7 +30,7 @@ func json(_ buffer: ByteBuffer) throws -> [String: Any] {
 
 let bearer: HTTPFields = [.authorization: "Bearer test-token", .contentType: "application/json"]
 
-@Suite("REST admin API (router)")
+@Suite("REST admin API (router)", .timeLimit(.minutes(2)))
 struct AdminAPITests {
     @Test func submitThenReadTheTask() async throws {
         let app = try await buildApplication(testArguments())
@@ -214,7 +214,7 @@ struct AdminAPITests {
     }
 }
 
-@Suite("Long-poll (router)")
+@Suite("Long-poll (router)", .timeLimit(.minutes(2)))
 struct LongPollTests {
     @Test func postSubmitsAndGetDeliversInOrder() async throws {
         let app = try await buildApplication(testArguments())

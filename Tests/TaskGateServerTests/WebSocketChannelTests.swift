@@ -7,7 +7,7 @@ import Testing
 
 /// The channel-handler WebSocket engine frame by frame, on an embedded channel (the echo endpoint: what comes out
 /// is what the protocol layer made of what went in).
-@Suite("WebSocket channel handler")
+@Suite("WebSocket channel handler", .timeLimit(.minutes(2)))
 struct WebSocketChannelTests {
     let mask: WebSocketMaskingKey = [1, 2, 3, 4]
 

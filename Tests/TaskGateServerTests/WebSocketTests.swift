@@ -28,7 +28,7 @@ func readMessages(
 
 func type(_ message: [String: Any]) -> String? { message["type"] as? String }
 
-@Suite("WebSocket (live)")
+@Suite("WebSocket (live)", .timeLimit(.minutes(2)))
 struct WebSocketTests {
     @Test func submitGetsSubmittedProgressAndDone() async throws {
         let app = try await buildApplication(testArguments())
@@ -72,23 +72,38 @@ struct WebSocketTests {
 
     @Test func eventsReachOnlyTheOwner() async throws {
         let app = try await buildApplication(testArguments())
+        // The other uid is connected before the owner submits, and pings only once the owner has its `done`: an event
+        // that leaked to it would be in its stream before the pong. (The suite's time limit bounds both waits.)
+        let (otherIsConnected, connected) = AsyncStream<Void>.makeStream()
+        let (ownerIsDone, done) = AsyncStream<Void>.makeStream()
         _ = try await app.test(.live) { client in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     try await client.ws("/ws?uid=other") { inbound, outbound, _ in
-                        // Long enough for the owner's task to finish; the ping ends the read.
-                        try await Task.sleep(for: .milliseconds(600))
-                        try await outbound.write(.text(#"{"cmd":"ping"}"#))
-                        let messages = try await readMessages(inbound) { type($0) == "pong" }
-                        #expect(messages.map { type($0) } == ["hello", "pong"])
+                        var seen: [String] = []
+                        for try await message in inbound.messages(maxSize: 1 << 20) {
+                            guard case .text(let text) = message,
+                                let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+                            else { continue }
+                            seen.append(type(object) ?? "?")
+                            if type(object) == "hello" {
+                                connected.yield()
+                                for await _ in ownerIsDone { break }
+                                try await outbound.write(.text(#"{"cmd":"ping"}"#))
+                            }
+                            if type(object) == "pong" { break }
+                        }
+                        #expect(seen == ["hello", "pong"])
                     }
                 }
                 group.addTask {
+                    for await _ in otherIsConnected { break }
                     try await client.ws("/ws?uid=owner") { inbound, outbound, _ in
                         try await outbound.write(.text(#"{"cmd":"echo"}"#))
                         let messages = try await readMessages(inbound) { type($0) == "done" }
                         #expect(messages.contains { type($0) == "done" })
                     }
+                    done.yield()
                 }
                 try await group.waitForAll()
             }
@@ -98,15 +113,23 @@ struct WebSocketTests {
     @Test func reconnectWithCursorReplaysMissedEvents() async throws {
         let app = try await buildApplication(testArguments())
         _ = try await app.test(.live) { client in
-            let seen = Mutex(0)
+            let seen = Mutex((seq: 0, task: ""))
             try await client.ws("/ws?uid=resume") { inbound, outbound, _ in
                 try await outbound.write(.text(#"{"cmd":"sleep","args":{"ms":300}}"#))
                 let messages = try await readMessages(inbound) { type($0) == "progress" }
-                seen.withLock { $0 = messages.last?["seq"] as? Int ?? 0 }
+                let task = (messages.last?["task"] as? [String: Any])?["id"] as? String ?? ""
+                seen.withLock { $0 = (messages.last?["seq"] as? Int ?? 0, task) }
             }
-            let lastSeen = seen.withLock { $0 }
+            let (lastSeen, taskID) = seen.withLock { $0 }
             #expect(lastSeen == 1)
-            try await Task.sleep(for: .milliseconds(500))
+            // Disconnected until the task has finished (the suite's time limit bounds the wait).
+            var status = ""
+            while status != "succeeded" {
+                status = try await client.execute(uri: "/api/v1/tasks/\(taskID)", method: .get, headers: bearer) {
+                    try json($0.body)["status"] as? String ?? ""
+                }
+                if status != "succeeded" { try await Task.sleep(for: .milliseconds(10)) }
+            }
             try await client.ws("/ws?uid=resume&cursor=\(lastSeen)") { inbound, outbound, _ in
                 let messages = try await readMessages(inbound) { type($0) == "done" }
                 #expect(type(messages[0]) == "hello")
