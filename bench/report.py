@@ -129,11 +129,18 @@ def main() -> None:
     add("")
     add("| store | connections | tasks/s | p50 ms | p99 ms | server CPU µs/task | errors |")
     add("|---|---|---|---|---|---|---|")
-    for store in ["memory", "sqlite"]:
+    for store in ["memory", "sqlite", "memory-otel"]:
         run = runs.get(("tasks", f"taskgate-{store}"))
         if run:
-            add(f"| {store} | {run['connected']} | {fmt(run['per_second'], 0)} | {fmt(run['p50_ms'], 3)} | "
+            label = "memory, tracing on (`--otel`)" if store == "memory-otel" else store
+            add(f"| {label} | {run['connected']} | {fmt(run['per_second'], 0)} | {fmt(run['p50_ms'], 3)} | "
                 f"{fmt(run['p99_ms'], 3)} | {fmt(run['server_cpu_us_per_op'], 2)} | {run['errors']} |")
+    off = get("tasks", "taskgate-memory", "server_cpu_us_per_op")
+    on = get("tasks", "taskgate-memory-otel", "server_cpu_us_per_op")
+    if off and on:
+        add("")
+        add(f"Tracing on (four spans per task exported over OTLP/HTTP to a loopback sink) costs "
+            f"{fmt(on / off, 2, '×')} the server CPU per task of tracing off, in the same run.")
     add("")
 
     # 3. idle
