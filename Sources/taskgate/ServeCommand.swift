@@ -205,13 +205,17 @@ struct ServeSettings: AppArguments {
             return fromFile ?? fallback
         }
         let text: (String) -> String? = { $0 }
+        /// A text setting whose absence (or an empty value) means none.
+        func pickOptional(_ flag: String?, _ variable: String, _ fromFile: String?) throws -> String? {
+            let value = try pick(flag, variable, fromFile, "", parse: text)
+            return value.isEmpty ? nil : value
+        }
         let number: (String) -> Int? = { Int($0) }
         host = try pick(flags.host, "TASKGATE_HOST", file.host, "127.0.0.1", parse: text)
         port = try pick(flags.port, "TASKGATE_PORT", file.port, 9501, parse: number)
         taskWorkers = try pick(flags.taskWorkers, "TASKGATE_TASK_WORKERS", file.taskWorkers, 4, parse: number)
         queueLimit = try pick(flags.queueLimit, "TASKGATE_QUEUE_LIMIT", file.queueLimit, 1000, parse: number)
-        let token = try pick(flags.adminToken, "TASKGATE_ADMIN_TOKEN", file.adminToken, "", parse: text)
-        adminToken = token.isEmpty ? nil : token
+        adminToken = try pickOptional(flags.adminToken, "TASKGATE_ADMIN_TOKEN", file.adminToken)
         publicDirectory = try pick(flags.publicDir, "TASKGATE_PUBLIC_DIR", file.publicDir, "public", parse: text)
         let logs = try pick(flags.logDir, "TASKGATE_LOG_DIR", file.logDir, "log", parse: text)
         logDirectory = logs.isEmpty ? nil : logs
@@ -226,10 +230,8 @@ struct ServeSettings: AppArguments {
         guard let parsedStore = StoreKind(rawValue: storeName) else { throw ValidationError("store must be sqlite, memory or postgres") }
         store = parsedStore
         dataDirectory = try pick(flags.dataDir, "TASKGATE_DATA_DIR", file.dataDir, "data", parse: text)
-        let url = try pick(flags.databaseURL, "TASKGATE_DATABASE_URL", file.databaseURL, "", parse: text)
-        databaseURL = url.isEmpty ? nil : url
-        let node = try pick(flags.nodeID, "TASKGATE_NODE_ID", file.nodeID, "", parse: text)
-        nodeID = node.isEmpty ? nil : node
+        databaseURL = try pickOptional(flags.databaseURL, "TASKGATE_DATABASE_URL", file.databaseURL)
+        nodeID = try pickOptional(flags.nodeID, "TASKGATE_NODE_ID", file.nodeID)
         let lease = try pick(flags.leaseTimeout, "TASKGATE_LEASE_TIMEOUT", file.leaseTimeout, 10, parse: number)
         guard lease >= 1 else { throw ValidationError("lease timeout must be at least 1 second") }
         leaseTimeout = .seconds(lease)
@@ -263,18 +265,15 @@ struct ServeSettings: AppArguments {
         guard let parsedMode = AuthMode(rawValue: mode) else { throw ValidationError("auth must be dev or token") }
         authMode = parsedMode
         var tokens = UserTokenSettings()
-        let secret = try pick(flags.tokenSecret, "TASKGATE_TOKEN_SECRET", nil, "", parse: text)
-        tokens.secret = secret.isEmpty ? nil : secret
+        tokens.secret = try pickOptional(flags.tokenSecret, "TASKGATE_TOKEN_SECRET", nil)
         let algorithm = try pick(flags.tokenAlgorithm, "TASKGATE_TOKEN_ALGORITHM", nil, tokens.secretAlgorithm.rawValue, parse: text)
         guard let parsedAlgorithm = UserTokenSettings.HMACAlgorithm(rawValue: algorithm.uppercased()) else {
             throw ValidationError("--token-algorithm must be HS256, HS384 or HS512 (keys name their own algorithm)")
         }
         tokens.secretAlgorithm = parsedAlgorithm
         tokens.keyFiles = flags.tokenKeys.isEmpty ? Self.list(environment["TASKGATE_TOKEN_KEYS"]) : flags.tokenKeys
-        let issuer = try pick(flags.tokenIssuer, "TASKGATE_TOKEN_ISSUER", nil, "", parse: text)
-        tokens.issuer = issuer.isEmpty ? nil : issuer
-        let audience = try pick(flags.tokenAudience, "TASKGATE_TOKEN_AUDIENCE", nil, "", parse: text)
-        tokens.audience = audience.isEmpty ? nil : audience
+        tokens.issuer = try pickOptional(flags.tokenIssuer, "TASKGATE_TOKEN_ISSUER", nil)
+        tokens.audience = try pickOptional(flags.tokenAudience, "TASKGATE_TOKEN_AUDIENCE", nil)
         let leeway = try pick(flags.tokenLeeway, "TASKGATE_TOKEN_LEEWAY", nil, Int(tokens.leeway.components.seconds), parse: number)
         guard (0...3600).contains(leeway) else { throw ValidationError("--token-leeway must be 0 to 3600 seconds") }
         tokens.leeway = .seconds(leeway)

@@ -183,15 +183,15 @@ struct TracingTests {
     }
 
     @Test func traceparentValidation() {
-        #expect(TaskTracing.isValidTraceparent(Self.caller))
-        #expect(TaskTracing.isValidTraceparent("01-\(Self.callerTrace)-\(Self.callerSpan)-01-future"))
-        #expect(!TaskTracing.isValidTraceparent("00-\(Self.callerTrace)-\(Self.callerSpan)-01-extra"))
-        #expect(!TaskTracing.isValidTraceparent("ff-\(Self.callerTrace)-\(Self.callerSpan)-01"))
-        #expect(!TaskTracing.isValidTraceparent("00-\(String(repeating: "0", count: 32))-\(Self.callerSpan)-01"))
-        #expect(!TaskTracing.isValidTraceparent("00-\(Self.callerTrace)-0000000000000000-01"))
-        #expect(!TaskTracing.isValidTraceparent("00-\(Self.callerTrace.uppercased())-\(Self.callerSpan)-01"))
-        #expect(!TaskTracing.isValidTraceparent(""))
-        #expect(!TaskTracing.isValidTraceparent("00-\(Self.callerTrace)-\(Self.callerSpan)"))
+        #expect(W3CTraceparent.isValid(Self.caller))
+        #expect(W3CTraceparent.isValid("01-\(Self.callerTrace)-\(Self.callerSpan)-01-future"))
+        #expect(!W3CTraceparent.isValid("00-\(Self.callerTrace)-\(Self.callerSpan)-01-extra"))
+        #expect(!W3CTraceparent.isValid("ff-\(Self.callerTrace)-\(Self.callerSpan)-01"))
+        #expect(!W3CTraceparent.isValid("00-\(String(repeating: "0", count: 32))-\(Self.callerSpan)-01"))
+        #expect(!W3CTraceparent.isValid("00-\(Self.callerTrace)-0000000000000000-01"))
+        #expect(!W3CTraceparent.isValid("00-\(Self.callerTrace.uppercased())-\(Self.callerSpan)-01"))
+        #expect(!W3CTraceparent.isValid(""))
+        #expect(!W3CTraceparent.isValid("00-\(Self.callerTrace)-\(Self.callerSpan)"))
     }
 
     @Test func theTraceparentIsStoredWithTheTask() async throws {

@@ -28,21 +28,18 @@ public enum TaskTracing {
     public static func traceparent(of context: ServiceContext) -> String? {
         var carrier: [String: String] = [:]
         InstrumentationSystem.tracer.inject(context, into: &carrier, using: DictionaryInjector())
-        guard let value = carrier[traceparentKey], isValidTraceparent(value) else { return nil }
+        guard let value = carrier[traceparentKey], W3CTraceparent.isValid(value) else { return nil }
         return value
     }
 
     /// The context of a `traceparent`, or `nil` when there is none or it is not a valid one (the span then starts a
     /// new trace: a bad header is never an error).
     public static func context(fromTraceparent traceparent: String?) -> ServiceContext? {
-        guard let traceparent, isValidTraceparent(traceparent) else { return nil }
+        guard let traceparent, W3CTraceparent.isValid(traceparent) else { return nil }
         var context = ServiceContext.topLevel
         InstrumentationSystem.tracer.extract([traceparentKey: traceparent], into: &context, using: DictionaryExtractor())
         return context.isEmpty ? nil : context
     }
-
-    /// A valid W3C `traceparent` (see `W3CTraceparent`).
-    public static func isValidTraceparent(_ text: String) -> Bool { W3CTraceparent.isValid(text) }
 
     /// A `Date` as a tracer instant (a queued span starts when its task was created).
     static func instant(_ date: Date) -> DefaultTracerClock.Timestamp {

@@ -107,13 +107,14 @@ public final class UserTokens: Sendable {
         let claims: UserClaims
         let signature: Data
         let parts: (header: ArraySlice<UInt8>, payload: ArraySlice<UInt8>, signature: ArraySlice<UInt8>)
+        let bytes = Array(token.utf8)
         do {
-            parts = try parser.getTokenParts(Array(token.utf8))
+            parts = try parser.getTokenParts(bytes)
         } catch {
             throw GatewayError(.unauthorized, "malformed token (expected a JWT: header.payload.signature)")
         }
         do {
-            (header, claims, signature) = try parser.parse(Array(token.utf8), as: UserClaims.self)
+            (header, claims, signature) = try parser.parse(bytes, as: UserClaims.self)
         } catch {
             throw GatewayError(.unauthorized, "token claims need 'sub' (the uid) and 'exp' as a number")
         }
