@@ -62,7 +62,9 @@ def test_a_swoole_era_browser_on_the_root_path(start_server, tmp_path):
 
         # The tutorial's CLI talked to `/` from 127.0.0.1: in dev mode a loopback connection with ?admin=1 is admin.
         async with websockets.connect(f"{root}?uid=ops&admin=1", open_timeout=5, proxy=None) as admin, \
-                websockets.connect(f"{root}?uid=42", open_timeout=5, proxy=None):
+                websockets.connect(f"{root}?uid=42", open_timeout=5, proxy=None) as browser:
+            # Its hello comes once it is registered: only then must `clients` list it.
+            assert json.loads(await asyncio.wait_for(browser.recv(), 5))["type"] == "hello"
             await admin.send('{"cmd":"clients"}')
             reply = await asyncio.wait_for(_first(admin, lambda m: m.get("type") == "clients"), 5)
             assert "42" in {c["uid"] for c in reply["clients"]}
@@ -116,7 +118,8 @@ def test_the_tutorials_cli_verbs(start_server, tmp_path):
                               timeout=30, cwd=REPO)
 
     async def body():
-        async with websockets.connect(f"ws://127.0.0.1:{server.port}/?uid=42", open_timeout=5, proxy=None):
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/?uid=42", open_timeout=5, proxy=None) as browser:
+            assert json.loads(await asyncio.wait_for(browser.recv(), 5))["type"] == "hello"  # registered by now
             listed = await asyncio.to_thread(cli, "list")
             assert listed.returncode == 0 and "42" in listed.stdout, listed.stdout + listed.stderr
 
