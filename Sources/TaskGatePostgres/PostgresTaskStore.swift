@@ -280,19 +280,8 @@ public final class PostgresTaskStore: SharedTaskStore {
     private func perform<Value: Sendable>(
         _ operation: String, timeout: Duration = .seconds(5), _ body: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
-        let call = Task {
-            try await withThrowingTaskGroup(of: Value.self) { group in
-                group.addTask { try await body() }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    throw DatabaseTimeout(operation: operation)
-                }
-                defer { group.cancelAll() }
-                return try await group.next()!
-            }
-        }
         do {
-            let value = try await call.value
+            let value = try await withDeadline(timeout, timeoutError: { DatabaseTimeout(operation: operation) }, body)
             markReachable(true)
             return value
         } catch let error as WriteConditionFailed {
