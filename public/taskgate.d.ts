@@ -17,8 +17,11 @@
 /** Any JSON value. */
 export type JSONValue = string | number | boolean | null | JSONValue[] | { [key: string]: JSONValue };
 
-/** A task's status. `succeeded`, `failed`, `cancelled` and `timed_out` are final. */
-export type TaskStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'timed_out';
+/**
+ * A task's status. `succeeded`, `failed`, `cancelled` and `timed_out` are final. `scheduled`: a delayed task waits
+ * for its `runAt` (then it goes straight to `running`).
+ */
+export type TaskStatus = 'scheduled' | 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'timed_out';
 /** The final statuses: each is announced by exactly one `done` event. */
 export type FinalStatus = 'succeeded' | 'failed' | 'cancelled' | 'timed_out';
 /** The final statuses that make `submit()` reject (with `err.task` and `err.error` = the status). */
@@ -82,6 +85,12 @@ export interface Task {
     error: string | null;
     /** How many times a worker has started the task. */
     attempts: number;
+    /** 0–9, 0 runs first: `args.priority`, or the handler's default. (Absent from servers without scheduling.) */
+    priority?: number;
+    /** ISO 8601 UTC time at which a delayed or scheduled task is due; null otherwise. */
+    runAt?: string | null;
+    /** The name of the recurring schedule that made the task; null otherwise. */
+    schedule?: string | null;
     /** ISO 8601 UTC timestamps. */
     createdAt: string;
     startedAt: string | null;
@@ -100,6 +109,12 @@ export interface TaskArgs {
     timeout_ms?: number | null;
     /** How many times the task may be started in all, 1–10. */
     max_attempts?: number | null;
+    /** 0–9, 0 runs first. Without admin rights, only the handler's default or a larger number (else 403). */
+    priority?: number | null;
+    /** Wait this many ms (at most 30 days) before the task may start. Not together with `run_at`. */
+    delay_ms?: number | null;
+    /** RFC 3339 time with a zone, at most 30 days ahead, from which the task may start. Not with `delay_ms`. */
+    run_at?: string | null;
     [arg: string]: unknown;
 }
 

@@ -151,7 +151,23 @@ public final class PostgresTaskStore: SharedTaskStore {
                 )
                 """,
             ]
-        )
+        ),
+        (
+            2,
+            [
+                // Scheduling: the claim orders by priority and counts each uid's running tasks per handler.
+                "ALTER TABLE tasks ADD COLUMN cmd text",
+                "UPDATE tasks SET cmd = record::jsonb->>'cmd'",
+                "ALTER TABLE tasks ADD COLUMN priority smallint NOT NULL DEFAULT 0",
+                "DROP INDEX tasks_waiting",
+                "CREATE INDEX tasks_waiting ON tasks (priority, position) WHERE status IN ('queued', 'scheduled')",
+                "CREATE INDEX tasks_running_by_uid ON tasks (uid, cmd) WHERE status = 'running'",
+                // When each lane (uid and handler) last had a task claimed: fair share's round robin.
+                "ALTER TABLE tasks ADD COLUMN claimed_at timestamptz",
+                "CREATE INDEX tasks_lane_claims ON tasks (uid, cmd, claimed_at)",
+                "CREATE TABLE schedule_ticks (name text PRIMARY KEY, last_tick timestamptz NOT NULL)",
+            ]
+        ),
     ]
 
     private func migrate() async throws {
@@ -318,8 +334,9 @@ public final class PostgresTaskStore: SharedTaskStore {
             let inserted = try await self.client.query(
                 """
                 WITH inserted AS (
-                    INSERT INTO tasks (id, uid, status, created_at, record)
-                    VALUES (\(task.id), \(task.uid), \(task.status.rawValue), \(task.createdAt), \(record))
+                    INSERT INTO tasks (id, uid, cmd, priority, status, created_at, not_before, record)
+                    VALUES (\(task.id), \(task.uid), \(task.cmd), \(Int16(task.priority)), \(task.status.rawValue),
+                        \(task.createdAt), \(task.runAt), \(record))
                     ON CONFLICT (id) DO NOTHING RETURNING id
                 )
                 SELECT id, pg_notify(\(Self.channel), 't') FROM inserted
@@ -366,7 +383,7 @@ public final class PostgresTaskStore: SharedTaskStore {
     }
 
     public func unfinishedTasks() async throws -> [TaskRecord] {
-        try await records("SELECT record FROM tasks WHERE status IN ('queued', 'running') ORDER BY position", "unfinished tasks")
+        try await records("SELECT record FROM tasks WHERE status IN ('scheduled', 'queued', 'running') ORDER BY position", "unfinished tasks")
     }
 
     public func loadEvents(uid: String, limit: Int) async throws -> StoredEvents {
@@ -437,7 +454,7 @@ public final class PostgresTaskStore: SharedTaskStore {
             WITH locked AS (
                 SELECT id FROM tasks WHERE id = \(task.id) AND CASE \(Self.mode(condition))
                     WHEN 'here' THEN status = 'running' AND owner = \(nodeID)
-                    WHEN 'queued' THEN status = 'queued'
+                    WHEN 'queued' THEN status IN ('queued', 'scheduled')
                     ELSE status = 'running' AND lease_until < now() END
                 FOR UPDATE
             ), numbered AS (
@@ -486,7 +503,7 @@ public final class PostgresTaskStore: SharedTaskStore {
                     not_before = \(notBefore), cancel_requested = cancel_requested AND \(running)
                 WHERE id = \(task.id) AND CASE \(Self.mode(condition))
                     WHEN 'here' THEN status = 'running' AND owner = \(self.nodeID)
-                    WHEN 'queued' THEN status = 'queued'
+                    WHEN 'queued' THEN status IN ('queued', 'scheduled')
                     ELSE status = 'running' AND lease_until < now() END
                 RETURNING id
                 """, logger: self.logger
@@ -498,24 +515,75 @@ public final class PostgresTaskStore: SharedTaskStore {
         }
     }
 
-    public func claimNext() async throws -> TaskRecord? {
+    public func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
+        // Fair share counts the uid's tasks running for the same handler in the whole cluster, then prefers the lane
+        // claimed longest ago, so claiming stays fair across nodes; a handler whose rate this node has used up is
+        // left to the others.
+        let fairShare = rules.fairShare
+        let excluded = rules.excludedCommands
         // One statement: the record's JSON is patched in place, so that it never says `queued` for a claimed task.
-        try await perform("claim task") {
+        return try await perform("claim task") {
             let rows = try await self.client.query(
                 """
-                UPDATE tasks SET status = 'running', owner = \(self.nodeID), not_before = NULL,
+                UPDATE tasks SET status = 'running', owner = \(self.nodeID), not_before = NULL, claimed_at = clock_timestamp(),
                     lease_until = now() + make_interval(secs => \(self.leaseSeconds)),
                     record = (record::jsonb || jsonb_build_object(
                         'status', 'running', 'attempts', coalesce((record::jsonb->>'attempts')::int, 0) + 1,
                         'node', \(self.nodeID)::text))::text
                 WHERE id = (
-                    SELECT id FROM tasks WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
-                    ORDER BY position LIMIT 1 FOR UPDATE SKIP LOCKED
+                    SELECT id FROM tasks AS waiting
+                    WHERE status IN ('queued', 'scheduled') AND (not_before IS NULL OR not_before <= now())
+                        AND NOT (cmd = ANY(\(excluded)))
+                    ORDER BY priority,
+                        CASE WHEN \(fairShare) THEN (
+                            SELECT count(*) FROM tasks AS busy
+                            WHERE busy.status = 'running' AND busy.uid IS NOT DISTINCT FROM waiting.uid AND busy.cmd = waiting.cmd
+                        ) ELSE 0 END,
+                        CASE WHEN \(fairShare) THEN (
+                            SELECT max(served.claimed_at) FROM tasks AS served
+                            WHERE served.uid IS NOT DISTINCT FROM waiting.uid AND served.cmd = waiting.cmd
+                        ) END NULLS FIRST,
+                        position
+                    LIMIT 1 FOR UPDATE SKIP LOCKED
                 )
                 RETURNING record
                 """, logger: self.logger)
             for try await text in rows.decode(String.self) { return try Self.decode(text) }
             return nil
+        }
+    }
+
+    public func nextDueDate() async throws -> Date? {
+        try await perform("next due task") {
+            for try await due in try await self.client.query(
+                "SELECT min(not_before) FROM tasks WHERE status IN ('queued', 'scheduled') AND not_before > now()",
+                logger: self.logger
+            ).decode(Date?.self) {
+                return due
+            }
+            return nil
+        }
+    }
+
+    public func scheduleTicks() async throws -> [String: Date] {
+        try await perform("schedule ticks") {
+            var ticks: [String: Date] = [:]
+            for try await (name, tick) in try await self.client.query(
+                "SELECT name, last_tick FROM schedule_ticks", logger: self.logger
+            ).decode((String, Date).self) {
+                ticks[name] = tick
+            }
+            return ticks
+        }
+    }
+
+    public func recordScheduleTick(name: String, at tick: Date) async throws {
+        try await perform("record schedule tick") {
+            try await self.client.query(
+                """
+                INSERT INTO schedule_ticks (name, last_tick) VALUES (\(name), \(tick))
+                ON CONFLICT (name) DO UPDATE SET last_tick = greatest(schedule_ticks.last_tick, excluded.last_tick)
+                """, logger: self.logger)
         }
     }
 
@@ -580,7 +648,7 @@ public final class PostgresTaskStore: SharedTaskStore {
         try await perform("count queued tasks") {
             var counts: [String: Int] = [:]
             let rows = try await self.client.query(
-                "SELECT record::jsonb->>'cmd', count(*) FROM tasks WHERE status = 'queued' GROUP BY 1", logger: self.logger)
+                "SELECT cmd, count(*) FROM tasks WHERE status IN ('queued', 'scheduled') GROUP BY 1", logger: self.logger)
             for try await (cmd, count) in rows.decode((String, Int64).self) { counts[cmd] = Int(count) }
             return counts
         }
@@ -590,8 +658,8 @@ public final class PostgresTaskStore: SharedTaskStore {
         try await perform("count tasks") {
             let rows = try await self.client.query(
                 """
-                SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE uid = \(uid))
-                FROM tasks WHERE status IN ('queued', 'running')
+                SELECT count(*) FILTER (WHERE status IN ('queued', 'scheduled')), count(*) FILTER (WHERE uid = \(uid))
+                FROM tasks WHERE status IN ('scheduled', 'queued', 'running')
                 """, logger: self.logger)
             for try await (queued, forUID) in rows.decode((Int64, Int64).self) { return (Int(queued), Int(forUID)) }
             return (0, 0)

@@ -192,3 +192,30 @@ struct TasksCommand: AsyncParsableCommand {
 func taskPath(_ id: String) -> String {
     "/api/v1/tasks/" + (id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? id)
 }
+
+struct SchedulesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "schedules", abstract: "List the recurring schedules with their next and last run.")
+    @OptionGroup var options: AdminOptions
+    @Flag(help: "Print the server's JSON answer instead of a table.") var json = false
+
+    struct ScheduleList: Codable { var schedules: [ScheduleStatus] }
+
+    func run() async throws {
+        let list = try await options.client().get("/api/v1/schedules", as: ScheduleList.self)
+        if json {
+            print(try WireJSON.encode(list))
+            return
+        }
+        guard !list.schedules.isEmpty else {
+            print("no schedules")
+            return
+        }
+        print("NAME\tCMD\tCRON\tTIMEZONE\tNEXT RUN\tLAST RUN")
+        for schedule in list.schedules {
+            let next = schedule.nextRun.map(WireJSON.formatTimestamp) ?? "never"
+            let last = schedule.lastRun.map(WireJSON.formatTimestamp) ?? "-"
+            print("\(schedule.name)\t\(schedule.cmd)\t\(schedule.cron)\t\(schedule.timezone)\t\(next)\t\(last)")
+        }
+    }
+}

@@ -58,6 +58,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds a cluster node's running tasks stay leased without its heartbeat; then another node takes them over. [10]")
     var leaseTimeout: Int?
 
+    @Option(help: "on: the next task to start is the uid's (per handler) with the fewest running, so one uid's burst does not starve others; off: first in, first out. Within a priority either way. [on]")
+    var fairShare: String?
+
     @Option(help: "Directory of the SQLite database, taskgate.sqlite. [data]")
     var dataDir: String?
 
@@ -175,6 +178,7 @@ struct ServeSettings: AppArguments {
     var databaseURL: String?
     var nodeID: String?
     var leaseTimeout: Duration
+    var fairShare: Bool
     var eventRetention: EventLog.Retention
     var enableEchoRoute: Bool
     var webSocketPaths: [String]
@@ -235,6 +239,11 @@ struct ServeSettings: AppArguments {
         let lease = try pick(flags.leaseTimeout, "TASKGATE_LEASE_TIMEOUT", file.leaseTimeout, 10, parse: number)
         guard lease >= 1 else { throw ValidationError("lease timeout must be at least 1 second") }
         leaseTimeout = .seconds(lease)
+        let fairShareText = try pick(flags.fairShare, "TASKGATE_FAIR_SHARE", file.fairShare.map { $0 ? "on" : "off" }, "on", parse: text)
+        guard let fair = ["on": true, "true": true, "off": false, "false": false][fairShareText.lowercased()] else {
+            throw ValidationError("--fair-share must be on or off")
+        }
+        fairShare = fair
         if store == .postgres, databaseURL == nil {
             throw ValidationError("--store postgres needs --database-url (or $TASKGATE_DATABASE_URL)")
         }

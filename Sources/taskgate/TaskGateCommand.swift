@@ -13,7 +13,8 @@ struct TaskGateCommand: AsyncParsableCommand {
             """,
         subcommands: [
             ServeCommand.self, ReloadCommand.self, ListCommand.self, SubmitCommand.self, StatusCommand.self,
-            CancelCommand.self, TasksCommand.self, HandlersCommand.self, NodesCommand.self, TokenCommand.self,
+            CancelCommand.self, TasksCommand.self, HandlersCommand.self, NodesCommand.self, SchedulesCommand.self,
+            TokenCommand.self,
         ]
     )
 

@@ -53,7 +53,7 @@ struct ClusterTests {
         // "a" claims the task and then says nothing more, as a node killed mid-task.
         let dead = SharedMemoryStore(node: "a", database: database, lease: .milliseconds(200))
         _ = try await dead.insert(TaskRecord(id: "t1", cmd: "echo", uid: "u", args: ["x": 1]))
-        let claimed = try #require(try await dead.claimNext())
+        let claimed = try #require(try await dead.claimNext(ClaimRules()))
         #expect(claimed.node == "a" && claimed.attempts == 1)
         try await Gateway.running([survivor]) {
             let task = try await survivor.finished("t1", timeout: .seconds(10))
@@ -74,7 +74,7 @@ struct ClusterTests {
         let dead = SharedMemoryStore(node: "a", database: database, lease: .milliseconds(200))
         // No handler by that name on the survivor: it cannot run it again, so it ends the task.
         _ = try await dead.insert(TaskRecord(id: "t1", cmd: "gone", uid: "u", args: [:]))
-        _ = try #require(try await dead.claimNext())
+        _ = try #require(try await dead.claimNext(ClaimRules()))
         try await Gateway.running([survivor]) {
             let task = try await survivor.finished("t1", timeout: .seconds(10))
             #expect(task.status == .failed)
@@ -184,6 +184,7 @@ final class SharedMemoryDatabase: Sendable {
         var leaseUntil: ContinuousClock.Instant?
         var notBefore: Date?
         var cancelRequested = false
+        var claimedAt: Date?
     }
     struct Tables {
         var tasks: [String: Row] = [:]
@@ -193,6 +194,7 @@ final class SharedMemoryDatabase: Sendable {
         var reloadAnswers: [String: [NodeReload]] = [:]
         var listeners: [AsyncStream<ClusterNotification>.Continuation] = []
         var reachable = true
+        var ticks: [String: Date] = [:]
     }
     let tables = Mutex(Tables())
 
@@ -243,7 +245,7 @@ final class SharedMemoryStore: SharedTaskStore {
         guard let row else { return false }
         switch condition {
         case .runningHere: return row.record.status == .running && row.owner == nodeID
-        case .queued: return row.record.status == .queued
+        case .queued: return row.record.status == .queued || row.record.status == .scheduled
         case .leaseExpired: return row.record.status == .running && (row.leaseUntil ?? .now) < .now
         }
     }
@@ -261,6 +263,7 @@ final class SharedMemoryStore: SharedTaskStore {
             if let existing = tables.tasks[task.id] { return .existing(existing.record) }
             tables.nextPosition += 1
             tables.tasks[task.id] = .init(record: task, position: tables.nextPosition)
+            tables.tasks[task.id]?.notBefore = task.runAt
             return .inserted
         }
         if outcome == .inserted { database.broadcast(.taskQueued) }
@@ -300,6 +303,20 @@ final class SharedMemoryStore: SharedTaskStore {
 
     func pruneEvents(olderThan date: Date) async throws -> Int { 0 }
 
+    func scheduleTicks() async throws -> [String: Date] { try database.access { $0.ticks } }
+
+    func recordScheduleTick(name: String, at tick: Date) async throws {
+        try database.access { tables in tables.ticks[name] = max(tables.ticks[name] ?? tick, tick) }
+    }
+
+    func nextDueDate() async throws -> Date? {
+        try database.access { tables in
+            let now = Date()
+            return tables.tasks.values.filter { !$0.record.status.isFinal && $0.record.status != .running }
+                .compactMap(\.notBefore).filter { $0 > now }.min()
+        }
+    }
+
     func appendNumbered(
         uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
         makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
@@ -325,12 +342,28 @@ final class SharedMemoryStore: SharedTaskStore {
         if task.status == .queued { database.broadcast(.taskQueued) }
     }
 
-    func claimNext() async throws -> TaskRecord? {
+    /// The same rule as `PostgresTaskStore.claimNext`: priority, then (fair share) the fewest running in the lane
+    /// across every node, then the oldest.
+    func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
         try database.access { tables in
             let now = Date()
+            let running = tables.tasks.values.filter { $0.record.status == .running }
+            func load(_ row: SharedMemoryDatabase.Row) -> Int {
+                rules.fairShare ? running.count { $0.record.uid == row.record.uid && $0.record.cmd == row.record.cmd } : 0
+            }
+            let due = tables.tasks.values.filter {
+                ($0.record.status == .queued || $0.record.status == .scheduled) && ($0.notBefore ?? now) <= now
+                    && !rules.excludedCommands.contains($0.record.cmd)
+            }
+            func served(_ row: SharedMemoryDatabase.Row) -> Date {
+                guard rules.fairShare else { return .distantPast }
+                return tables.tasks.values.filter { $0.record.uid == row.record.uid && $0.record.cmd == row.record.cmd }
+                    .compactMap(\.claimedAt).max() ?? .distantPast
+            }
             guard
-                let row = tables.tasks.values.filter({ $0.record.status == .queued && ($0.notBefore ?? now) <= now })
-                    .min(by: { $0.position < $1.position })
+                let row = due.min(by: {
+                    ($0.record.priority, load($0), served($0), $0.position) < ($1.record.priority, load($1), served($1), $1.position)
+                })
             else { return nil }
             var record = row.record
             record.status = .running
@@ -339,6 +372,7 @@ final class SharedMemoryStore: SharedTaskStore {
             tables.tasks[record.id]?.record = record
             tables.tasks[record.id]?.owner = nodeID
             tables.tasks[record.id]?.leaseUntil = .now + leaseTimeout
+            tables.tasks[record.id]?.claimedAt = Date()
             return record
         }
     }

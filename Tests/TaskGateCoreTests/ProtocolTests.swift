@@ -82,7 +82,7 @@ struct WireEncodingTests {
     @Test func taskEncodesEveryFieldIncludingNulls() throws {
         let task = TaskRecord(id: "t-1", cmd: "echo", uid: nil, args: ["a": 1], createdAt: Date(timeIntervalSince1970: 0))
         let object = try #require(try JSONSerialization.jsonObject(with: Data(WireJSON.encode(task).utf8)) as? [String: Any])
-        #expect(Set(object.keys) == ["id", "cmd", "uid", "args", "status", "progress", "result", "error", "attempts", "createdAt", "startedAt", "finishedAt", "node", "traceparent"])
+        #expect(Set(object.keys) == ["id", "cmd", "uid", "args", "status", "progress", "result", "error", "attempts", "createdAt", "startedAt", "finishedAt", "node", "traceparent", "priority", "runAt", "schedule"])
         #expect(object["traceparent"] is NSNull)
         #expect(object["uid"] is NSNull)
         #expect(object["createdAt"] as? String == "1970-01-01T00:00:00.000Z")

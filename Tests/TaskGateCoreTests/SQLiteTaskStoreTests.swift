@@ -19,7 +19,7 @@ struct SQLiteTaskStoreTests {
         }
         #expect(tables.contains("tasks") && tables.contains("events") && tables.contains("users"))
         #expect(mode == "wal")
-        #expect(migrations == ["1: tasks, events, users"])
+        #expect(migrations == ["1: tasks, events, users", "2: schedule ticks"])
         // Opening again runs nothing new and keeps the data.
         _ = try SQLiteTaskStore(path: path)
     }

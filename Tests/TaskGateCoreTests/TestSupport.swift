@@ -46,11 +46,15 @@ extension Gateway {
         }
     }
 
-    static func forTests(workers: Int = 2, queueLimit: Int = 100, store: any TaskStore = InMemoryTaskStore()) -> Gateway {
+    static func forTests(
+        workers: Int = 2, queueLimit: Int = 100, store: any TaskStore = InMemoryTaskStore(), fairShare: Bool = true,
+        registry: any HandlerRegistry = SwiftHandlerRegistry()
+    ) -> Gateway {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         return Gateway(
-            configuration: .init(pool: .init(workers: workers, queueLimit: queueLimit)), store: store, logger: logger)
+            configuration: .init(pool: .init(workers: workers, queueLimit: queueLimit, fairShare: fairShare)), store: store,
+            registry: registry, logger: logger)
     }
 }
 

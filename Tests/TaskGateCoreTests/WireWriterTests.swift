@@ -46,6 +46,9 @@ struct WireWriterTests {
             task.finishedAt = Date(timeIntervalSince1970: 1_764_000_002.999)
             task.node = "node-b"
             task.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            task.priority = 7
+            task.runAt = Date(timeIntervalSince1970: 1_764_000_000.75)
+            task.schedule = "nightly"
         }
         return task
     }
@@ -97,7 +100,7 @@ struct WireWriterTests {
     /// A property added to one of these types must be written by `WireWriter` too: this fails until it is (and the
     /// expected count here is updated).
     @Test func everyStoredPropertyIsWritten() {
-        #expect(Mirror(reflecting: Self.task(finished: true)).children.count == 14)
+        #expect(Mirror(reflecting: Self.task(finished: true)).children.count == 17)
         #expect(Mirror(reflecting: ServerMessage(type: "x")).children.count == 19)
         #expect(Mirror(reflecting: ClientInfo(id: "c", uid: "u", transport: .sse, remote: nil, admin: false)).children.count == 7)
     }

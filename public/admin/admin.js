@@ -6,6 +6,8 @@
  *   handlers   GET /api/v1/handlers, merged with stats.pool.handlers; POST /api/v1/reload
  *   tasks      GET /api/v1/tasks?uid=&status=&limit= (the handler filter is applied here: the API has none)
  *   detail     GET /api/v1/tasks/{id}; POST /api/v1/tasks/{id}/cancel; retry = POST /api/v1/tasks (same cmd/args/uid)
+ *   schedules  GET /api/v1/schedules with the task list (the panel is hidden when the server answers 404: a server
+ *              from before schedules; asked again every SCHEDULES_RETRY_MS)
  */
 (function () {
   'use strict';
@@ -13,6 +15,7 @@
   var TOKEN_KEY = 'taskgate.admin.token';
   var STATS_EVERY_MS = 1000;
   var TASKS_EVERY_MS = 2000;
+  var SCHEDULES_RETRY_MS = 60000;
   var CHART_WINDOW_S = 120;
   var FINAL = { succeeded: 1, failed: 1, cancelled: 1, timed_out: 1 };
   var OUTCOMES = ['succeeded', 'failed', 'cancelled', 'timed_out'];
@@ -72,11 +75,17 @@
   var rows = {};                 // task id -> <tr>
   var tasksBusy = null;           // the list request in flight (a Promise), if any
   var tasksAgain = false;        // filters changed meanwhile: fetch again when it is done
+  var schedulesBusy = false;     // a schedules request is in flight
+  var schedulesMissingAt = 0;    // when the server last answered 404 for /api/v1/schedules (0: it has them)
 
   // ------------------------------------------------------------------ HTTP
 
-  /** api(method, path, body) -> {status, ok, body}; never throws for HTTP errors, updates the auth state. */
-  function api(method, path, body) {
+  /**
+   * api(method, path, body, unknownPathOk) -> {status, ok, body}; never throws for HTTP errors, updates the auth
+   * state. With unknownPathOk a 404 leaves the auth state as it is (an older server without that path may answer
+   * 404 before it looks at the token).
+   */
+  function api(method, path, body, unknownPathOk) {
     var headers = { Accept: 'application/json' };
     if (token) { headers.Authorization = 'Bearer ' + token; }
     if (body !== undefined) { headers['Content-Type'] = 'application/json'; }
@@ -92,7 +101,7 @@
           setAuth(token ? 'rejected' : 'required', info);
         } else if (resp.status === 403 && json && json.error === 'forbidden') {
           setAuth('forbidden', info);
-        } else if (resp.status < 500) {
+        } else if (resp.status < 500 && !(unknownPathOk && resp.status === 404)) {
           setAuth(token ? 'ok' : 'open', '');
         }
         return { status: resp.status, ok: resp.status >= 200 && resp.status < 300, body: json, text: text };
@@ -154,6 +163,7 @@
     if (canAct() && !(was === 'open' || was === 'ok')) {
       loadHandlers();
       refreshTasks();
+      refreshSchedules();
     }
   }
 
@@ -390,6 +400,7 @@
         ' \u00b7 added: ' + list(b.added) + ' \u00b7 changed: ' + list(b.changed) + ' \u00b7 removed: ' + list(b.removed);
       out.setAttribute('data-generation', String(b.generation));
       setText('generation', b.generation);
+      refreshSchedules();
       return loadHandlers();
     }).then(updateActionButtons, updateActionButtons);
   }
@@ -469,7 +480,9 @@
         tr.appendChild(el('td', 'uid'));
         var st = el('td');
         st.appendChild(el('span', 'badge'));
+        st.appendChild(el('div', 'hint run-at'));
         tr.appendChild(st);
+        tr.appendChild(el('td', 'num priority'));
         tr.appendChild(el('td', 'num'));
         tr.appendChild(el('td', 'num'));
         tr.appendChild(el('td', 'mono'));
@@ -484,10 +497,19 @@
       var badge = tr.cells[3].firstChild;
       badge.textContent = t.status.replace('_', ' ');
       badge.className = 'badge status-' + t.status;
-      tr.cells[4].textContent = Math.round((t.progress || 0) * 100) + '%';
-      tr.cells[5].textContent = String(t.attempts);
-      tr.cells[6].textContent = shortTime(t.createdAt);
-      tr.cells[7].textContent = duration(t);
+      var runAt = tr.cells[3].lastChild;   // when a scheduled task is due
+      var due = t.status === 'scheduled' && t.runAt ? t.runAt : '';
+      runAt.textContent = due ? 'at ' + shortTime(due) : '';
+      runAt.title = due;
+      runAt.hidden = !due;
+      tr.setAttribute('data-run-at', due);
+      var prio = typeof t.priority === 'number' ? String(t.priority) : '\u2013';   // absent on older servers
+      tr.setAttribute('data-priority', prio);
+      tr.cells[4].textContent = prio;
+      tr.cells[5].textContent = Math.round((t.progress || 0) * 100) + '%';
+      tr.cells[6].textContent = String(t.attempts);
+      tr.cells[7].textContent = shortTime(t.createdAt);
+      tr.cells[8].textContent = duration(t);
       tbody.appendChild(tr);   // moves it into list order
       if (t.id === selectedId) { showDetail(t); }
     });
@@ -498,6 +520,85 @@
       }
     });
     $('tasks-empty').hidden = list.length > 0;
+  }
+
+  // ------------------------------------------------------------------ schedules
+
+  /** Fetches GET /api/v1/schedules; a 404 (a server without schedules) hides the panel. */
+  function refreshSchedules() {
+    if (schedulesBusy) { return Promise.resolve(); }
+    if (schedulesMissingAt && Date.now() - schedulesMissingAt < SCHEDULES_RETRY_MS) { return Promise.resolve(); }
+    if (!canAct()) {
+      if (auth !== 'unknown' && !schedulesMissingAt) {
+        $('schedules-panel').hidden = false;
+        clearSchedules('needs admin access');
+      }
+      return Promise.resolve();
+    }
+    schedulesBusy = true;
+    return api('GET', '/api/v1/schedules', undefined, true).then(function (r) {
+      if (r.status === 404) {
+        schedulesMissingAt = Date.now();
+        $('schedules-panel').hidden = true;
+        return;
+      }
+      schedulesMissingAt = 0;
+      $('schedules-panel').hidden = false;
+      if (!r.ok || !r.body) {
+        if (r.status) { clearSchedules(errorText(r)); }
+        return;
+      }
+      renderSchedules(r.body.schedules || []);
+    }).then(function () { schedulesBusy = false; }, function () { schedulesBusy = false; });
+  }
+
+  function clearSchedules(message) {
+    var tbody = $('schedules');
+    while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
+    $('schedules-empty').hidden = true;
+    setText('schedules-count', message || '');
+  }
+
+  function runTime(iso) {
+    var c = el('td', 'mono', iso ? shortTime(iso) : '\u2013');
+    if (iso) { c.title = iso; }
+    return c;
+  }
+
+  function renderSchedules(list) {
+    var tbody = $('schedules');
+    var existing = {};
+    Array.prototype.forEach.call(tbody.rows, function (tr) { existing[tr.getAttribute('data-schedule')] = tr; });
+    list.forEach(function (s) {
+      var tr = existing[s.name];
+      if (!tr) {
+        tr = el('tr', 'schedule-row');
+        tr.setAttribute('data-schedule', s.name);
+        for (var i = 0; i < 7; i++) { tr.appendChild(el('td')); }
+      }
+      delete existing[s.name];
+      tbody.appendChild(tr);   // moves it into list order (by name)
+      var cells = [
+        el('td', 'mono', s.name),
+        el('td', 'mono', s.cmd),
+        el('td', 'mono', s.cron),
+        el('td', null, s.timezone),
+        el('td', null, String(s.missed || '').replace('_', ' ')),
+        runTime(s.nextRun),
+        runTime(s.lastRun)
+      ];
+      if (s.uid !== null && s.uid !== undefined) { cells[0].title = 'tasks owned by uid ' + s.uid; }
+      cells.forEach(function (c, i) {
+        var old = tr.cells[i];
+        if (old.textContent !== c.textContent || old.title !== c.title || old.className !== c.className) {
+          tr.replaceChild(c, old);
+        }
+      });
+    });
+    Object.keys(existing).forEach(function (n) { tbody.removeChild(existing[n]); });
+    $('schedules-empty').hidden = list.length > 0;
+    setText('schedules-count', list.length ? list.length + ' schedule' + (list.length === 1 ? '' : 's') +
+      ', times in this browser\u2019s time zone' : '');
   }
 
   // ------------------------------------------------------------------ detail
@@ -543,6 +644,9 @@
     badge.className = 'badge status-' + t.status;
     setText('d-cmd', t.cmd);
     setText('d-uid', t.uid === null ? '\u2013 (REST, no uid)' : t.uid);
+    setText('d-priority', typeof t.priority === 'number' ? t.priority : '\u2013');
+    setText('d-run-at', t.runAt || '\u2013');
+    setText('d-schedule', t.schedule || '\u2013');
     setText('d-progress', Math.round((t.progress || 0) * 100) + '%');
     setText('d-attempts', t.attempts);
     setText('d-created', t.createdAt || '\u2013');
@@ -599,7 +703,7 @@
   // ------------------------------------------------------------------ wiring
 
   function tasksLoop() {
-    var p = $('auto-refresh').checked ? refreshTasks() : Promise.resolve();
+    var p = $('auto-refresh').checked ? Promise.all([refreshTasks(), refreshSchedules()]) : Promise.resolve();
     p.then(function () { setTimeout(tasksLoop, TASKS_EVERY_MS); });
   }
 
@@ -641,7 +745,7 @@
   // For debugging and tests.
   window.TaskGateAdmin = {
     auth: function () { return auth; },
-    refresh: function () { return refreshTasks(); },
+    refresh: function () { return Promise.all([refreshTasks(), refreshSchedules()]); },
     select: select
   };
 

@@ -26,8 +26,11 @@ public protocol SharedTaskStore: TaskStore {
     /// Writes a state clients are not told about (back to the queue), if `condition` holds. A queued task is not
     /// claimed before `notBefore` (retry backoff).
     func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws
-    /// Claims the oldest due queued task for this node: it becomes `running` here, one more attempt, leased.
-    func claimNext() async throws -> TaskRecord?
+    /// Claims the next due task (queued, or scheduled and due) for this node by `rules`: it becomes `running` here,
+    /// one more attempt, leased.
+    func claimNext(_ rules: ClaimRules) async throws -> TaskRecord?
+    /// When the earliest waiting task that is not due yet (a delay, a retry's backoff) becomes due.
+    func nextDueDate() async throws -> Date?
     /// Tasks running on nodes whose lease ran out (the node died or lost the database).
     func expiredTasks(limit: Int) async throws -> [TaskRecord]
     /// Renews this node's presence and the leases of its running tasks, publishes its clients, and returns the ids
@@ -52,12 +55,24 @@ public protocol SharedTaskStore: TaskStore {
     func reloadAnswers(requestID: String) async throws -> [NodeReload]
 }
 
+/// Which due task a node claims next: the lowest priority number first; within it, with fair share, the uid (per
+/// handler) with the fewest tasks running in the whole cluster; then the oldest.
+public struct ClaimRules: Sendable, Equatable {
+    public var fairShare: Bool
+    /// Handlers this node does not start now (their rate limit is used up here).
+    public var excludedCommands: [String]
+    public init(fairShare: Bool = true, excludedCommands: [String] = []) {
+        self.fairShare = fairShare
+        self.excludedCommands = excludedCommands
+    }
+}
+
 /// What must still hold for a task when a node writes its new state: the cluster's guard against two nodes
 /// finishing one task.
 public enum WriteCondition: Sendable, Equatable {
     /// Running, on this node.
     case runningHere
-    /// Still waiting (a cancel before it starts).
+    /// Still waiting, queued or scheduled (a cancel before it starts).
     case queued
     /// Running on a node whose lease ran out (reclaiming it).
     case leaseExpired

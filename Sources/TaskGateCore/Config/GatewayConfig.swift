@@ -5,19 +5,23 @@ import Foundation
 public struct GatewayConfig: Sendable, Equatable, Decodable {
     public var server: ServerSettings
     public var handlers: [String: HandlerConfig]
+    /// Recurring tasks (cron), run once per tick across a cluster.
+    public var schedules: [Schedule]
 
-    public init(server: ServerSettings = .init(), handlers: [String: HandlerConfig] = [:]) {
+    public init(server: ServerSettings = .init(), handlers: [String: HandlerConfig] = [:], schedules: [Schedule] = []) {
         self.server = server
         self.handlers = handlers
+        self.schedules = schedules
     }
 
-    enum CodingKeys: String, CodingKey { case server, handlers }
+    enum CodingKeys: String, CodingKey { case server, handlers, schedules }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        try decoder.rejectUnknownKeys(allowed: ["server", "handlers"])
+        try decoder.rejectUnknownKeys(allowed: ["server", "handlers", "schedules"])
         server = try container.decodeIfPresent(ServerSettings.self, forKey: .server) ?? .init()
         handlers = try container.decodeIfPresent([String: HandlerConfig].self, forKey: .handlers) ?? [:]
+        schedules = try container.decodeIfPresent([Schedule].self, forKey: .schedules) ?? []
     }
 
     /// Server options; each is optional so that command-line flags and environment variables can win over it.
@@ -37,6 +41,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var databaseURL: String?
         public var nodeID: String?
         public var leaseTimeout: Int?
+        public var fairShare: Bool?
 
         public init() {}
 
@@ -55,6 +60,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             case databaseURL = "database_url"
             case nodeID = "node_id"
             case leaseTimeout = "lease_timeout"
+            case fairShare = "fair_share"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -75,6 +81,7 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             databaseURL = try container.decodeIfPresent(String.self, forKey: .databaseURL)
             nodeID = try container.decodeIfPresent(String.self, forKey: .nodeID)
             leaseTimeout = try container.decodeIfPresent(Int.self, forKey: .leaseTimeout)
+            fairShare = try container.decodeIfPresent(Bool.self, forKey: .fairShare)
             if let port, !(0...65535).contains(port) {
                 throw ConfigError.invalid(path: container.codingPath + [CodingKeys.port], "must be from 0 to 65535")
             }
@@ -109,6 +116,10 @@ public struct HandlerConfig: Sendable, Equatable, Decodable {
     public var processes: Int
     /// Worker pools: a process is replaced after this many tasks (0: never), like Swoole's `task_max_request`.
     public var maxRequests: Int
+    /// The priority of its tasks when the submitter gives none: 0 (runs first) to 9.
+    public var priority: Int
+    /// At most this many starts per second, minute or hour on each node (`"50/s"`); `nil`: no limit.
+    public var rate: RateLimit?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case kind = "type"
@@ -120,12 +131,13 @@ public struct HandlerConfig: Sendable, Equatable, Decodable {
         case maxAttempts = "max_attempts"
         case idempotent, processes
         case maxRequests = "max_requests"
+        case priority, rate
     }
 
     public init(
         kind: Kind, command: [String], description: String? = nil, workingDirectory: String? = nil,
         environment: [String: String] = [:], timeoutMs: Int = 60_000, concurrency: Int = 4, maxAttempts: Int = 1,
-        idempotent: Bool = false, processes: Int = 2, maxRequests: Int = 0
+        idempotent: Bool = false, processes: Int = 2, maxRequests: Int = 0, priority: Int = 0, rate: RateLimit? = nil
     ) {
         self.kind = kind
         self.command = command
@@ -138,6 +150,8 @@ public struct HandlerConfig: Sendable, Equatable, Decodable {
         self.idempotent = idempotent
         self.processes = processes
         self.maxRequests = maxRequests
+        self.priority = priority
+        self.rate = rate
     }
 
     public init(from decoder: any Decoder) throws {
@@ -158,6 +172,16 @@ public struct HandlerConfig: Sendable, Equatable, Decodable {
         idempotent = try container.decodeIfPresent(Bool.self, forKey: .idempotent) ?? false
         processes = try container.decodeIfPresent(Int.self, forKey: .processes) ?? 2
         maxRequests = try container.decodeIfPresent(Int.self, forKey: .maxRequests) ?? 0
+        priority = try container.decodeIfPresent(Int.self, forKey: .priority) ?? 0
+        if let text = try container.decodeIfPresent(String.self, forKey: .rate) {
+            guard let rate = RateLimit(text) else {
+                throw ConfigError.invalid(
+                    path: path + [CodingKeys.rate], "must be a count from 1 to 100000 per s, m or h, e.g. \"50/s\"")
+            }
+            self.rate = rate
+        } else {
+            rate = nil
+        }
         func check(_ ok: Bool, _ key: CodingKeys, _ problem: String) throws {
             if !ok { throw ConfigError.invalid(path: path + [key], problem) }
         }
@@ -165,6 +189,7 @@ public struct HandlerConfig: Sendable, Equatable, Decodable {
         try check((1...1000).contains(concurrency), .concurrency, "must be from 1 to 1000")
         try check((1...10).contains(maxAttempts), .maxAttempts, "must be from 1 to 10")
         try check((1...64).contains(processes), .processes, "must be from 1 to 64")
+        try check(TaskScheduling.priorities.contains(priority), .priority, "must be from 0 (runs first) to 9")
         try check(maxRequests >= 0, .maxRequests, "must not be negative (0: never recycle)")
         if kind == .command {
             try check(!container.contains(.processes) && !container.contains(.maxRequests), .processes,

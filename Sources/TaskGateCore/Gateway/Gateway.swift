@@ -67,10 +67,13 @@ public final class Gateway: Sendable {
     /// It runs in a `task.submit` span: a child of `traceparent` when the message carried a valid one (a WebSocket
     /// message's field), else of `ServiceContext.current` (the HTTP request's span). The task keeps that span's
     /// `traceparent` (when a tracer is on), so its run joins the same trace.
+    ///
+    /// `privileged`: the admin (REST, an admin connection, a recurring schedule), who may raise a task's priority
+    /// above its handler's default; `schedule` names the recurring schedule that submits it.
     @discardableResult
     public func submit(
         cmd: String, args: [String: JSONValue], uid: String?, taskID: String? = nil, traceparent: String? = nil,
-        accepted: (Submission) -> Void = { _ in }
+        privileged: Bool = true, schedule: String? = nil, accepted: (Submission) -> Void = { _ in }
     ) async throws(GatewayError) -> Submission {
         let parent = TaskTracing.context(fromTraceparent: traceparent) ?? ServiceContext.current ?? .topLevel
         let span = InstrumentationSystem.tracer.startSpan("task.submit", context: parent, ofKind: .internal)
@@ -80,7 +83,7 @@ public final class Gateway: Sendable {
         do {
             let submission = try await submitTask(
                 cmd: cmd, args: args, uid: uid, taskID: taskID, traceparent: TaskTracing.traceparent(of: span.context),
-                accepted: accepted)
+                privileged: privileged, schedule: schedule, accepted: accepted)
             span.attributes["taskgate.task.id"] = submission.task.id
             return submission
         } catch {
@@ -92,7 +95,7 @@ public final class Gateway: Sendable {
 
     private func submitTask(
         cmd: String, args: [String: JSONValue], uid: String?, taskID: String?, traceparent: String?,
-        accepted: (Submission) -> Void
+        privileged: Bool, schedule: String?, accepted: (Submission) -> Void
     ) async throws(GatewayError) -> Submission {
         let table = registry.current
         guard let handler = table.handler(named: cmd) else { throw .unknownCommand(cmd) }
@@ -104,6 +107,7 @@ public final class Gateway: Sendable {
         }
         let id = chosenID.map { Self.scopedTaskID($0, uid: uid) } ?? Self.makeTaskID()
         let options = try TaskOptions(args: args, handler: handler)
+        let scheduling = try TaskScheduling(args: args, handler: handler, mayRaisePriority: privileged)
         try handler.validate(args)
         // As deep as a client message's args may be, whichever front door (REST bodies are read by JSONDecoder).
         guard JSONValue.object(args).fitsDepthLimit(at: 1) else {
@@ -114,7 +118,9 @@ public final class Gateway: Sendable {
         }
 
         try await pool.reserve(uid: uid)
-        let record = TaskRecord(id: id, cmd: cmd, uid: uid, args: .object(args), traceparent: traceparent)
+        let record = TaskRecord(
+            id: id, cmd: cmd, uid: uid, args: .object(args), status: scheduling.runAt == nil ? .queued : .scheduled,
+            traceparent: traceparent, priority: scheduling.priority, runAt: scheduling.runAt, schedule: schedule)
         let outcome: InsertOutcome
         do {
             outcome = try await store.insert(record)

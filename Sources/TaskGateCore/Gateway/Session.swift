@@ -92,7 +92,9 @@ public struct Session: Sendable {
             return reply
         default:
             let traceparent = message.traceparent
-            _ = try await gateway.submit(cmd: message.cmd, args: message.args, uid: uid, traceparent: traceparent) { submission in
+            _ = try await gateway.submit(
+                cmd: message.cmd, args: message.args, uid: uid, traceparent: traceparent, privileged: isAdmin
+            ) { submission in
                 reply(.submitted(submission.task, duplicate: submission.duplicate, ref: ref))
             }
             return nil

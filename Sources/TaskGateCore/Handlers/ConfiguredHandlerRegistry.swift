@@ -23,9 +23,11 @@ public final class ConfiguredHandlerRegistry: HandlerRegistry {
         self.configPath = configPath
         self.swiftHandlers = swiftHandlers
         self.logger = logger
-        let configs = try Self.loadHandlerConfigs(configPath, reserved: Self.reservedNames(swiftHandlers()))
+        let config = try Self.loadConfig(configPath, reserved: Self.reservedNames(swiftHandlers()))
+        let configs = config.handlers
         let handlers = swiftHandlers() + configs.map { Self.makeHandler(name: $0.key, config: $0.value, logger: logger) }
-        state = Mutex(State(table: HandlerTable(generation: 1, handlers: handlers), configs: configs))
+        state = Mutex(
+            State(table: HandlerTable(generation: 1, handlers: handlers, schedules: config.schedules), configs: configs))
     }
 
     public var current: HandlerTable { state.withLock { $0.table } }
@@ -42,7 +44,8 @@ public final class ConfiguredHandlerRegistry: HandlerRegistry {
         defer { reloading.withLock { $0 = false } }
 
         let swift = swiftHandlers()
-        let configs = try Self.loadHandlerConfigs(configPath, reserved: Self.reservedNames(swift))
+        let config = try Self.loadConfig(configPath, reserved: Self.reservedNames(swift))
+        let configs = config.handlers
         let (result, retired) = state.withLock { state -> (ReloadResult, [any TaskHandler]) in
             var handlers = swift
             var added: [String] = []
@@ -59,7 +62,7 @@ public final class ConfiguredHandlerRegistry: HandlerRegistry {
             }
             let removed = state.configs.keys.filter { configs[$0] == nil }
             retired += removed.compactMap { state.table.handler(named: $0) }
-            state.table = HandlerTable(generation: state.table.generation + 1, handlers: handlers)
+            state.table = HandlerTable(generation: state.table.generation + 1, handlers: handlers, schedules: config.schedules)
             state.configs = configs
             return (ReloadResult(table: state.table, added: added, changed: changed, removed: removed), retired)
         }
@@ -79,9 +82,11 @@ public final class ConfiguredHandlerRegistry: HandlerRegistry {
         Session.serverCommands.union(swift.map(\.name))
     }
 
-    private static func loadHandlerConfigs(_ path: String?, reserved: Set<String>) throws(ConfigError) -> [String: HandlerConfig] {
-        guard let path else { return [:] }
-        return try ConfigLoader.load(path: path, reservedNames: reserved).handlers
+    private static func loadConfig(_ path: String?, reserved: Set<String>) throws(ConfigError) -> GatewayConfig {
+        guard let path else { return GatewayConfig() }
+        let config = try ConfigLoader.load(path: path, reservedNames: reserved)
+        try ConfigLoader.checkSchedules(config, handlerNames: reserved.union(config.handlers.keys), file: path)
+        return config
     }
 
     static func makeHandler(name: String, config: HandlerConfig, logger: Logger) -> any TaskHandler {

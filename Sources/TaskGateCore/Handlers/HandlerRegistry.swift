@@ -5,10 +5,13 @@ import Synchronization
 public struct HandlerTable: Sendable {
     public let generation: Int
     public let handlers: [String: any TaskHandler]
+    /// The recurring schedules in force with these handlers (a reload replaces both together).
+    public let schedules: [Schedule]
 
-    public init(generation: Int, handlers: [any TaskHandler]) {
+    public init(generation: Int, handlers: [any TaskHandler], schedules: [Schedule] = []) {
         self.generation = generation
         self.handlers = Dictionary(handlers.map { ($0.name, $0) }, uniquingKeysWith: { _, last in last })
+        self.schedules = schedules
     }
 
     public var names: [String] { handlers.keys.sorted() }

@@ -14,6 +14,10 @@ public protocol TaskHandler: Sendable {
     /// Safe to run again after a crash interrupted it. A non-idempotent task interrupted mid-run is failed with
     /// `interrupted` instead of being retried.
     var isIdempotent: Bool { get }
+    /// The priority of its tasks when the submitter gives none (0 runs first, 9 last).
+    var defaultPriority: Int { get }
+    /// At most this many of its tasks start per unit of time on this node; `nil`: no limit.
+    var rateLimit: RateLimit? { get }
     /// Rejects bad arguments up front, so that the client gets a `400` instead of a task that fails later.
     func validate(_ args: [String: JSONValue]) throws(GatewayError)
     func run(_ context: TaskContext) async throws -> JSONValue
@@ -23,6 +27,8 @@ extension TaskHandler {
     public var defaultTimeout: Duration { .seconds(300) }
     public var maxAttempts: Int { 1 }
     public var isIdempotent: Bool { false }
+    public var defaultPriority: Int { 0 }
+    public var rateLimit: RateLimit? { nil }
     public func validate(_ args: [String: JSONValue]) throws(GatewayError) {}
 }
 

@@ -1,6 +1,8 @@
 import Foundation
 
 public enum TaskStatus: String, Sendable, Codable, CaseIterable {
+    /// Waiting for its `runAt` (a delay, a time, a recurring schedule); it goes to `running` when a worker takes it.
+    case scheduled
     case queued
     case running
     case succeeded
@@ -10,7 +12,7 @@ public enum TaskStatus: String, Sendable, Codable, CaseIterable {
 
     public var isFinal: Bool {
         switch self {
-        case .queued, .running: false
+        case .scheduled, .queued, .running: false
         case .succeeded, .failed, .cancelled, .timedOut: true
         }
     }
@@ -36,11 +38,17 @@ public struct TaskRecord: Sendable, Codable, Equatable {
     /// The W3C `traceparent` of the span that submitted it, when tracing is on: its run (after a restart, or on
     /// another node) joins the submitter's trace. `nil` when tracing is off.
     public var traceparent: String?
+    /// 0–9, 0 first (as in Oban and River); fair share applies within one priority.
+    public var priority: Int
+    /// When a delayed task is due; `nil`: as soon as a worker is free.
+    public var runAt: Date?
+    /// The recurring schedule that made this task, if one did.
+    public var schedule: String?
 
     public init(
         id: String, cmd: String, uid: String?, args: JSONValue, status: TaskStatus = .queued, progress: Double = 0,
         result: JSONValue? = nil, error: String? = nil, attempts: Int = 0, createdAt: Date = Date(), startedAt: Date? = nil,
-        finishedAt: Date? = nil, traceparent: String? = nil
+        finishedAt: Date? = nil, traceparent: String? = nil, priority: Int = 0, runAt: Date? = nil, schedule: String? = nil
     ) {
         self.id = id
         self.cmd = cmd
@@ -55,6 +63,9 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         self.startedAt = startedAt
         self.finishedAt = finishedAt
         self.traceparent = traceparent
+        self.priority = priority
+        self.runAt = runAt
+        self.schedule = schedule
     }
 
     public init(from decoder: any Decoder) throws {
@@ -74,11 +85,15 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         finishedAt = try container.decodeIfPresent(Date.self, forKey: .finishedAt)
         node = try container.decodeIfPresent(String.self, forKey: .node)
         traceparent = try container.decodeIfPresent(String.self, forKey: .traceparent)
+        priority = try container.decodeIfPresent(Int.self, forKey: .priority) ?? 0
+        runAt = try container.decodeIfPresent(Date.self, forKey: .runAt)
+        schedule = try container.decodeIfPresent(String.self, forKey: .schedule)
     }
 
     // Explicit keys so that `nil` fields are written as `null`: clients can rely on every field being present.
     enum CodingKeys: String, CodingKey {
-        case id, cmd, uid, args, status, progress, result, error, attempts, createdAt, startedAt, finishedAt, node, traceparent
+        case id, cmd, uid, args, status, progress, result, error, attempts, createdAt, startedAt, finishedAt, node, traceparent, priority, runAt,
+            schedule
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -97,6 +112,9 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         try container.encode(finishedAt, forKey: .finishedAt)
         try container.encode(node, forKey: .node)
         try container.encode(traceparent, forKey: .traceparent)
+        try container.encode(priority, forKey: .priority)
+        try container.encode(runAt, forKey: .runAt)
+        try container.encode(schedule, forKey: .schedule)
     }
 }
 

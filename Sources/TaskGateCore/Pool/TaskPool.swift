@@ -6,18 +6,23 @@ import Tracing
 
 /// The one task pool that every front door (WebSocket, long-poll, REST) submits to.
 ///
-/// At most `workers` tasks run at once; up to `queueLimit` more wait in FIFO order. Every state change is written
-/// to the store (with its event, when the task has an owner) before anyone is told about it.
+/// At most `workers` tasks run at once; up to `queueLimit` more wait (scheduled, queued or retrying). The next to
+/// start is picked by `ReadyQueue`'s rule (priority, then fair share across uids, then age), within each handler's
+/// start rate. Every state change is written to the store (with its event, when the task has an owner) before
+/// anyone is told about it.
 public actor TaskPool {
     public struct Configuration: Sendable {
         public var workers: Int
         public var queueLimit: Int
         /// Queued and running tasks one uid may have at once.
         public var tasksPerUID: Int
-        public init(workers: Int = 4, queueLimit: Int = 1000, tasksPerUID: Int = 100) {
+        /// Round-robin-like turns across uids (per handler) within a priority; off: first in, first out.
+        public var fairShare: Bool
+        public init(workers: Int = 4, queueLimit: Int = 1000, tasksPerUID: Int = 100, fairShare: Bool = true) {
             self.workers = workers
             self.queueLimit = queueLimit
             self.tasksPerUID = tasksPerUID
+            self.fairShare = fairShare
         }
     }
 
@@ -39,6 +44,35 @@ public actor TaskPool {
         var uid: String?
         var task: Task<Void, Never>
         var stopReason: StopReason?
+        var lane: Lane { Lane(cmd: cmd, uid: uid) }
+    }
+
+    /// The running tasks by id, with how many run per lane (what fair share compares).
+    private struct RunningTable {
+        private(set) var entries: [String: Running] = [:]
+        private(set) var byLane: [Lane: Int] = [:]
+
+        subscript(id: String) -> Running? {
+            get { entries[id] }
+            set {
+                if let old = entries[id] {
+                    let left = byLane[old.lane, default: 1] - 1
+                    byLane[old.lane] = left > 0 ? left : nil
+                }
+                if let newValue { byLane[newValue.lane, default: 0] += 1 }
+                entries[id] = newValue
+            }
+        }
+        var count: Int { entries.count }
+        var isEmpty: Bool { entries.isEmpty }
+        var keys: Dictionary<String, Running>.Keys { entries.keys }
+        var values: Dictionary<String, Running>.Values { entries.values }
+    }
+
+    /// A task waiting for a time: its `runAt` (scheduled) or the end of a retry's backoff.
+    private struct Delayed {
+        var job: Job
+        var timer: Task<Void, Never>
     }
 
     /// What the pool is doing, for the dashboard and `/api/v1/stats`.
@@ -48,6 +82,8 @@ public actor TaskPool {
             public var running = 0
         }
         public var queued: Int
+        /// Of `queued`, those waiting for their `runAt` (or a retry's backoff).
+        public var scheduled: Int
         public var running: Int
         public var workers: Int
         public var queueLimit: Int
@@ -68,10 +104,13 @@ public actor TaskPool {
     /// reload use the reloaded handlers (running ones finish on theirs).
     private let handlers: @Sendable () -> HandlerTable
     private let logger: Logger
-    private var queue: Deque<Job> = []
-    private var running: [String: Running] = [:]
-    /// Failed attempts waiting out their backoff before they queue again.
-    private var retrying: [String: (job: Job, timer: Task<Void, Never>)] = [:]
+    private var queue: ReadyQueue<Job>
+    private var running = RunningTable()
+    /// Tasks not due yet: scheduled ones, and failed attempts waiting out their backoff.
+    private var delayed: [String: Delayed] = [:]
+    private var pacer = StartPacer()
+    /// Wakes the pool when a handler held back by its rate may start again, or (a cluster) a delayed task is due.
+    private var wake: (at: ContinuousClock.Instant, timer: Task<Void, Never>)?
     /// Places promised to submissions that are still being written to the store.
     private var reserved = 0
     private var reservedByUID: [String: Int] = [:]
@@ -90,19 +129,20 @@ public actor TaskPool {
         self.handlers = handlers
         self.executor = TaskWorkerExecutor(threadCount: configuration.workers)
         self.logger = logger
+        self.queue = ReadyQueue(fairShare: configuration.fairShare)
     }
 
-    public var queuedCount: Int { queue.count + retrying.count }
+    public var queuedCount: Int { queue.count + delayed.count }
 
     public var stats: Stats {
         var handlers: [String: Stats.HandlerLoad] = [:]
-        for job in queue { handlers[job.record.cmd, default: .init()].queued += 1 }
-        for entry in retrying.values { handlers[entry.job.record.cmd, default: .init()].queued += 1 }
+        for job in queue.elements { handlers[job.record.cmd, default: .init()].queued += 1 }
+        for entry in delayed.values { handlers[entry.job.record.cmd, default: .init()].queued += 1 }
         for entry in running.values { handlers[entry.cmd, default: .init()].running += 1 }
         let finished = Dictionary(
             uniqueKeysWithValues: TaskStatus.allCases.filter(\.isFinal).map { ($0.rawValue, finishedCounts[$0, default: 0]) })
         return Stats(
-            queued: queuedCount, running: running.count, workers: configuration.workers, queueLimit: configuration.queueLimit,
+            queued: queuedCount, scheduled: delayed.count, running: running.count, workers: configuration.workers, queueLimit: configuration.queueLimit,
             handlers: handlers, finished: finished)
     }
     public var runningCount: Int { running.count }
@@ -115,7 +155,7 @@ public actor TaskPool {
             try await reserveInCluster(uid: uid, shared: shared)
             return
         }
-        let active = running.count + queue.count + retrying.count + reserved
+        let active = running.count + queue.count + delayed.count + reserved
         guard active < configuration.workers + configuration.queueLimit else {
             throw GatewayError(.queueFull, "the task queue is full (\(configuration.queueLimit) waiting); try again later")
         }
@@ -163,8 +203,8 @@ public actor TaskPool {
     }
 
     private func activeCount(uid: String) -> Int {
-        reservedByUID[uid, default: 0] + queue.count { $0.record.uid == uid } + retrying.values.count { $0.job.record.uid == uid }
-            + running.values.count { $0.uid == uid }
+        reservedByUID[uid, default: 0] + queue.elements.count { $0.record.uid == uid }
+            + delayed.values.count { $0.job.record.uid == uid } + running.values.count { $0.uid == uid }
     }
 
     /// Takes a stored, queued task; uses up one reservation.
@@ -175,8 +215,49 @@ public actor TaskPool {
             claimWork()  // it waits in the shared store, where any node's free worker may claim it
             return
         }
-        queue.append(Job(record: record, handler: handler, options: options))
+        admit(Job(record: record, handler: handler, options: options))
         startWaitingJobs()
+    }
+
+    /// A job goes to the ready queue, or waits for its `runAt` first.
+    private func admit(_ job: Job) {
+        if let runAt = job.record.runAt, runAt > Date() {
+            delay(job, for: .milliseconds(Int64((runAt.timeIntervalSinceNow * 1000).rounded(.up))))
+        } else {
+            queue.append(job, id: job.record.id, lane: Lane(cmd: job.record.cmd, uid: job.record.uid), priority: job.record.priority)
+        }
+    }
+
+    /// Holds a job until `wait` has passed, then queues it.
+    private func delay(_ job: Job, for wait: Duration, saving record: TaskRecord? = nil) {
+        let id = job.record.id
+        let timer = Task {
+            if let record { await self.save(record) }
+            try? await Task.sleep(for: wait)
+            guard !Task.isCancelled else { return }
+            self.due(id)
+        }
+        delayed[id] = Delayed(job: job, timer: timer)
+    }
+
+    private func due(_ id: String) {
+        guard let entry = delayed.removeValue(forKey: id) else { return }
+        let job = entry.job
+        queue.append(job, id: id, lane: Lane(cmd: job.record.cmd, uid: job.record.uid), priority: job.record.priority)
+        startWaitingJobs()
+    }
+
+    /// Runs `startWaitingJobs` or `claimWork` again at `instant` (a rate's next slot, a delayed task's due time).
+    private func wakeUp(at instant: ContinuousClock.Instant) {
+        if let wake, wake.at <= instant, wake.at > .now { return }
+        wake?.timer.cancel()
+        let timer = Task {
+            try? await Task.sleep(until: instant)
+            guard !Task.isCancelled else { return }
+            self.wake = nil
+            self.startWaitingJobs()
+        }
+        wake = (instant, timer)
     }
 
     // MARK: - Claiming from the shared store (a cluster)
@@ -198,7 +279,18 @@ public actor TaskPool {
         repeat {
             claimAgain = false
             while accepting, running.count < configuration.workers {
-                guard let claimed = try? await shared.claimNext() else { break }
+                let now = ContinuousClock.now
+                let held = pacer.blocked(now: now)
+                let rules = ClaimRules(fairShare: configuration.fairShare, excludedCommands: held.commands)
+                guard let claimed = try? await shared.claimNext(rules) else {
+                    if let until = held.until { wakeUp(at: until) }
+                    // Nothing due now: wake when the earliest delayed task is (any node may claim it then).
+                    if let due = try? await shared.nextDueDate() {
+                        wakeUp(at: .now + .milliseconds(max(0, Int64((due.timeIntervalSinceNow * 1000).rounded(.up)))))
+                    }
+                    break
+                }
+                pacer.started(claimed.cmd, limit: handlers().handler(named: claimed.cmd)?.rateLimit, now: now)
                 startClaimed(claimed)
             }
         } while claimAgain && accepting && running.count < configuration.workers
@@ -282,7 +374,7 @@ public actor TaskPool {
                 record.error = "interrupted by a restart; running it again"
                 await save(record)
             }
-            queue.append(Job(record: record, handler: handler, options: options))
+            admit(Job(record: record, handler: handler, options: options))
             requeued += 1
         }
         startWaitingJobs()
@@ -300,9 +392,9 @@ public actor TaskPool {
 
     public func cancel(id: String) async -> CancelOutcome {
         var waiting: TaskRecord?
-        if let index = queue.firstIndex(where: { $0.record.id == id }) {
-            waiting = queue.remove(at: index).record
-        } else if let entry = retrying.removeValue(forKey: id) {
+        if let job = queue.remove(id: id) {
+            waiting = job.record
+        } else if let entry = delayed.removeValue(forKey: id) {
             entry.timer.cancel()
             waiting = entry.job.record
         }
@@ -325,7 +417,7 @@ public actor TaskPool {
     /// stop through the store.
     private func cancelInCluster(id: String, shared: any SharedTaskStore) async -> CancelOutcome {
         guard let record = try? await store.task(id: id), !record.status.isFinal else { return .notActive }
-        if record.status == .queued {
+        if record.status == .queued || record.status == .scheduled {
             if let cancelled = await end(record, as: .cancelled, error: "cancelled before it started", condition: .queued) {
                 return .dequeued(cancelled)
             }
@@ -344,10 +436,11 @@ public actor TaskPool {
     /// waiting tasks stay queued (they run after the restart); otherwise they are failed as interrupted.
     public func shutdown(grace: Duration) async {
         accepting = false
-        let waiting = Array(queue) + retrying.values.map(\.job)
-        for entry in retrying.values { entry.timer.cancel() }
-        retrying.removeAll()
-        queue.removeAll()
+        let waiting = queue.elements + delayed.values.map(\.job)
+        for entry in delayed.values { entry.timer.cancel() }
+        delayed.removeAll()
+        queue = ReadyQueue(fairShare: configuration.fairShare)
+        wake?.timer.cancel()
         if !store.isDurable {
             for job in waiting {
                 await end(job.record, as: .failed, error: "interrupted: the server shut down before the task started")
@@ -358,7 +451,7 @@ public actor TaskPool {
             while !running.isEmpty, ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(20))
             }
-            for (id, var entry) in running {
+            for (id, var entry) in running.entries {
                 entry.stopReason = .shutdown
                 running[id] = entry
                 entry.task.cancel()
@@ -370,13 +463,22 @@ public actor TaskPool {
 
     /// Returns once nothing is running, queued or waiting to retry (used by tests and shutdown).
     public func waitUntilIdle() async {
-        if running.isEmpty && queue.isEmpty && retrying.isEmpty { return }
+        if running.isEmpty && queue.isEmpty && delayed.isEmpty { return }
         await withCheckedContinuation { idleWaiters.append($0) }
     }
 
     private func startWaitingJobs() {
         claimWork()
-        while accepting, running.count < configuration.workers, let job = queue.popFirst() {
+        let now = ContinuousClock.now
+        while accepting, running.count < configuration.workers, !queue.isEmpty {
+            let held = pacer.blocked(now: now)
+            let load = running.byLane
+            guard let job = queue.popNext(running: { load[$0, default: 0] }, held: Set(held.commands))
+            else {
+                if let until = held.until { wakeUp(at: until) }  // only rate-held handlers are waiting
+                break
+            }
+            pacer.started(job.record.cmd, limit: job.handler.rateLimit, now: now)
             let id = job.record.id
             // The task starts only after it is in `running`, so its completion always finds its entry.
             let task = Task { await self.execute(job) }
@@ -386,7 +488,7 @@ public actor TaskPool {
     }
 
     private func signalIdleIfNeeded() {
-        guard running.isEmpty && queue.isEmpty && retrying.isEmpty else { return }
+        guard running.isEmpty && queue.isEmpty && delayed.isEmpty else { return }
         let waiters = idleWaiters
         idleWaiters.removeAll()
         for waiter in waiters { waiter.resume() }
@@ -520,23 +622,10 @@ public actor TaskPool {
         var job = failed
         job.record.status = .queued
         job.record.finishedAt = nil
-        let delay = TaskOptions.backoff(afterAttempt: job.record.attempts)
-        let id = job.record.id
-        let record = job.record
-        let timer = Task {
-            await self.save(record)
-            try? await Task.sleep(for: delay)
-            guard !Task.isCancelled else { return }
-            self.retryNow(id)
-        }
-        retrying[id] = (job, timer)
-        logger.info("task failed, retrying", metadata: ["task": .string(id), "attempt": "\(job.record.attempts)", "delay": "\(delay)"])
-    }
-
-    private func retryNow(_ id: String) {
-        guard let entry = retrying.removeValue(forKey: id) else { return }
-        queue.append(entry.job)
-        startWaitingJobs()
+        let wait = TaskOptions.backoff(afterAttempt: job.record.attempts)
+        delay(job, for: wait, saving: job.record)
+        logger.info(
+            "task failed, retrying", metadata: ["task": .string(job.record.id), "attempt": "\(job.record.attempts)", "delay": "\(wait)"])
     }
 
     private struct TimeoutError: Error {}

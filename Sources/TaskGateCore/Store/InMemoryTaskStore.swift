@@ -8,6 +8,7 @@ public actor InMemoryTaskStore: TaskStore {
     /// Insertion order, for newest-first listing and for retention.
     private var order: Deque<String> = []
     private let retainFinished: Int
+    private var ticks: [String: Date] = [:]
 
     public init(retainFinished: Int = 100_000) {
         self.retainFinished = retainFinished
@@ -31,6 +32,12 @@ public actor InMemoryTaskStore: TaskStore {
     public func events(uid: String, after seq: UInt64, limit: Int) -> [LoggedEvent] { [] }
 
     public func pruneEvents(olderThan date: Date) -> Int { 0 }
+
+    public func scheduleTicks() -> [String: Date] { ticks }
+
+    public func recordScheduleTick(name: String, at tick: Date) {
+        ticks[name] = max(ticks[name] ?? tick, tick)
+    }
 
     public func insert(_ task: TaskRecord) -> InsertOutcome {
         if let existing = tasks[task.id] { return .existing(existing) }

@@ -56,6 +56,9 @@ public final class SQLiteTaskStore: TaskStore {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("2: schedule ticks") { db in
+            try db.execute(sql: "CREATE TABLE schedule_ticks (name TEXT PRIMARY KEY NOT NULL, last_tick REAL NOT NULL)")
+        }
         return migrator
     }
 
@@ -134,7 +137,7 @@ public final class SQLiteTaskStore: TaskStore {
     public func unfinishedTasks() async throws -> [TaskRecord] {
         let records = try await database.read { db in
             try String.fetchAll(
-                db, sql: "SELECT record FROM tasks WHERE status IN ('queued', 'running') ORDER BY created_at, rowid")
+                db, sql: "SELECT record FROM tasks WHERE status IN ('scheduled', 'queued', 'running') ORDER BY created_at, rowid")
         }
         return try records.map(Self.decode)
     }
@@ -178,6 +181,27 @@ public final class SQLiteTaskStore: TaskStore {
         try await writer.write { db in
             try db.execute(sql: "DELETE FROM events WHERE created_at < ?", arguments: [date.timeIntervalSince1970])
             return db.changesCount
+        }
+    }
+
+    public func scheduleTicks() async throws -> [String: Date] {
+        try await database.read { db in
+            var ticks: [String: Date] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT name, last_tick FROM schedule_ticks") {
+                ticks[row["name"]] = Date(timeIntervalSince1970: row["last_tick"])
+            }
+            return ticks
+        }
+    }
+
+    public func recordScheduleTick(name: String, at tick: Date) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO schedule_ticks (name, last_tick) VALUES (?, ?)
+                    ON CONFLICT(name) DO UPDATE SET last_tick = max(last_tick, excluded.last_tick)
+                    """,
+                arguments: [name, tick.timeIntervalSince1970])
         }
     }
 

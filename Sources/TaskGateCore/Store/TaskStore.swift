@@ -16,7 +16,7 @@ public protocol TaskStore: Sendable {
     func task(id: String) async throws -> TaskRecord?
     /// Newest first.
     func list(_ query: TaskQuery) async throws -> [TaskRecord]
-    /// Queued and running tasks, oldest first: what a restart must pick up.
+    /// Scheduled, queued and running tasks, oldest first: what a restart must pick up.
     func unfinishedTasks() async throws -> [TaskRecord]
     /// A user's last seq (never reused, even once its events are pruned) and last `limit` events, oldest first.
     func loadEvents(uid: String, limit: Int) async throws -> StoredEvents
@@ -24,6 +24,10 @@ public protocol TaskStore: Sendable {
     func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent]
     /// Drops events older than `date`; returns how many.
     func pruneEvents(olderThan date: Date) async throws -> Int
+    /// The latest tick each recurring schedule ran, by name: what tells a restart which ticks it missed.
+    func scheduleTicks() async throws -> [String: Date]
+    /// Records that a schedule ran its tick at `tick` (an older tick than the one on record changes nothing).
+    func recordScheduleTick(name: String, at tick: Date) async throws
 }
 
 extension TaskStore {

@@ -43,6 +43,7 @@ struct AdminRoutes {
         }
     }
     struct NodeList: Encodable { var nodes: [Gateway.NodeSummary] }
+    struct ScheduleList: Encodable { var schedules: [ScheduleStatus] }
     struct HandlerList: Encodable {
         struct Handler: Encodable {
             var name: String
@@ -91,6 +92,10 @@ struct AdminRoutes {
 
         api.get("nodes") { _, _ -> Response in
             .json(NodeList(nodes: try await gateway.nodes()))
+        }
+
+        api.get("schedules") { _, _ -> Response in
+            .json(ScheduleList(schedules: try await gateway.schedules()))
         }
 
         api.get("stats") { _, _ -> Response in

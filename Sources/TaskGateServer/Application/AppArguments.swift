@@ -25,6 +25,8 @@ public protocol AppArguments: Sendable {
     var nodeID: String? { get }
     /// How long a cluster node's running tasks stay leased without its heartbeat.
     var leaseTimeout: Duration { get }
+    /// Turns across uids (per handler) for the next task to start; off: first in, first out within a priority.
+    var fairShare: Bool { get }
     var eventRetention: EventLog.Retention { get }
     /// Serve `/ws/echo` (for WebSocket compliance suites).
     var enableEchoRoute: Bool { get }
@@ -61,6 +63,7 @@ extension AppArguments {
     public var databaseURL: String? { nil }
     public var nodeID: String? { nil }
     public var leaseTimeout: Duration { .seconds(10) }
+    public var fairShare: Bool { true }
     public var eventRetention: EventLog.Retention { .init() }
     public var enableEchoRoute: Bool { false }
     public var webSocketPaths: [String] { [] }

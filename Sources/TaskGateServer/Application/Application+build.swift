@@ -100,7 +100,9 @@ public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics
     }
     return Gateway(
         configuration: .init(
-            pool: .init(workers: arguments.taskWorkers, queueLimit: arguments.queueLimit, tasksPerUID: arguments.limits.tasksPerUID),
+            pool: .init(
+                workers: arguments.taskWorkers, queueLimit: arguments.queueLimit, tasksPerUID: arguments.limits.tasksPerUID,
+                fairShare: arguments.fairShare),
             eventRetention: arguments.eventRetention
         ),
         store: try makeStore(arguments, logger: logger, metrics: metrics),
@@ -140,6 +142,8 @@ public func buildServer(_ arguments: some AppArguments) async throws -> ServiceG
             .init(service: app),
             .init(service: GatewayService(gateway: gateway, grace: arguments.shutdownGrace, drain: drain, logger: logger)),
             .init(service: ReloadSignalService(gateway: gateway, logger: logger)),
+            // Last in, first out: no tick is submitted to a pool that is shutting down.
+            .init(service: ScheduleService(scheduler: Scheduler(gateway: gateway, logger: logger))),
         ],
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger

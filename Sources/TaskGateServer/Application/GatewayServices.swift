@@ -70,3 +70,12 @@ struct ClusterService: Service {
         }
     }
 }
+
+/// The recurring schedules (every node runs them; the store keeps one task per tick).
+struct ScheduleService: Service {
+    let scheduler: Scheduler
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await scheduler.run() }
+    }
+}

@@ -38,6 +38,8 @@ struct MeteredTaskStore: TaskStore {
         try await base.events(uid: uid, after: seq, limit: limit)
     }
     func pruneEvents(olderThan date: Date) async throws -> Int { try await base.pruneEvents(olderThan: date) }
+    func scheduleTicks() async throws -> [String: Date] { try await base.scheduleTicks() }
+    func recordScheduleTick(name: String, at tick: Date) async throws { try await base.recordScheduleTick(name: name, at: tick) }
 }
 
 /// The same metering for a store several nodes share. A separate type, because the pool and the event log find the
@@ -86,7 +88,8 @@ struct MeteredSharedTaskStore: SharedTaskStore {
         metrics.taskFinished(task)
     }
 
-    func claimNext() async throws -> TaskRecord? { try await timed("claim") { try await base.claimNext() } }
+    func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? { try await timed("claim") { try await base.claimNext(rules) } }
+    func nextDueDate() async throws -> Date? { try await base.nextDueDate() }
 
     func run() async throws { try await base.run() }
     func task(id: String) async throws -> TaskRecord? { try await base.task(id: id) }
@@ -97,6 +100,8 @@ struct MeteredSharedTaskStore: SharedTaskStore {
         try await base.events(uid: uid, after: seq, limit: limit)
     }
     func pruneEvents(olderThan date: Date) async throws -> Int { try await base.pruneEvents(olderThan: date) }
+    func scheduleTicks() async throws -> [String: Date] { try await base.scheduleTicks() }
+    func recordScheduleTick(name: String, at tick: Date) async throws { try await base.recordScheduleTick(name: name, at: tick) }
     func expiredTasks(limit: Int) async throws -> [TaskRecord] { try await base.expiredTasks(limit: limit) }
     func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String] {
         try await base.heartbeat(runningTaskIDs: runningTaskIDs, clients: clients)

@@ -25,6 +25,8 @@ public struct CommandHandler: TaskHandler {
     public var defaultTimeout: Duration { .milliseconds(config.timeoutMs) }
     public var maxAttempts: Int { config.maxAttempts }
     public var isIdempotent: Bool { config.idempotent }
+    public var defaultPriority: Int { config.priority }
+    public var rateLimit: RateLimit? { config.rate }
 
     public func run(_ context: TaskContext) async throws -> JSONValue {
         await limiter.acquire()
