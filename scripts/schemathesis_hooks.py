@@ -12,7 +12,14 @@
    `maxLength: 256`, and a generated string of at most 256 characters can still be longer than 256 bytes (the server
    rightly answers 400). Such a `ref` is cut to 256 bytes before it is sent; it is still a valid string, so the
    request stays what the generator meant it to be (valid or invalid).
+
+3. `args.run_at` is an RFC 3339 time at most 30 days ahead and `args.delay_ms` at most 30 days: JSON Schema cannot
+   say "relative to now", so a generated valid time may be years ahead (the server rightly answers 400), and a
+   valid long delay would keep a task waiting for the rest of the run, counting against the queue limits. A valid
+   `run_at` becomes a time a second ahead and a valid `delay_ms` at most DELAY_CAP_MS; invalid values (wrong types,
+   negative, both given) are sent unchanged.
 """
+import datetime
 import os
 
 import schemathesis
@@ -20,6 +27,8 @@ import schemathesis
 CAP = int(os.environ.get("POLL_TIMEOUT_CAP", "1"))
 MAX_TIMEOUT = 60
 MAX_REF_BYTES = 256
+DELAY_CAP_MS = 50
+MAX_DELAY_MS = 30 * 86_400_000
 
 
 def _capped(value):
@@ -39,6 +48,24 @@ def _cut_to_bytes(text, limit):
     return data[:limit].decode("utf-8", "ignore")
 
 
+def _near_schedule(args):
+    """Caps the scheduling options of a submit's `args` (see 3. above)."""
+    if not isinstance(args, dict):
+        return
+    delay = args.get("delay_ms")
+    if isinstance(delay, int) and not isinstance(delay, bool) and 0 <= delay <= MAX_DELAY_MS:
+        args["delay_ms"] = min(delay, DELAY_CAP_MS)
+    run_at = args.get("run_at")
+    if isinstance(run_at, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(run_at.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return
+        if parsed.tzinfo is not None:
+            soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+            args["run_at"] = soon.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     operation = case.operation
@@ -54,3 +81,5 @@ def before_call(context, case, kwargs):
         ref = case.body.get("ref")
         if isinstance(ref, str) and len(ref) <= MAX_REF_BYTES:
             case.body["ref"] = _cut_to_bytes(ref, MAX_REF_BYTES)
+    if method == "POST" and path in ("/poll", "/api/v1/tasks") and isinstance(case.body, dict):
+        _near_schedule(case.body.get("args"))

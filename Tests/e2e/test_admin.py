@@ -523,12 +523,16 @@ EXEMPT = {
     **{(p, m, "500"): "internal error" for p, m in [
         ("/poll", "get"), ("/poll", "post"), ("/api/v1/tasks", "post"), ("/api/v1/tasks", "get"),
         ("/api/v1/tasks/{id}", "get"), ("/api/v1/tasks/{id}/cancel", "post"), ("/api/v1/reload", "post"),
-        ("/api/v1/clients", "get"), ("/api/v1/handlers", "get"), ("/api/v1/stats", "get"), ("/api/v1/nodes", "get")]},
+        ("/api/v1/clients", "get"), ("/api/v1/handlers", "get"), ("/api/v1/stats", "get"), ("/api/v1/nodes", "get"),
+        ("/api/v1/schedules", "get")]},
     # 403 on the admin API needs a non-loopback client with no token configured; the suite is loopback only.
     **{(p, m, "403"): "non-loopback only" for p, m in [
         ("/api/v1/tasks", "post"), ("/api/v1/tasks", "get"), ("/api/v1/tasks/{id}", "get"),
         ("/api/v1/tasks/{id}/cancel", "post"), ("/api/v1/reload", "post"), ("/api/v1/clients", "get"),
-        ("/api/v1/handlers", "get"), ("/api/v1/stats", "get"), ("/api/v1/nodes", "get")]},
+        ("/api/v1/handlers", "get"), ("/api/v1/stats", "get"), ("/api/v1/nodes", "get"), ("/api/v1/schedules", "get")]},
+    # A cluster node that cannot read the schedules' ticks from its database; the same failure as /api/v1/nodes'
+    # 503, which test_cluster.py provokes.
+    ("/api/v1/schedules", "get", "503"): "test_cluster.py (as /api/v1/nodes)",
     # Admission refusals (token mode, Origin, limits) are exercised by test_security.py, with servers started
     # for them (token mode, tiny limits), outside this coverage run.
     **{(p, m, c): "test_security.py" for p, m, codes in [
@@ -553,6 +557,18 @@ def test_nodes_on_a_single_node(server, api):
 def test_nodes_needs_the_admin_token(token_server, api):
     r = api.get(f"{token_server.base_url}/api/v1/nodes")
     assert r.status_code == 401, r.text
+
+
+def test_schedules_without_a_config(server, api):
+    r = api.get(f"{server.base_url}/api/v1/schedules")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"schedules": []}
+
+
+def test_schedules_needs_the_admin_token(token_server, api):
+    assert api.get(f"{token_server.base_url}/api/v1/schedules").status_code == 401
+    r = api.get(f"{token_server.base_url}/api/v1/schedules", headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200, r.text
 
 
 def test_reload_of_an_unknown_node_on_a_single_node(server, api):
