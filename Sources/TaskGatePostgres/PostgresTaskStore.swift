@@ -565,6 +565,39 @@ public final class PostgresTaskStore: SharedTaskStore {
         }
     }
 
+    public func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int {
+        var pruned = 0
+        // One batch per statement, so that a long prune never holds many row locks at once.
+        func prune(_ query: PostgresQuery, _ operation: String) async throws {
+            while true {
+                let deleted = try await perform(operation) {
+                    try await self.client.query(query, logger: self.logger).collect().count
+                }
+                pruned += deleted
+                if deleted < batchSize { return }
+            }
+        }
+        if let createdBefore {
+            try await prune(
+                """
+                DELETE FROM tasks WHERE id IN (
+                    SELECT id FROM tasks WHERE status IN ('succeeded', 'failed', 'cancelled', 'timed_out')
+                        AND created_at < \(createdBefore) LIMIT \(batchSize))
+                RETURNING 1
+                """, "prune old tasks")
+        }
+        if let keepingNewest {
+            try await prune(
+                """
+                DELETE FROM tasks WHERE id IN (
+                    SELECT id FROM tasks WHERE status IN ('succeeded', 'failed', 'cancelled', 'timed_out')
+                    ORDER BY position DESC LIMIT \(batchSize) OFFSET \(keepingNewest))
+                RETURNING 1
+                """, "prune tasks beyond the count")
+        }
+        return pruned
+    }
+
     public func scheduleTicks() async throws -> [String: Date] {
         try await perform("schedule ticks") {
             var ticks: [String: Date] = [:]

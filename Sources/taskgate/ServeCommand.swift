@@ -70,6 +70,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Hours an event is kept. [168]")
     var eventRetentionHours: Int?
 
+    @Option(help: "Hours a finished task stays on record; 0 keeps them whatever their age. [168]")
+    var taskRetentionHours: Int?
+
+    @Option(help: "Finished tasks kept on record, newest first; 0 for no limit. [100000]")
+    var taskRetentionCount: Int?
+
+    @Option(help: "Seconds between two runs of task retention and event upkeep. [60]")
+    var maintenanceInterval: Int?
+
     @Option(name: .customLong("ws-path"), help: "Another path that upgrades to the WebSocket, besides / and /ws (repeatable; $TASKGATE_WS_PATHS, comma-separated).")
     var webSocketPaths: [String] = []
 
@@ -179,6 +188,8 @@ struct ServeSettings: AppArguments {
     var nodeID: String?
     var leaseTimeout: Duration
     var fairShare: Bool
+    var taskRetention: TaskRetention
+    var maintenanceInterval: Duration
     var eventRetention: EventLog.Retention
     var enableEchoRoute: Bool
     var webSocketPaths: [String]
@@ -244,6 +255,19 @@ struct ServeSettings: AppArguments {
             throw ValidationError("--fair-share must be on or off")
         }
         fairShare = fair
+        let retentionHours = try pick(
+            flags.taskRetentionHours, "TASKGATE_TASK_RETENTION_HOURS", file.taskRetentionHours, 168, parse: number)
+        let retentionCount = try pick(
+            flags.taskRetentionCount, "TASKGATE_TASK_RETENTION_COUNT", file.taskRetentionCount, TaskRetention.defaultCount,
+            parse: number)
+        guard retentionHours >= 0, retentionCount >= 0 else {
+            throw ValidationError("task retention hours and count must not be negative (0: no limit)")
+        }
+        taskRetention = TaskRetention(
+            maxAge: retentionHours == 0 ? nil : .seconds(retentionHours * 3600), count: retentionCount == 0 ? nil : retentionCount)
+        let interval = try pick(flags.maintenanceInterval, "TASKGATE_MAINTENANCE_INTERVAL", nil, 60, parse: number)
+        guard interval >= 1 else { throw ValidationError("--maintenance-interval must be at least 1 second") }
+        maintenanceInterval = .seconds(interval)
         if store == .postgres, databaseURL == nil {
             throw ValidationError("--store postgres needs --database-url (or $TASKGATE_DATABASE_URL)")
         }

@@ -305,6 +305,8 @@ final class SharedMemoryStore: SharedTaskStore {
 
     func scheduleTicks() async throws -> [String: Date] { try database.access { $0.ticks } }
 
+    func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int { 0 }
+
     func recordScheduleTick(name: String, at tick: Date) async throws {
         try database.access { tables in tables.ticks[name] = max(tables.ticks[name] ?? tick, tick) }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import Testing
 
 @testable import TaskGateCore
@@ -119,5 +120,55 @@ struct SQLiteTaskStoreTests {
             for try await succeededAsExpected in group { #expect(succeededAsExpected) }
         }
         #expect(try await store.list(.init(limit: 100)).count == 21)
+    }
+}
+
+@Suite("Retention of finished tasks", .timeLimit(.minutes(2)))
+struct TaskRetentionTests {
+    /// Ten finished tasks a minute apart (f0 oldest), then a queued and a scheduled one, older than all of them.
+    private func fill(_ store: any TaskStore) async throws {
+        let start = Date(timeIntervalSince1970: 1_796_000_000)
+        for (index, status) in [TaskStatus.queued, .scheduled].enumerated() {
+            _ = try await store.insert(
+                TaskRecord(id: "w\(index)", cmd: "echo", uid: "u", args: [:], status: status, createdAt: start.addingTimeInterval(-60)))
+        }
+        for index in 0..<10 {
+            var task = TaskRecord(id: "f\(index)", cmd: "echo", uid: "u", args: [:], createdAt: start.addingTimeInterval(Double(index) * 60))
+            _ = try await store.insert(task)
+            task.status = [.succeeded, .failed, .cancelled, .timedOut][index % 4]
+            try await store.update(task)
+        }
+    }
+
+    private func ids(_ store: any TaskStore) async throws -> Set<String> {
+        Set(try await store.list(.init(limit: 100)).map(\.id))
+    }
+
+    @Test(arguments: ["sqlite", "memory"])
+    func byAgeThenByCountNeverTheUnfinished(kind: String) async throws {
+        let store: any TaskStore = kind == "sqlite" ? try SQLiteTaskStore(path: temporaryDatabasePath()) : InMemoryTaskStore()
+        try await fill(store)
+        // Older than f3: f0, f1, f2 go; the waiting ones are older still but stay.
+        let byAge = try await store.pruneFinishedTasks(
+            createdBefore: Date(timeIntervalSince1970: 1_796_000_000 + 3 * 60), keepingNewest: nil, batchSize: 2)
+        #expect(byAge == 3)
+        #expect(try await ids(store) == Set(["w0", "w1"] + (3..<10).map { "f\($0)" }))
+        // Keep the 4 newest finished: f6-f9.
+        let byCount = try await store.pruneFinishedTasks(createdBefore: nil, keepingNewest: 4, batchSize: 2)
+        #expect(byCount == 3)
+        #expect(try await ids(store) == ["w0", "w1", "f6", "f7", "f8", "f9"])
+        #expect(try await store.pruneFinishedTasks(createdBefore: nil, keepingNewest: 4, batchSize: 2) == 0)
+    }
+
+    @Test func theGatewayReportsWhatItPruned() async throws {
+        let store = InMemoryTaskStore()
+        try await fill(store)
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        let gateway = Gateway(
+            configuration: .init(taskRetention: TaskRetention(maxAge: nil, count: 5)), store: store, logger: logger)
+        #expect(await gateway.pruneFinishedTasks() == 5)
+        let report = gateway.lastRetentionReport
+        #expect(report.lastPruned == 5 && report.totalPruned == 5 && report.lastRun != nil && report.lastError == nil)
     }
 }

@@ -51,19 +51,8 @@ public enum ConfigLoader {
             guard scheduleNames.insert(schedule.name).inserted else {
                 throw ConfigError(file: file, location: location + ".name", problem: "another schedule is already named '\(schedule.name)'")
             }
-            guard !Session.serverCommands.contains(schedule.cmd) else {
-                throw ConfigError(file: file, location: location + ".cmd", problem: "'\(schedule.cmd)' is a server command, not a task handler")
-            }
         }
         return config
-    }
-
-    /// Every schedule names a handler of the table it comes with (checked where the table is built, since the
-    /// file alone does not know the Swift handlers).
-    public static func checkSchedules(_ config: GatewayConfig, handlerNames: Set<String>, file: String) throws(ConfigError) {
-        for (index, schedule) in config.schedules.enumerated() where !handlerNames.contains(schedule.cmd) {
-            throw ConfigError(file: file, location: "schedules[\(index)].cmd", problem: "no handler named '\(schedule.cmd)'")
-        }
     }
 
     static func describe(_ error: DecodingError, file: String, data: Data) -> ConfigError {

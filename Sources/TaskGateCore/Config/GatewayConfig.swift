@@ -42,6 +42,8 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         public var nodeID: String?
         public var leaseTimeout: Int?
         public var fairShare: Bool?
+        public var taskRetentionHours: Int?
+        public var taskRetentionCount: Int?
 
         public init() {}
 
@@ -61,6 +63,8 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             case nodeID = "node_id"
             case leaseTimeout = "lease_timeout"
             case fairShare = "fair_share"
+            case taskRetentionHours = "task_retention_hours"
+            case taskRetentionCount = "task_retention_count"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -82,6 +86,8 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             nodeID = try container.decodeIfPresent(String.self, forKey: .nodeID)
             leaseTimeout = try container.decodeIfPresent(Int.self, forKey: .leaseTimeout)
             fairShare = try container.decodeIfPresent(Bool.self, forKey: .fairShare)
+            taskRetentionHours = try container.decodeIfPresent(Int.self, forKey: .taskRetentionHours)
+            taskRetentionCount = try container.decodeIfPresent(Int.self, forKey: .taskRetentionCount)
             if let port, !(0...65535).contains(port) {
                 throw ConfigError.invalid(path: container.codingPath + [CodingKeys.port], "must be from 0 to 65535")
             }
@@ -189,7 +195,7 @@ public struct HandlerConfig: Sendable, Equatable, Decodable {
         try check((1...1000).contains(concurrency), .concurrency, "must be from 1 to 1000")
         try check((1...10).contains(maxAttempts), .maxAttempts, "must be from 1 to 10")
         try check((1...64).contains(processes), .processes, "must be from 1 to 64")
-        try check(TaskScheduling.priorities.contains(priority), .priority, "must be from 0 (runs first) to 9")
+        try check(TaskRecord.priorities.contains(priority), .priority, "must be from 0 (runs first) to 9")
         try check(maxRequests >= 0, .maxRequests, "must not be negative (0: never recycle)")
         if kind == .command {
             try check(!container.contains(.processes) && !container.contains(.maxRequests), .processes,

@@ -10,11 +10,16 @@ public final class Gateway: Sendable {
         public var pool: TaskPool.Configuration
         public var eventRetention: EventLog.Retention
         public var maxArgsBytes: Int
+        public var taskRetention: TaskRetention
 
-        public init(pool: TaskPool.Configuration = .init(), eventRetention: EventLog.Retention = .init(), maxArgsBytes: Int = 64 * 1024) {
+        public init(
+            pool: TaskPool.Configuration = .init(), eventRetention: EventLog.Retention = .init(), maxArgsBytes: Int = 64 * 1024,
+            taskRetention: TaskRetention = .init()
+        ) {
             self.pool = pool
             self.eventRetention = eventRetention
             self.maxArgsBytes = maxArgsBytes
+            self.taskRetention = taskRetention
         }
     }
 
@@ -30,6 +35,7 @@ public final class Gateway: Sendable {
     /// A cluster's queued tasks by handler, as the database last said (refreshed every second), so that `/healthz`
     /// and the stats never wait for the database.
     let clusterQueue = Mutex<[String: Int]?>(nil)
+    let retentionReport = Mutex(RetentionReport())
     let logger: Logger
     /// What else a reload reads again before the handlers (the server's token keys); if it fails, nothing changes.
     let reloadFirst: (@Sendable () async throws -> Void)?

@@ -23,7 +23,7 @@ public final class ConfiguredHandlerRegistry: HandlerRegistry {
         self.configPath = configPath
         self.swiftHandlers = swiftHandlers
         self.logger = logger
-        let config = try Self.loadConfig(configPath, reserved: Self.reservedNames(swiftHandlers()))
+        let config = try Self.loadConfig(configPath, swift: swiftHandlers())
         let configs = config.handlers
         let handlers = swiftHandlers() + configs.map { Self.makeHandler(name: $0.key, config: $0.value, logger: logger) }
         state = Mutex(
@@ -44,7 +44,7 @@ public final class ConfiguredHandlerRegistry: HandlerRegistry {
         defer { reloading.withLock { $0 = false } }
 
         let swift = swiftHandlers()
-        let config = try Self.loadConfig(configPath, reserved: Self.reservedNames(swift))
+        let config = try Self.loadConfig(configPath, swift: swift)
         let configs = config.handlers
         let (result, retired) = state.withLock { state -> (ReloadResult, [any TaskHandler]) in
             var handlers = swift
@@ -82,10 +82,15 @@ public final class ConfiguredHandlerRegistry: HandlerRegistry {
         Session.serverCommands.union(swift.map(\.name))
     }
 
-    private static func loadConfig(_ path: String?, reserved: Set<String>) throws(ConfigError) -> GatewayConfig {
+    private static func loadConfig(_ path: String?, swift: [any TaskHandler]) throws(ConfigError) -> GatewayConfig {
         guard let path else { return GatewayConfig() }
-        let config = try ConfigLoader.load(path: path, reservedNames: reserved)
-        try ConfigLoader.checkSchedules(config, handlerNames: reserved.union(config.handlers.keys), file: path)
+        let config = try ConfigLoader.load(path: path, reservedNames: reservedNames(swift))
+        // Every schedule names a handler of the table it comes with (here, since the file alone does not know the
+        // Swift handlers); a server command such as `ping` is not one.
+        let handlerNames = Set(swift.map(\.name)).union(config.handlers.keys)
+        for (index, schedule) in config.schedules.enumerated() where !handlerNames.contains(schedule.cmd) {
+            throw ConfigError(file: path, location: "schedules[\(index)].cmd", problem: "no handler named '\(schedule.cmd)'")
+        }
         return config
     }
 

@@ -40,6 +40,7 @@ public struct TaskRecord: Sendable, Codable, Equatable {
     public var traceparent: String?
     /// 0–9, 0 first (as in Oban and River); fair share applies within one priority.
     public var priority: Int
+    public static let priorities = 0...9
     /// When a delayed task is due; `nil`: as soon as a worker is free.
     public var runAt: Date?
     /// The recurring schedule that made this task, if one did.

@@ -36,6 +36,11 @@ struct ReadyQueue<Element> {
 
     var isEmpty: Bool { count == 0 }
 
+    /// How many of `uid`'s tasks wait here (for the per-uid limit): a walk over the lanes, not the tasks.
+    func count(uid: String?) -> Int {
+        levels.reduce(0) { total, lanes in total + lanes.reduce(0) { $0 + ($1.key.uid == uid ? $1.value.count : 0) } }
+    }
+
     var elements: [Element] {
         levels.flatMap { $0.values.flatMap { $0.map(\.element) } }
     }

@@ -31,7 +31,7 @@ public struct TaskOptions: Sendable, Equatable {
 /// When and in what order a task runs: the handler's default priority, overridden by `args.priority`, and
 /// `args.delay_ms` or `args.run_at`.
 public struct TaskScheduling: Sendable, Equatable {
-    public static let priorities = 0...9
+    public static let priorities = TaskRecord.priorities
     /// How far ahead a task may be scheduled: longer waits belong in a recurring schedule or the caller's own store.
     public static let maxDelayMilliseconds = 30 * 86_400_000
 

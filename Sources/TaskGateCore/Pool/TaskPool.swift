@@ -203,7 +203,7 @@ public actor TaskPool {
     }
 
     private func activeCount(uid: String) -> Int {
-        reservedByUID[uid, default: 0] + queue.elements.count { $0.record.uid == uid }
+        reservedByUID[uid, default: 0] + queue.count(uid: uid)
             + delayed.values.count { $0.job.record.uid == uid } + running.values.count { $0.uid == uid }
     }
 
@@ -282,7 +282,13 @@ public actor TaskPool {
                 let now = ContinuousClock.now
                 let held = pacer.blocked(now: now)
                 let rules = ClaimRules(fairShare: configuration.fairShare, excludedCommands: held.commands)
-                guard let claimed = try? await shared.claimNext(rules) else {
+                let next: TaskRecord?
+                do {
+                    next = try await shared.claimNext(rules)
+                } catch {
+                    break  // the database is away: the periodic claim tries again
+                }
+                guard let claimed = next else {
                     if let until = held.until { wakeUp(at: until) }
                     // Nothing due now: wake when the earliest delayed task is (any node may claim it then).
                     if let due = try? await shared.nextDueDate() {

@@ -33,6 +33,24 @@ public actor InMemoryTaskStore: TaskStore {
 
     public func pruneEvents(olderThan date: Date) -> Int { 0 }
 
+    public func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) -> Int {
+        var keptFinished = 0
+        var doomed = Set<String>()
+        for id in order.reversed() {
+            guard let task = tasks[id], task.status.isFinal else { continue }
+            keptFinished += 1
+            if let createdBefore, task.createdAt < createdBefore {
+                doomed.insert(id)
+            } else if let keepingNewest, keptFinished > keepingNewest {
+                doomed.insert(id)
+            }
+        }
+        guard !doomed.isEmpty else { return 0 }
+        for id in doomed { tasks[id] = nil }
+        order.removeAll { doomed.contains($0) }
+        return doomed.count
+    }
+
     public func scheduleTicks() -> [String: Date] { ticks }
 
     public func recordScheduleTick(name: String, at tick: Date) {
@@ -71,9 +89,10 @@ public actor InMemoryTaskStore: TaskStore {
     private func trim() {
         // Trimming in batches keeps inserts amortised O(1) once the store is full.
         guard order.count > retainFinished + max(1, retainFinished / 10) else { return }
-        // Only finished tasks are dropped: a queued or running task must stay visible.
+        // Only finished tasks are dropped, and only those beyond the `retainFinished` newest: a waiting or running
+        // task must stay visible and does not count.
         var kept: Deque<String> = []
-        var excess = order.count - retainFinished
+        var excess = order.count { tasks[$0]?.status.isFinal == true } - retainFinished
         for id in order {
             if excess > 0, let task = tasks[id], task.status.isFinal {
                 tasks[id] = nil

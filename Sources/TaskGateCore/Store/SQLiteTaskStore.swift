@@ -184,6 +184,35 @@ public final class SQLiteTaskStore: TaskStore {
         }
     }
 
+    public func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int {
+        let finished = "status IN ('succeeded', 'failed', 'cancelled', 'timed_out')"
+        var pruned = 0
+        // One batch per write: other writes interleave with a long prune.
+        func prune(_ sql: String, _ arguments: StatementArguments) async throws {
+            while true {
+                let deleted = try await writer.write { db -> Int in
+                    try db.execute(sql: sql, arguments: arguments)
+                    return db.changesCount
+                }
+                pruned += deleted
+                if deleted < batchSize { return }
+            }
+        }
+        if let createdBefore {
+            try await prune(
+                "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE \(finished) AND created_at < ? LIMIT ?)",
+                [createdBefore.timeIntervalSince1970, batchSize])
+        }
+        if let keepingNewest {
+            try await prune(
+                """
+                DELETE FROM tasks WHERE rowid IN (
+                    SELECT rowid FROM tasks WHERE \(finished) ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?)
+                """, [batchSize, keepingNewest])
+        }
+        return pruned
+    }
+
     public func scheduleTicks() async throws -> [String: Date] {
         try await database.read { db in
             var ticks: [String: Date] = [:]

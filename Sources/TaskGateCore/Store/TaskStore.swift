@@ -28,6 +28,9 @@ public protocol TaskStore: Sendable {
     func scheduleTicks() async throws -> [String: Date]
     /// Records that a schedule ran its tick at `tick` (an older tick than the one on record changes nothing).
     func recordScheduleTick(name: String, at tick: Date) async throws
+    /// Deletes finished tasks created before `createdBefore`, and those beyond the `keepingNewest` newest finished
+    /// ones, at most `batchSize` per statement; returns how many.
+    func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int
 }
 
 extension TaskStore {

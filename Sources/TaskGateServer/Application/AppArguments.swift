@@ -27,6 +27,10 @@ public protocol AppArguments: Sendable {
     var leaseTimeout: Duration { get }
     /// Turns across uids (per handler) for the next task to start; off: first in, first out within a priority.
     var fairShare: Bool { get }
+    /// How long finished tasks stay on record.
+    var taskRetention: TaskRetention { get }
+    /// How often retention and the event log's upkeep run.
+    var maintenanceInterval: Duration { get }
     var eventRetention: EventLog.Retention { get }
     /// Serve `/ws/echo` (for WebSocket compliance suites).
     var enableEchoRoute: Bool { get }
@@ -64,6 +68,8 @@ extension AppArguments {
     public var nodeID: String? { nil }
     public var leaseTimeout: Duration { .seconds(10) }
     public var fairShare: Bool { true }
+    public var taskRetention: TaskRetention { .init() }
+    public var maintenanceInterval: Duration { .seconds(60) }
     public var eventRetention: EventLog.Retention { .init() }
     public var enableEchoRoute: Bool { false }
     public var webSocketPaths: [String] { [] }

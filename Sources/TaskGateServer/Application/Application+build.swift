@@ -103,7 +103,8 @@ public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics
             pool: .init(
                 workers: arguments.taskWorkers, queueLimit: arguments.queueLimit, tasksPerUID: arguments.limits.tasksPerUID,
                 fairShare: arguments.fairShare),
-            eventRetention: arguments.eventRetention
+            eventRetention: arguments.eventRetention,
+            taskRetention: arguments.taskRetention
         ),
         store: try makeStore(arguments, logger: logger, metrics: metrics),
         registry: registry,
@@ -140,7 +141,10 @@ public func buildServer(_ arguments: some AppArguments) async throws -> ServiceG
             // Stops after the HTTP server: the WebSockets' closing handshakes (1001) finish before the process ends.
             .init(service: WebSocketDrainService(sockets: openSockets, timeout: .seconds(5))),
             .init(service: app),
-            .init(service: GatewayService(gateway: gateway, grace: arguments.shutdownGrace, drain: drain, logger: logger)),
+            .init(
+                service: GatewayService(
+                    gateway: gateway, grace: arguments.shutdownGrace, maintenanceInterval: arguments.maintenanceInterval, drain: drain,
+                    logger: logger)),
             .init(service: ReloadSignalService(gateway: gateway, logger: logger)),
             // Last in, first out: no tick is submitted to a pool that is shutting down.
             .init(service: ScheduleService(scheduler: Scheduler(gateway: gateway, logger: logger))),
@@ -169,7 +173,8 @@ func makeStore(_ arguments: some AppArguments, logger: Logger) throws -> any Tas
     switch arguments.store {
     case .memory:
         logger.notice("tasks and events are kept in memory: they are gone after a restart")
-        return InMemoryTaskStore()
+        // Its own count limit is the retention count (a memory store trims as it inserts, between prunes).
+        return InMemoryTaskStore(retainFinished: min(arguments.taskRetention.count ?? .max / 4, .max / 4))
     case .sqlite:
         let path = URL(fileURLWithPath: arguments.dataDirectory).appendingPathComponent("taskgate.sqlite").path
         do {
@@ -238,6 +243,29 @@ struct Health: Encodable {
     var node: String
     var store: String
     var database: String
+    var retention: Retention
+
+    /// Task retention's settings and what its last run did.
+    struct Retention: Encodable {
+        var maxAgeHours: Double?
+        var count: Int?
+        var lastRun: Date?
+        var lastPruned: Int
+        var totalPruned: Int
+        var lastError: String?
+
+        // `nil` fields are written as `null`, as everywhere on the wire.
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(maxAgeHours, forKey: .maxAgeHours)
+            try container.encode(count, forKey: .count)
+            try container.encode(lastRun, forKey: .lastRun)
+            try container.encode(lastPruned, forKey: .lastPruned)
+            try container.encode(totalPruned, forKey: .totalPruned)
+            try container.encode(lastError, forKey: .lastError)
+        }
+        enum CodingKeys: String, CodingKey { case maxAgeHours, count, lastRun, lastPruned, totalPruned, lastError }
+    }
 
     var isHealthy: Bool { status == "ok" }
 
@@ -246,6 +274,7 @@ struct Health: Encodable {
         let reachable = gateway.shared?.isReachable ?? true
         let writeProblem = gateway.store.writeProblem
         let store = gateway.shared != nil ? "postgres" : gateway.store.isDurable ? "sqlite" : "memory"
+        let report = gateway.lastRetentionReport
         return Health(
             status: reachable && writeProblem == nil ? "ok" : "unhealthy",
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
@@ -255,7 +284,11 @@ struct Health: Encodable {
             generation: gateway.registry.current.generation,
             node: gateway.nodeID ?? Gateway.standaloneNodeID,
             store: store,
-            database: !reachable ? "unreachable" : writeProblem == nil ? "ok" : "writes failing: \(writeProblem!)"
+            database: !reachable ? "unreachable" : writeProblem == nil ? "ok" : "writes failing: \(writeProblem!)",
+            retention: Retention(
+                maxAgeHours: gateway.configuration.taskRetention.maxAge.map { Double($0.wholeMilliseconds) / 3_600_000 },
+                count: gateway.configuration.taskRetention.count, lastRun: report.lastRun, lastPruned: report.lastPruned,
+                totalPruned: report.totalPruned, lastError: report.lastError)
         )
     }
 }

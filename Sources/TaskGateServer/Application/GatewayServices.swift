@@ -8,6 +8,7 @@ import UnixSignals
 struct GatewayService: Service {
     let gateway: Gateway
     let grace: Duration
+    let maintenanceInterval: Duration
     let drain: ServerDrain
     let logger: Logger
 
@@ -17,10 +18,14 @@ struct GatewayService: Service {
         } catch {
             logger.error("could not recover unfinished tasks", metadata: ["error": "\(error)"])
         }
-        // Retention by age and forgetting idle users, once a minute until shutdown.
+        // Retention (finished tasks, events by age) and forgetting idle users, every interval until shutdown; the
+        // first pass soon after the start, so a server that restarts often still prunes.
+        var wait = min(maintenanceInterval, .seconds(5))
         while true {
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
+            try? await cancelWhenGracefulShutdown { [wait] in try await Task.sleep(for: wait) }
             if Task.isShuttingDownGracefully || Task.isCancelled { break }
+            wait = maintenanceInterval
+            await gateway.pruneFinishedTasks()
             do {
                 try await gateway.events.maintain()
             } catch {

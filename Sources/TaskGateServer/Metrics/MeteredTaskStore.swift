@@ -40,6 +40,9 @@ struct MeteredTaskStore: TaskStore {
     func pruneEvents(olderThan date: Date) async throws -> Int { try await base.pruneEvents(olderThan: date) }
     func scheduleTicks() async throws -> [String: Date] { try await base.scheduleTicks() }
     func recordScheduleTick(name: String, at tick: Date) async throws { try await base.recordScheduleTick(name: name, at: tick) }
+    func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int {
+        try await base.pruneFinishedTasks(createdBefore: createdBefore, keepingNewest: keepingNewest, batchSize: batchSize)
+    }
 }
 
 /// The same metering for a store several nodes share. A separate type, because the pool and the event log find the
@@ -102,6 +105,9 @@ struct MeteredSharedTaskStore: SharedTaskStore {
     func pruneEvents(olderThan date: Date) async throws -> Int { try await base.pruneEvents(olderThan: date) }
     func scheduleTicks() async throws -> [String: Date] { try await base.scheduleTicks() }
     func recordScheduleTick(name: String, at tick: Date) async throws { try await base.recordScheduleTick(name: name, at: tick) }
+    func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int {
+        try await base.pruneFinishedTasks(createdBefore: createdBefore, keepingNewest: keepingNewest, batchSize: batchSize)
+    }
     func expiredTasks(limit: Int) async throws -> [TaskRecord] { try await base.expiredTasks(limit: limit) }
     func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String] {
         try await base.heartbeat(runningTaskIDs: runningTaskIDs, clients: clients)
