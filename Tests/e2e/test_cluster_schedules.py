@@ -123,3 +123,20 @@ def test_cluster_fair_share_counts_running_tasks_across_nodes(cluster, api, cont
           f"30 × 300 ms sleeps (2 nodes × 2 workers)", flush=True)
     assert delay < 1.0, f"uid B waited {delay:.3f} s behind uid A's burst: {b}"
     assert len(behind) >= 12, f"only {len(behind)} of uid A's tasks started after uid B's"
+
+
+def test_cluster_retention_prunes_finished_tasks_in_postgres(cluster, api):
+    """The PostgreSQL store prunes like the others: the newest finished tasks and the waiting ones stay."""
+    [node] = cluster.start(["node-a"], "--task-retention-count", "3", "--maintenance-interval", "1")
+    uid = new_uid("pgkeep")
+    waiting = rest_submit(api, node, {"cmd": "echo", "args": {"delay_ms": 600_000}, "uid": uid})
+    finished = [rest_submit(api, node, {"cmd": "echo", "args": {"i": i}, "uid": uid})["id"] for i in range(8)]
+    wait_all_final(api, node, set(finished), 20)
+
+    def kept():
+        ids = {t["id"] for t in all_tasks(api, node).values() if t["uid"] == uid}
+        return ids if len(ids) <= 4 else None
+
+    assert wait_until(kept, 20, "the maintenance pass to prune", 0.2) == set(finished[-3:]) | {waiting["id"]}
+    health = api.get(f"{node.base_url}/healthz").json()["retention"]
+    assert health["totalPruned"] >= 5 and health["lastError"] is None, health
