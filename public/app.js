@@ -371,7 +371,7 @@
   // ------------------------------------------------------------ task cards
 
   function rank(status) {
-    if (status === 'queued') { return 0; }
+    if (status === 'queued' || status === 'scheduled') { return 0; }
     if (status === 'running') { return 1; }
     if (hasOwn(TERMINAL, status)) { return 2; }
     return -1;
@@ -525,8 +525,12 @@
     var finished = parseTime(t.finishedAt);
     var now = new Date().getTime();
     var text;
-    if (t.status === 'queued') {
-      text = 'queued ' + formatDuration(now - (isNaN(created) ? rec.firstSeen : created));
+    var runAt = parseTime(t.runAt);
+    if (t.status === 'scheduled' && !isNaN(runAt)) {
+      // Waiting for its runAt; past it (every worker busy) it says so until a worker takes it.
+      text = runAt > now ? 'starts in ' + formatDuration(runAt - now) : 'due ' + formatDuration(now - runAt) + ' ago';
+    } else if (t.status === 'queued' || t.status === 'scheduled') {
+      text = t.status + ' ' + formatDuration(now - (isNaN(created) ? rec.firstSeen : created));
     } else if (t.status === 'running') {
       text = 'running ' + formatDuration(now - (isNaN(started) ? (isNaN(created) ? rec.firstSeen : created) : started));
     } else if (!isNaN(finished)) {

@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -739,3 +740,66 @@ def test_wait_raises_what_the_server_says_and_stops_at_its_deadline():
         fake_client(quiet).wait("u1~job", timeout=1.0)
     assert 1.0 <= time.monotonic() - started < 2.0
     assert 2 <= sum(line.startswith("GET /poll") for line in quiet.log) <= 6, quiet.log
+
+
+# --------------------------------------------------------------------------- scheduling
+
+
+def test_delayed_submit_is_scheduled_then_runs(tg):
+    uid = new_uid("py")
+    plain = tg.submit("echo", {"n": 0}, uid=uid)
+    assert (plain.priority, plain.run_at, plain.schedule) == (0, None, None)
+
+    started = time.monotonic()
+    task = tg.submit("echo", {"text": "later", "delay_ms": 1500, "priority": 7}, uid=uid)
+    assert task.status == "scheduled" and not task.is_final
+    assert (task.priority, task.schedule) == (7, None)
+    assert task.run_at is not None and task.run_at.tzinfo is not None and task.created_at is not None
+    assert abs((task.run_at - task.created_at).total_seconds() - 1.5) < 0.25, (task.created_at, task.run_at)
+    assert tg.task(task.id).status == "scheduled"
+    assert [t.id for t in tg.tasks(uid=uid, status="scheduled")] == [task.id]
+    done = tg.wait(task.id, timeout=15)
+    assert done.status == "succeeded" and time.monotonic() - started >= 1.2
+    assert (done.priority, done.run_at) == (7, task.run_at)             # both stay on the finished task
+    assert done.started_at is not None and done.started_at >= task.run_at
+
+    # run_at with an offset (reported back in UTC); cancelled while it waits.
+    at = datetime.now(timezone(timedelta(hours=1))) + timedelta(seconds=60)
+    later = tg.submit("echo", {"run_at": at.isoformat()}, uid=uid)
+    assert later.status == "scheduled" and later.run_at is not None
+    assert later.raw["runAt"].endswith("Z") and abs((later.run_at - at).total_seconds()) < 0.01
+    tg.cancel(later.id)
+    cancelled = tg.wait(later.id, timeout=10)
+    assert (cancelled.status, cancelled.error) == ("cancelled", "cancelled before it started")
+
+    for bad in ({"priority": 10}, {"delay_ms": -1}, {"delay_ms": 10, "run_at": at.isoformat()}):
+        with pytest.raises(TaskGateError) as err:
+            tg.submit("echo", bad)
+        assert (err.value.status, err.value.error) == (400, "bad_request"), bad
+
+
+def test_async_client_priority_and_delay(token_server, recorder):
+    async def main():
+        tg = async_client(token_server, recorder)
+        try:
+            uid = new_uid("pya")
+            task = await tg.submit("sleep", {"ms": 100, "priority": 9, "delay_ms": 800}, uid=uid)
+            assert (task.status, task.priority) == ("scheduled", 9) and task.run_at is not None
+            done = await tg.wait(task.id, timeout=15)
+            assert (done.status, done.priority, done.run_at) == ("succeeded", 9, task.run_at)
+            urgent = await tg.submit("echo", {"priority": 0}, uid=uid)          # any 0-9 over the admin API
+            assert urgent.priority == 0 and urgent.run_at is None
+        finally:
+            await tg._test_http.aclose()
+
+    run(main(), timeout=30)
+
+
+def test_task_scheduling_fields_are_read_tolerantly():
+    old = Task.from_json(fake_task("running"))                                  # an older server: no such fields
+    assert (old.priority, old.run_at, old.schedule) == (0, None, None)
+    tick = Task.from_json({**fake_task("scheduled"), "priority": 3, "runAt": "2026-12-02T03:00:00Z",
+                           "schedule": "nightly-report"})
+    assert tick.status == "scheduled" and not tick.is_final
+    assert (tick.priority, tick.schedule) == (3, "nightly-report")
+    assert tick.run_at == datetime(2026, 12, 2, 3, 0, tzinfo=timezone.utc)

@@ -97,7 +97,9 @@ class Client
      *
      * @param string                          $cmd  the handler, e.g. `sleep`
      * @param array<string, mixed>|object|null $args the handler's arguments (a JSON object; may include the task
-     *                                              options `timeout_ms` and `max_attempts`); null or [] is `{}`
+     *                                              options `timeout_ms`, `max_attempts`, `priority` (0-9, 0 first)
+     *                                              and `delay_ms` or `run_at` (RFC 3339 with a zone; the task is
+     *                                              then `scheduled`, with `runAt`, until it is due)); null or [] is `{}`
      * @param string|null                     $uid  whose task it is: its progress and done events go to that uid
      * @param string|null                     $id   your id (1-128 of `A-Z a-z 0-9 . _ : -`); the task's `id` is then
      *                                              `<uid>~<id>` (`~<id>` without a uid)

@@ -22,7 +22,10 @@ final class Task implements \ArrayAccess, \JsonSerializable
     public readonly ?string $uid;
     /** @var array<string, mixed> */
     public readonly array $args;
-    /** queued, running, succeeded, failed, cancelled or timed_out */
+    /**
+     * scheduled, queued, running, succeeded, failed, cancelled or timed_out. `scheduled` (not final): waiting for
+     * its `runAt`; it goes straight to `running` when a worker takes it at or after that time.
+     */
     public readonly string $status;
     public readonly float $progress;
     /** The handler's result (any JSON value, decoded to arrays); null until the task succeeds. */
@@ -33,6 +36,12 @@ final class Task implements \ArrayAccess, \JsonSerializable
     public readonly ?string $startedAt;
     public readonly ?string $finishedAt;
     public readonly ?string $node;
+    /** 0-9, 0 runs first: `args.priority`, else the handler's default (0 when the server does not say). */
+    public readonly int $priority;
+    /** When a delayed or scheduled task is due (RFC 3339, UTC); null otherwise. */
+    public readonly ?string $runAt;
+    /** The name of the recurring schedule that created the task; null otherwise. */
+    public readonly ?string $schedule;
 
     /**
      * @param array<string, mixed> $data     the task's JSON object, decoded
@@ -56,6 +65,9 @@ final class Task implements \ArrayAccess, \JsonSerializable
         $this->startedAt = isset($data['startedAt']) ? (string) $data['startedAt'] : null;
         $this->finishedAt = isset($data['finishedAt']) ? (string) $data['finishedAt'] : null;
         $this->node = isset($data['node']) ? (string) $data['node'] : null;
+        $this->priority = (int) ($data['priority'] ?? 0);
+        $this->runAt = isset($data['runAt']) ? (string) $data['runAt'] : null;
+        $this->schedule = isset($data['schedule']) ? (string) $data['schedule'] : null;
     }
 
     /** The task has reached a final status (succeeded, failed, cancelled or timed_out). */

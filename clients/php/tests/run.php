@@ -267,6 +267,49 @@ $t->add('admin', 'an unknown handler or bad arguments raise 404 unknown_command 
     assertApiError(400, 'bad_request', static fn () => $c->submit('echo', [], 'not a uid'));
 });
 
+$t->add('admin', 'a delayed submit is scheduled with runAt, then runs; priority round-trips', static function () use ($client): void {
+    $c = $client();
+    $uid = uid('sched');
+    $now = $c->submit('echo', ['at' => 'once'], $uid);
+    assertSame(0, $now->priority, 'the default priority');
+    assertSame(null, $now->runAt, 'no runAt without a delay');
+    assertSame(null, $now->schedule, 'not from a schedule');
+
+    $started = now();
+    $task = $c->submit('echo', ['text' => 'later', 'delay_ms' => 1500, 'priority' => 7], $uid);
+    assertSame('scheduled', $task->status, 'a delay still ahead: scheduled');
+    assertSame(7, $task->priority, 'priority');
+    assertSame(null, $task->schedule, 'no schedule');
+    assertTrue($task->runAt !== null && $task->createdAt !== null, 'runAt and createdAt are set');
+    $due = (float) (new \DateTimeImmutable((string) $task->runAt))->format('U.u');
+    $created = (float) (new \DateTimeImmutable((string) $task->createdAt))->format('U.u');
+    assertTrue(abs($due - $created - 1.5) < 0.25, sprintf('runAt is createdAt + 1.5 s (%.3f s)', $due - $created));
+    assertTrue(!$task->isFinished(), 'scheduled is not final');
+    assertSame('scheduled', $c->task($task->id)->status, 'still scheduled before its runAt');
+    $done = $c->wait($task->id, 15);
+    assertSame('succeeded', $done->status, 'it ran');
+    assertTrue(elapsed($started) >= 1.2, 'not before its runAt');
+    assertSame(7, $done->priority, 'the priority stays');
+    assertSame($task->runAt, $done->runAt, 'the runAt stays');
+    assertTrue(strcmp((string) $done->startedAt, (string) $done->runAt) >= 0, 'started at or after runAt');
+
+    // run_at with an offset; the server reports it in UTC. Cancelled before it starts.
+    $at = new \DateTimeImmutable('+60 seconds', new \DateTimeZone('+01:00'));
+    $later = $c->submit('echo', ['run_at' => $at->format('Y-m-d\TH:i:s.vP')], $uid);
+    assertSame('scheduled', $later->status, 'run_at ahead: scheduled');
+    $laterDue = new \DateTimeImmutable((string) $later->runAt);
+    assertTrue(str_ends_with((string) $later->runAt, 'Z'), "runAt in UTC: $later->runAt");
+    assertTrue(abs((float) $laterDue->format('U.u') - (float) $at->format('U.u')) < 0.01, 'runAt is run_at');
+    $c->cancel($later->id);
+    $cancelled = $c->wait($later->id, 10);
+    assertSame('cancelled', $cancelled->status, 'cancelled while scheduled');
+    assertSame('cancelled before it started', $cancelled->error, 'its error');
+
+    assertApiError(400, 'bad_request', static fn () => $c->submit('echo', ['priority' => 10]));
+    assertApiError(400, 'bad_request', static fn () => $c->submit('echo', ['delay_ms' => -1]));
+    assertApiError(400, 'bad_request', static fn () => $c->submit('echo', ['delay_ms' => 10, 'run_at' => $at->format(DATE_RFC3339)]));
+});
+
 $t->add('admin', 'a wrong or missing admin token raises 401', static function () use ($url): void {
     $e = assertApiError(401, 'unauthorized', static fn () => (new Client((string) $url, 'wrong-token'))->tasks());
     assertSame(401, $e->getStatus(), 'status');

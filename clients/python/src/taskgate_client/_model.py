@@ -19,8 +19,10 @@ __all__ = [
     "WaitTimeout",
 ]
 
-TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
-"""A task's status; `succeeded`, `failed`, `cancelled` and `timed_out` are final."""
+TaskStatus = Literal["scheduled", "queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+"""A task's status; `succeeded`, `failed`, `cancelled` and `timed_out` are final. `scheduled` (not final) is a task
+waiting for its `run_at` (`args.delay_ms`, `args.run_at` or a recurring schedule's tick); it goes straight to
+`running` when a worker takes it at or after that time."""
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 
@@ -56,6 +58,10 @@ class Task:
     id and no uid, or a server-generated `t-...`. `raw` is the JSON object as received, with any fields newer than
     this package. `duplicate` is true only on what `submit()` returns when the server answered 200: a task with
     that id already existed and was returned instead of being run again.
+
+    `priority` is 0-9, 0 first (`args.priority`, else the handler's default). `run_at` is when a delayed or scheduled
+    task is due (None otherwise), and `schedule` the name of the recurring schedule that made the task (None
+    otherwise). An older server that does not send them gives 0, None and None.
     """
 
     id: str
@@ -73,6 +79,9 @@ class Task:
     node: Optional[str] = None
     duplicate: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    priority: int = 0
+    run_at: Optional[datetime] = None
+    schedule: Optional[str] = None
 
     @property
     def is_final(self) -> bool:
@@ -106,9 +115,16 @@ class Task:
                 node=obj.get("node"),
                 duplicate=duplicate,
                 raw=obj,
+                priority=int(obj.get("priority") or 0),
+                run_at=parse_timestamp(obj.get("runAt")),
+                schedule=_optional_str(obj.get("schedule")),
             )
         except (TypeError, ValueError) as e:
             raise TransportError(f"unreadable task object ({e}): {_short(obj)}") from None
+
+
+def _optional_str(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
 
 
 def _short(obj: Any, limit: int = 300) -> str:

@@ -140,7 +140,9 @@ class Client(_Base):
     def submit(self, cmd: str, args: Optional[Mapping[str, Any]] = None, uid: Optional[str] = None,
                id: Optional[str] = None) -> Task:
         """Submits a task (202). With `id`, submitting again for the same uid returns the existing task (200,
-        `task.duplicate` true) and runs nothing. Events of a task with `uid` go to that uid's connections."""
+        `task.duplicate` true) and runs nothing. Events of a task with `uid` go to that uid's connections. Task
+        options go into `args`: `timeout_ms`, `max_attempts`, `priority` (0-9, 0 first), and `delay_ms` or `run_at`
+        (RFC 3339 with a zone); with a delay still ahead the task comes back `scheduled` with `run_at` set."""
         return self._run(self._ops.submit(cmd, args, uid, id))
 
     def task(self, id: str) -> Task:
