@@ -87,6 +87,10 @@ struct TaskSchedulingTests {
         #expect(try TaskScheduling(args: ["run_at": "2026-12-02T12:00:00+01:00"], handler: echo, now: now).runAt == utc("2026-12-02T11:00:00Z"))
         #expect(try TaskScheduling(args: ["run_at": "2026-12-01T12:00:00Z"], handler: echo, now: now).runAt == nil)  // past: now
         #expect(try TaskScheduling(args: ["priority": 9], handler: echo, now: now).priority == 9)
+        // null is absent, for each option and for both together.
+        let nulls = try TaskScheduling(args: ["priority": .null, "delay_ms": .null, "run_at": .null], handler: echo, now: now)
+        #expect(nulls.priority == 0 && nulls.runAt == nil)
+        #expect(try TaskScheduling(args: ["delay_ms": .null, "run_at": "2026-12-02T12:00:00Z"], handler: echo, now: now).runAt != nil)
         let refused: [[String: JSONValue]] = [
             ["priority": 10], ["priority": -1], ["priority": "high"], ["priority": 1.5], ["delay_ms": -5], ["delay_ms": 3e9],
             ["delay_ms": "soon"], ["delay_ms": 10, "run_at": "2026-12-02T12:00:00Z"], ["run_at": "tomorrow"],

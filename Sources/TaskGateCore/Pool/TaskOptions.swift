@@ -56,8 +56,10 @@ public struct TaskScheduling: Sendable, Equatable {
             }
             priority = asked
         }
-        let delay = args["delay_ms"].flatMap { $0 == .null ? nil : $0 }
-        let time = args["run_at"].flatMap { $0 == .null ? nil : $0 }
+        // `null` is the same as absent (as for every option). Spelled out: JSONValue is nil-literal expressible, so a
+        // `nil` in a closure here would mean `.null`.
+        let delay = Self.given(args["delay_ms"])
+        let time = Self.given(args["run_at"])
         switch (delay, time) {
         case (nil, nil):
             runAt = nil
@@ -77,6 +79,15 @@ public struct TaskScheduling: Sendable, Equatable {
             }
             // A time already past runs at once.
             runAt = date > now ? date : nil
+        }
+    }
+}
+
+extension TaskScheduling {
+    static func given(_ value: JSONValue?) -> JSONValue? {
+        switch value {
+        case nil, .null?: return Optional<JSONValue>.none
+        case let value?: return value
         }
     }
 }

@@ -96,6 +96,7 @@ enum KnownRoutes {
         (["api", "v1", "reload"], [.post]),
         (["api", "v1", "clients"], [.get]),
         (["api", "v1", "nodes"], [.get]),
+        (["api", "v1", "schedules"], [.get]),
         (["api", "v1", "handlers"], [.get]),
         (["api", "v1", "stats"], [.get]),
     ]
