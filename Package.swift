@@ -62,7 +62,6 @@ let package = Package(
             name: "TaskGateServer",
             dependencies: [
                 "TaskGateCore",
-                "TaskGatePostgres",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -84,12 +83,14 @@ let package = Package(
                 .product(name: "OTel", package: "swift-otel"),
             ]
         ),
-        // The CLI: `serve` runs the server, the other commands talk to the REST admin API.
+        // The CLI and the composition root: `serve` puts the server, the domain and (for `--store postgres`) the
+        // PostgreSQL store together; the other commands talk to the REST admin API.
         .executableTarget(
             name: "taskgate",
             dependencies: [
                 "TaskGateServer",
                 "TaskGateCore",
+                "TaskGatePostgres",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

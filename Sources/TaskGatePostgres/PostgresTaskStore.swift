@@ -357,12 +357,6 @@ public final class PostgresTaskStore: SharedTaskStore {
         try await update(task, condition: .runningHere, notBefore: nil)
     }
 
-    public func append(_ event: UserEvent, task: TaskRecord) async throws {
-        // The event log numbers events through appendNumbered when its store is shared; a number chosen by one
-        // node alone would clash with the others'.
-        preconditionFailure("a shared store numbers events itself: use appendNumbered")
-    }
-
     public func task(id: String) async throws -> TaskRecord? {
         try await records("SELECT record FROM tasks WHERE id = \(id)", "read task").first
     }
@@ -420,7 +414,7 @@ public final class PostgresTaskStore: SharedTaskStore {
         }
     }
 
-    // MARK: - SharedTaskStore
+    // MARK: - ClusterCoordinator
 
     private var leaseSeconds: Double { Double(leaseTimeout.wholeMilliseconds) / 1000 }
 

@@ -82,74 +82,8 @@ struct AdminClient {
     }
 }
 
-/// Decodable mirrors of the admin API's answers.
-struct TaskView: Decodable {
-    var id: String
-    var cmd: String
-    var uid: String?
-    var status: String
-    var progress: Double
-    var result: JSONValue?
-    var error: String?
-    var createdAt: String
-    var startedAt: String?
-    var finishedAt: String?
-
-    var isFinal: Bool { TaskStatus(rawValue: status)?.isFinal ?? true }
-}
-
-struct TaskListView: Decodable { var tasks: [TaskView] }
-
-struct ClientView: Decodable {
-    var id: String
-    var uid: String
-    var transport: String
-    var connectedAt: String
-    var remote: String?
-    var admin: Bool
-    var node: String?
-}
-
-struct ClientListView: Decodable { var clients: [ClientView] }
-
-struct ReloadView: Decodable {
-    var generation: Int
-    var handlers: [String]
-    var nodes: [NodeReload]?
-}
-
-struct NodeListView: Decodable {
-    struct Node: Decodable {
-        var id: String
-        var isSelf: Bool
-        var startedAt: String
-        var heartbeatAt: String
-        var clients: Int
-        var running: Int
-
-        enum CodingKeys: String, CodingKey {
-            case id, startedAt, heartbeatAt, clients, running
-            case isSelf = "self"
-        }
-    }
-    var nodes: [Node]
-}
-
-struct HandlerListView: Decodable {
-    struct Handler: Decodable {
-        var name: String
-        var description: String
-        var timeoutMs: Int
-    }
-    var generation: Int
-    var handlers: [Handler]
-}
-
-struct SubmitBody: Encodable {
-    var cmd: String
-    var args: [String: JSONValue]
-    var uid: String?
-    var id: String?
+extension TaskRecord {
+    var isFinal: Bool { status.isFinal }
 }
 
 struct NoBody: Encodable {}

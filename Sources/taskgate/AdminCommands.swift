@@ -11,10 +11,11 @@ struct ReloadCommand: AsyncParsableCommand {
 
     func run() async throws {
         let path = node.map { "/api/v1/reload?node=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" }
-        let result = try await options.client().post(path ?? "/api/v1/reload", body: NoBody(), as: ReloadView.self)
+        let result = try await options.client().post(path ?? "/api/v1/reload", body: NoBody(), as: AdminAPI.ReloadSummary.self)
         print("reloaded: generation \(result.generation), handlers: \(result.handlers.joined(separator: ", "))")
         // A cluster answers per node; a single node's one answer is the line above.
-        guard let nodes = result.nodes, nodes.count > 1 || nodes.first?.node != Gateway.standaloneNodeID else { return }
+        let nodes = result.nodes
+        guard nodes.count > 1 || nodes.first?.node != Gateway.standaloneNodeID else { return }
         for answer in nodes {
             if let error = answer.error {
                 print("  \(answer.node): refused: \(error)")
@@ -30,11 +31,11 @@ struct NodesCommand: AsyncParsableCommand {
     @OptionGroup var options: AdminOptions
 
     func run() async throws {
-        let list = try await options.client().get("/api/v1/nodes", as: NodeListView.self)
+        let list = try await options.client().get("/api/v1/nodes", as: AdminAPI.NodeList.self)
         print("NODE\tCLIENTS\tRUNNING\tSTARTED\tHEARTBEAT")
         for node in list.nodes {
-            let marker = node.isSelf ? " (answered)" : ""
-            print("\(node.id)\t\(node.clients)\t\(node.running)\t\(node.startedAt)\t\(node.heartbeatAt)\(marker)")
+            let marker = node.`self` ? " (answered)" : ""
+            print("\(node.id)\t\(node.clients)\t\(node.running)\t\(WireJSON.formatTimestamp(node.startedAt))\t\(WireJSON.formatTimestamp(node.heartbeatAt))\(marker)")
         }
     }
 }
@@ -44,7 +45,7 @@ struct ListCommand: AsyncParsableCommand {
     @OptionGroup var options: AdminOptions
 
     func run() async throws {
-        let list = try await options.client().get("/api/v1/clients", as: ClientListView.self)
+        let list = try await options.client().get("/api/v1/clients", as: AdminAPI.ClientList.self)
         guard !list.clients.isEmpty else {
             print("no clients connected")
             return
@@ -53,7 +54,7 @@ struct ListCommand: AsyncParsableCommand {
         for client in list.clients {
             let admin = client.admin ? " admin" : ""
             print(
-                "\(client.uid)\t\(client.transport)\t\(client.node ?? Gateway.standaloneNodeID)\t\(client.remote ?? "-")\tsince \(client.connectedAt)\t\(client.id)\(admin)"
+                "\(client.uid)\t\(client.transport.rawValue)\t\(client.node ?? Gateway.standaloneNodeID)\t\(client.remote ?? "-")\tsince \(WireJSON.formatTimestamp(client.connectedAt))\t\(client.id)\(admin)"
             )
         }
     }
@@ -64,7 +65,7 @@ struct HandlersCommand: AsyncParsableCommand {
     @OptionGroup var options: AdminOptions
 
     func run() async throws {
-        let list = try await options.client().get("/api/v1/handlers", as: HandlerListView.self)
+        let list = try await options.client().get("/api/v1/handlers", as: AdminAPI.HandlerList.self)
         print("generation \(list.generation)")
         for handler in list.handlers {
             print("\(handler.name)\t\(handler.description)")
@@ -97,12 +98,12 @@ struct SubmitCommand: AsyncParsableCommand {
         let args = try Self.parseArguments(arguments)
         let client = options.client()
         let task = try await client.post(
-            "/api/v1/tasks", body: SubmitBody(cmd: cmd, args: args, uid: uid, id: id), as: TaskView.self)
-        print("submitted \(task.id) (\(task.cmd), \(task.status))")
+            "/api/v1/tasks", body: AdminAPI.SubmitRequest(cmd: cmd, args: args, uid: uid, id: id), as: TaskRecord.self)
+        print("submitted \(task.id) (\(task.cmd), \(task.status.rawValue))")
         guard wait else { return }
         let finished = try await waitForTask(task.id, client: client)
         printTask(finished)
-        if finished.status != TaskStatus.succeeded.rawValue { throw ExitCode(2) }
+        if finished.status != .succeeded { throw ExitCode(2) }
     }
 
     static func parseArguments(_ pairs: [String]) throws -> [String: JSONValue] {
@@ -120,13 +121,13 @@ struct SubmitCommand: AsyncParsableCommand {
 }
 
 /// Polls the task until it is final, drawing a progress bar on stderr.
-func waitForTask(_ id: String, client: AdminClient) async throws -> TaskView {
+func waitForTask(_ id: String, client: AdminClient) async throws -> TaskRecord {
     while true {
-        let task = try await client.get(taskPath(id), as: TaskView.self)
+        let task = try await client.get(taskPath(id), as: TaskRecord.self)
         let width = 30
         let filled = Int((task.progress * Double(width)).rounded())
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-        FileHandle.standardError.write(Data("\r[\(bar)] \(Int(task.progress * 100))% \(task.status)   ".utf8))
+        FileHandle.standardError.write(Data("\r[\(bar)] \(Int(task.progress * 100))% \(task.status.rawValue)   ".utf8))
         if task.isFinal {
             FileHandle.standardError.write(Data("\n".utf8))
             return task
@@ -135,17 +136,17 @@ func waitForTask(_ id: String, client: AdminClient) async throws -> TaskView {
     }
 }
 
-func printTask(_ task: TaskView) {
+func printTask(_ task: TaskRecord) {
     print("id:       \(task.id)")
     print("cmd:      \(task.cmd)")
     print("uid:      \(task.uid ?? "-")")
-    print("status:   \(task.status)")
+    print("status:   \(task.status.rawValue)")
     print("progress: \(Int(task.progress * 100))%")
     if let result = task.result, result != .null { print("result:   \(WireJSON.encode(result))") }
     if let error = task.error { print("error:    \(error)") }
-    print("created:  \(task.createdAt)")
-    if let started = task.startedAt { print("started:  \(started)") }
-    if let finished = task.finishedAt { print("finished: \(finished)") }
+    print("created:  \(WireJSON.formatTimestamp(task.createdAt))")
+    if let started = task.startedAt { print("started:  \(WireJSON.formatTimestamp(started))") }
+    if let finished = task.finishedAt { print("finished: \(WireJSON.formatTimestamp(finished))") }
 }
 
 struct StatusCommand: AsyncParsableCommand {
@@ -154,7 +155,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Argument(help: "Task id.") var id: String
 
     func run() async throws {
-        printTask(try await options.client().get(taskPath(id), as: TaskView.self))
+        printTask(try await options.client().get(taskPath(id), as: TaskRecord.self))
     }
 }
 
@@ -164,8 +165,8 @@ struct CancelCommand: AsyncParsableCommand {
     @Argument(help: "Task id.") var id: String
 
     func run() async throws {
-        let task = try await options.client().post(taskPath(id) + "/cancel", body: NoBody(), as: TaskView.self)
-        print("cancel requested for \(task.id) (now \(task.status))")
+        let task = try await options.client().post(taskPath(id) + "/cancel", body: NoBody(), as: TaskRecord.self)
+        print("cancel requested for \(task.id) (now \(task.status.rawValue))")
     }
 }
 
@@ -180,10 +181,10 @@ struct TasksCommand: AsyncParsableCommand {
         var query = ["limit=\(limit)"]
         if let uid { query.append("uid=\(uid.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? uid)") }
         if let status { query.append("status=\(status)") }
-        let list = try await options.client().get("/api/v1/tasks?\(query.joined(separator: "&"))", as: TaskListView.self)
+        let list = try await options.client().get("/api/v1/tasks?\(query.joined(separator: "&"))", as: AdminAPI.TaskList.self)
         if list.tasks.isEmpty { print("no tasks") }
         for task in list.tasks {
-            print("\(task.id)\t\(task.cmd)\t\(task.status)\t\(Int(task.progress * 100))%\t\(task.uid ?? "-")\t\(task.createdAt)")
+            print("\(task.id)\t\(task.cmd)\t\(task.status.rawValue)\t\(Int(task.progress * 100))%\t\(task.uid ?? "-")\t\(WireJSON.formatTimestamp(task.createdAt))")
         }
     }
 }
@@ -199,10 +200,8 @@ struct SchedulesCommand: AsyncParsableCommand {
     @OptionGroup var options: AdminOptions
     @Flag(help: "Print the server's JSON answer instead of a table.") var json = false
 
-    struct ScheduleList: Codable { var schedules: [ScheduleStatus] }
-
     func run() async throws {
-        let list = try await options.client().get("/api/v1/schedules", as: ScheduleList.self)
+        let list = try await options.client().get("/api/v1/schedules", as: AdminAPI.ScheduleList.self)
         if json {
             print(try WireJSON.encode(list))
             return

@@ -166,7 +166,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw CLIError(description: "cannot write logs under '\(settings.logDirectory ?? "")': \(error.localizedDescription)")
         }
         OpenFileLimit.raiseToHardLimit()
-        try await buildServer(settings).run()
+        try await buildServer(settings, backend: try clusterBackend(settings)).run()
     }
 }
 

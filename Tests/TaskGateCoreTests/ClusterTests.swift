@@ -161,7 +161,7 @@ extension Gateway {
         logger.logLevel = .warning
         return Gateway(
             configuration: .init(pool: .init(workers: workers, queueLimit: 100)),
-            store: SharedMemoryStore(node: id, database: database, lease: .seconds(1)), logger: logger)
+            backend: .cluster(SharedMemoryStore(node: id, database: database, lease: .seconds(1))), logger: logger)
     }
 
     /// Runs the nodes' background work around `body`.
@@ -272,10 +272,6 @@ final class SharedMemoryStore: SharedTaskStore {
 
     func update(_ task: TaskRecord) async throws {
         try await update(task, condition: .runningHere, notBefore: nil)
-    }
-
-    func append(_ event: UserEvent, task: TaskRecord) async throws {
-        preconditionFailure("a shared store numbers events itself")
     }
 
     func task(id: String) async throws -> TaskRecord? {

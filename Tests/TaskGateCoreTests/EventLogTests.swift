@@ -3,7 +3,7 @@ import Testing
 
 @testable import TaskGateCore
 
-func makeLog(capacity: Int = 1000, maxBatch: Int = 500, store: any TaskStore = InMemoryTaskStore()) -> EventLog {
+func makeLog(capacity: Int = 1000, maxBatch: Int = 500, store: any LocalTaskStore = InMemoryTaskStore()) -> EventLog {
     EventLog(retention: .init(count: capacity), maxBatch: maxBatch, store: store)
 }
 

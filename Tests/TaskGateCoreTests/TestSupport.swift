@@ -47,7 +47,7 @@ extension Gateway {
     }
 
     static func forTests(
-        workers: Int = 2, queueLimit: Int = 100, store: any TaskStore = InMemoryTaskStore(), fairShare: Bool = true,
+        workers: Int = 2, queueLimit: Int = 100, store: any LocalTaskStore = InMemoryTaskStore(), fairShare: Bool = true,
         registry: any HandlerRegistry = SwiftHandlerRegistry()
     ) -> Gateway {
         var logger = Logger(label: "test")

@@ -133,7 +133,7 @@ struct UpgradePipelineTests {
             mode: .dev, tokens: nil, adminToken: nil, allowedOrigins: [], limits: limits, clients: gateway.clients)
         let webSockets = GatewayHTTPChannel.WebSockets(
             gateway: gateway, admission: admission, configuration: .init(maxMessageBytes: 1024, frameLimit: 4096),
-            enableEcho: true, metrics: nil, logger: .init(label: "test"))
+            inbound: InboundLimits(maxMessageBytes: 1024, messagesPerSecond: limits.messagesPerSecond), enableEcho: true, metrics: nil, logger: .init(label: "test"))
         let server = GatewayHTTPChannel(
             responder: { _, _, _ in }, webSockets: webSockets, limits: HTTPLimits(), drain: ServerDrain(), logger: .init(label: "test"))
         let channel = EmbeddedChannel()

@@ -29,7 +29,7 @@ extension Gateway {
         return stats
     }
 
-    public struct NodeSummary: Sendable, Encodable {
+    public struct NodeSummary: Sendable, Codable {
         public var id: String
         public var `self`: Bool
         public var startedAt: Date

@@ -33,7 +33,7 @@ public struct EventBatch: Sendable, Equatable {
 }
 
 /// Per-user event logs: numbers every progress and done event with a per-uid `seq`, records it in the store, keeps
-/// the last `capacity` events of each uid, and hands each event to that uid's live connections and waiting polls,
+/// the last `retention.count` events of each uid, and hands each event to that uid's live connections and waiting polls,
 /// and to no one else.
 ///
 /// An event is handed out only once the store has it, and in `seq` order: a connection that subscribes with a
@@ -110,20 +110,24 @@ public final class EventLog: Sendable {
 
     public let retention: Retention
     public let maxBatch: Int
+    private let backend: TaskBackend
     private let store: any TaskStore
-    /// Set in a cluster: the store numbers events, and other nodes' events arrive through `notified`.
-    private let shared: (any SharedTaskStore)?
+    /// Set in a cluster: the coordinator numbers events, and other nodes' events arrive through `notified`.
+    private let shared: (any ClusterCoordinator)?
     private let state = Mutex(State())
 
-    public init(retention: Retention = .init(), maxBatch: Int = 500, store: any TaskStore) {
+    public init(retention: Retention = .init(), maxBatch: Int = 500, backend: TaskBackend) {
         precondition(retention.count > 0 && maxBatch > 0)
         self.retention = retention
         self.maxBatch = maxBatch
-        self.store = store
-        self.shared = store as? any SharedTaskStore
+        self.backend = backend
+        self.store = backend.store
+        self.shared = backend.coordinator
     }
 
-    public var capacity: Int { retention.count }
+    public convenience init(retention: Retention = .init(), maxBatch: Int = 500, store: any LocalTaskStore) {
+        self.init(retention: retention, maxBatch: maxBatch, backend: .local(store))
+    }
 
     /// Numbers, stores and delivers one event about `task`; the store records the task's new state with it.
     /// `makeMessage` gets the event's seq. If the store fails, the event is still delivered to live clients (and the
@@ -136,11 +140,15 @@ public final class EventLog: Sendable {
         uid: String, task: TaskRecord, condition: WriteCondition = .runningHere,
         _ makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
     ) async throws -> UInt64 {
-        if let shared {
+        let local: any LocalTaskStore
+        switch backend {
+        case .cluster(let shared):
             let event = try await shared.appendNumbered(
                 uid: uid, task: task, condition: condition, retainCount: retention.count, makeMessage: makeMessage)
             deliver(event, to: uid)
             return event.seq
+        case .local(let store):
+            local = store
         }
         var event: LoggedEvent?
         while event == nil {
@@ -157,7 +165,7 @@ public final class EventLog: Sendable {
         guard let event else { preconditionFailure("loop exits with an event") }
         var failure: (any Error)?
         do {
-            try await store.append(
+            try await local.append(
                 UserEvent(uid: uid, seq: event.seq, json: event.json, createdAt: event.createdAt, retainCount: retention.count),
                 task: task)
         } catch {
@@ -240,7 +248,7 @@ public final class EventLog: Sendable {
         }
         guard var cursor = start else { return }
         while true {
-            let events = (try? await shared.events(uid: uid, after: cursor, limit: maxBatch)) ?? []
+            let events = (try? await store.events(uid: uid, after: cursor, limit: maxBatch)) ?? []
             if let first = events.first, first.seq > cursor + 1 {
                 // Pruned from the store before this node saw them: they are gone, so the log starts over after them.
                 state.withLock { state in
@@ -297,11 +305,6 @@ public final class EventLog: Sendable {
             _ = state.users[uid]?.subscribers.removeValue(forKey: connectionID)
             state.users[uid]?.lastActivity = .now
         }
-    }
-
-    /// All live connections, e.g. to close them on shutdown.
-    public var allSubscribers: [any ClientConnection] {
-        state.withLock { state in state.users.values.flatMap { $0.subscribers.values } }
     }
 
     public func latestSeq(uid: String) async throws -> UInt64 {

@@ -23,6 +23,7 @@ public final class Gateway: Sendable {
         }
     }
 
+    public let backend: TaskBackend
     public let store: any TaskStore
     /// Set when this node is one of several sharing the store.
     public let shared: (any SharedTaskStore)?
@@ -42,22 +43,31 @@ public final class Gateway: Sendable {
 
     public init(
         configuration: Configuration = .init(),
-        store: any TaskStore = InMemoryTaskStore(),
+        backend: TaskBackend = .local(InMemoryTaskStore()),
         registry: any HandlerRegistry = SwiftHandlerRegistry(),
         logger: Logger = Logger(label: "taskgate"),
         reloadFirst: (@Sendable () async throws -> Void)? = nil
     ) {
         self.reloadFirst = reloadFirst
         self.configuration = configuration
-        self.store = store
-        self.shared = store as? any SharedTaskStore
+        self.backend = backend
+        self.store = backend.store
+        if case .cluster(let shared) = backend { self.shared = shared } else { self.shared = nil }
         self.registry = registry
-        self.events = EventLog(retention: configuration.eventRetention, store: store)
+        self.events = EventLog(retention: configuration.eventRetention, backend: backend)
         self.pool = TaskPool(
-            configuration: configuration.pool, store: store, events: events, handlers: { [registry] in registry.current },
+            configuration: configuration.pool, backend: backend, events: events, handlers: { [registry] in registry.current },
             logger: logger)
         self.clients = ClientDirectory(node: shared?.nodeID)
         self.logger = logger
+    }
+
+    /// A single node on `store`.
+    public convenience init(
+        configuration: Configuration = .init(), store: any LocalTaskStore, registry: any HandlerRegistry = SwiftHandlerRegistry(),
+        logger: Logger = Logger(label: "taskgate"), reloadFirst: (@Sendable () async throws -> Void)? = nil
+    ) {
+        self.init(configuration: configuration, backend: .local(store), registry: registry, logger: logger, reloadFirst: reloadFirst)
     }
 
     // MARK: - Tasks

@@ -119,12 +119,12 @@ public actor TaskPool {
     private var finishedCounts: [TaskStatus: Int] = [:]
 
     public init(
-        configuration: Configuration, store: any TaskStore, events: EventLog,
+        configuration: Configuration, backend: TaskBackend, events: EventLog,
         handlers: @escaping @Sendable () -> HandlerTable, logger: Logger
     ) {
         self.configuration = configuration
-        self.store = store
-        self.shared = store as? any SharedTaskStore
+        self.store = backend.store
+        if case .cluster(let shared) = backend { self.shared = shared } else { self.shared = nil }
         self.events = events
         self.handlers = handlers
         self.executor = TaskWorkerExecutor(threadCount: configuration.workers)

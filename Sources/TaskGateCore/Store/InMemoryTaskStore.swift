@@ -3,7 +3,7 @@ import Foundation
 
 /// Keeps tasks in memory: fast, and gone on restart. Finished tasks beyond `retainFinished` are forgotten,
 /// oldest first, so a long-running server does not grow without bound.
-public actor InMemoryTaskStore: TaskStore {
+public actor InMemoryTaskStore: LocalTaskStore {
     private var tasks: [String: TaskRecord] = [:]
     /// Insertion order, for newest-first listing and for retention.
     private var order: Deque<String> = []

@@ -3,7 +3,7 @@ import GRDB
 
 /// The default store: one SQLite file in WAL mode, created and migrated on start. Writes go through a single
 /// writer with group commit; reads run concurrently.
-public final class SQLiteTaskStore: TaskStore {
+public final class SQLiteTaskStore: LocalTaskStore {
     private let database: DatabasePool
     private let writer: BatchedWriter
     public let path: String

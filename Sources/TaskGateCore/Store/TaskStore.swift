@@ -1,7 +1,8 @@
 import Foundation
 
 /// Where task records and users' events live. The pool writes every state change here before anyone is told
-/// about it. Behind a protocol: in memory for tests, SQLite by default, PostgreSQL for several nodes.
+/// about it. Behind a protocol: in memory for tests, SQLite by default, PostgreSQL for several nodes (which also
+/// coordinates them: `ClusterCoordinator`).
 public protocol TaskStore: Sendable {
     /// Whether records survive a restart. A durable store keeps queued tasks queued across a shutdown.
     var isDurable: Bool { get }
@@ -10,9 +11,6 @@ public protocol TaskStore: Sendable {
     /// Inserts a new task, or returns the task that already has this id.
     func insert(_ task: TaskRecord) async throws -> InsertOutcome
     func update(_ task: TaskRecord) async throws
-    /// Records one event of a user together with the task state it reports, in one atomic write: a task is never
-    /// finished on record without its `done` event, nor the other way round.
-    func append(_ event: UserEvent, task: TaskRecord) async throws
     func task(id: String) async throws -> TaskRecord?
     /// Newest first.
     func list(_ query: TaskQuery) async throws -> [TaskRecord]
@@ -35,6 +33,35 @@ public protocol TaskStore: Sendable {
 
 extension TaskStore {
     public var writeProblem: String? { nil }
+}
+
+/// The store of a node that runs alone: it records the events this node numbers.
+public protocol LocalTaskStore: TaskStore {
+    /// Records one event of a user together with the task state it reports, in one atomic write: a task is never
+    /// finished on record without its `done` event, nor the other way round.
+    func append(_ event: UserEvent, task: TaskRecord) async throws
+}
+
+/// Where a gateway keeps its tasks, and who decides what in a cluster: injected once, so no part of the gateway
+/// has to guess which kind of store it was given.
+public enum TaskBackend: Sendable {
+    /// One node: it numbers its events and queues its tasks itself.
+    case local(any LocalTaskStore)
+    /// One of several nodes sharing the store, which numbers events, hands out tasks and leases them.
+    case cluster(any SharedTaskStore)
+
+    public var store: any TaskStore {
+        switch self {
+        case .local(let store): store
+        case .cluster(let store): store
+        }
+    }
+
+    /// The cluster's coordination, `nil` on a single node.
+    public var coordinator: (any ClusterCoordinator)? {
+        if case .cluster(let store) = self { return store }
+        return nil
+    }
 }
 
 public enum InsertOutcome: Sendable, Equatable {

@@ -9,56 +9,17 @@ struct AdminRoutes {
     let auth: AdminAuthenticator
     let maxBodyBytes: Int
 
-    struct SubmitRequest: Decodable {
-        var cmd: String
-        var args: [String: JSONValue]?
-        var uid: String?
-        var id: String?
-    }
-
-    struct TaskList: Encodable { var tasks: [TaskRecord] }
     struct StatsView: Encodable {
         var connections: [String: Int]
         var pool: TaskPool.Stats
         var generation: Int
-    }
-    struct ClientList: Encodable { var clients: [ClientInfo] }
-    /// The first node's answer at the top (what a single node always said), and every targeted node's in `nodes`.
-    struct ReloadSummary: Encodable {
-        var generation: Int
-        var handlers: [String]
-        var added: [String]
-        var changed: [String]
-        var removed: [String]
-        var nodes: [NodeReload]
-
-        init(_ answers: [NodeReload]) {
-            let first = answers.firstReloaded
-            generation = first?.generation ?? 0
-            handlers = first?.handlers ?? []
-            added = first?.added ?? []
-            changed = first?.changed ?? []
-            removed = first?.removed ?? []
-            nodes = answers
-        }
-    }
-    struct NodeList: Encodable { var nodes: [Gateway.NodeSummary] }
-    struct ScheduleList: Encodable { var schedules: [ScheduleStatus] }
-    struct HandlerList: Encodable {
-        struct Handler: Encodable {
-            var name: String
-            var description: String
-            var timeoutMs: Int64
-        }
-        var generation: Int
-        var handlers: [Handler]
     }
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         let api = router.group("api/v1").add(middleware: AdminAuthMiddleware(auth: auth))
 
         api.post("tasks") { request, context -> Response in
-            let body = try await decodeBody(SubmitRequest.self, from: request)
+            let body = try await decodeBody(AdminAPI.SubmitRequest.self, from: request)
             if let uid = body.uid, !Identifier.isValidUID(uid) {
                 throw GatewayError.badRequest("'uid' must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
             }
@@ -68,7 +29,7 @@ struct AdminRoutes {
 
         api.get("tasks") { request, _ -> Response in
             let query = try Self.taskQuery(request)
-            return .json(TaskList(tasks: try await gateway.list(query)))
+            return .json(AdminAPI.TaskList(tasks: try await gateway.list(query)))
         }
 
         api.get("tasks/:id") { _, context -> Response in
@@ -83,19 +44,19 @@ struct AdminRoutes {
 
         api.post("reload") { request, _ -> Response in
             let node = request.uri.queryParameters["node"].map(String.init)
-            return .json(ReloadSummary(try await gateway.reload(node: node)))
+            return .json(AdminAPI.ReloadSummary(try await gateway.reload(node: node)))
         }
 
         api.get("clients") { _, _ -> Response in
-            .json(ClientList(clients: await gateway.allClients()))
+            .json(AdminAPI.ClientList(clients: await gateway.allClients()))
         }
 
         api.get("nodes") { _, _ -> Response in
-            .json(NodeList(nodes: try await gateway.nodes()))
+            .json(AdminAPI.NodeList(nodes: try await gateway.nodes()))
         }
 
         api.get("schedules") { _, _ -> Response in
-            .json(ScheduleList(schedules: try await gateway.schedules()))
+            .json(AdminAPI.ScheduleList(schedules: try await gateway.schedules()))
         }
 
         api.get("stats") { _, _ -> Response in
@@ -106,9 +67,9 @@ struct AdminRoutes {
         api.get("handlers") { _, _ -> Response in
             let table = gateway.registry.current
             let handlers = table.names.compactMap { table.handler(named: $0) }.map {
-                HandlerList.Handler(name: $0.name, description: $0.summary, timeoutMs: $0.defaultTimeout.wholeMilliseconds)
+                AdminAPI.HandlerList.Handler(name: $0.name, description: $0.summary, timeoutMs: $0.defaultTimeout.wholeMilliseconds)
             }
-            return .json(HandlerList(generation: table.generation, handlers: handlers))
+            return .json(AdminAPI.HandlerList(generation: table.generation, handlers: handlers))
         }
     }
 

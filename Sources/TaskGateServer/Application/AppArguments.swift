@@ -80,6 +80,11 @@ extension AppArguments {
     public var allowedOrigins: [String] { [] }
     public var limits: Limits { Limits() }
     public var tracing: Bool { false }
+
+    /// What every connection may send.
+    var inboundLimits: InboundLimits {
+        InboundLimits(maxMessageBytes: maxMessageBytes, messagesPerSecond: limits.messagesPerSecond)
+    }
 }
 
 /// Plain values, for tests and embedding (in memory unless told otherwise).

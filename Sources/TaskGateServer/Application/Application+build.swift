@@ -4,7 +4,6 @@ import HummingbirdCore
 import Logging
 import ServiceLifecycle
 import TaskGateCore
-import TaskGatePostgres
 
 /// Builds the whole server: one HTTP/1.1 port with the WebSocket upgrade, long-poll, the REST admin API, the demo
 /// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
@@ -39,16 +38,13 @@ public func buildApplication(
     router.add(middleware: LogRequestsMiddleware(.debug))
     router.add(middleware: StaticFileGuard(root: arguments.publicDirectory))
     router.add(middleware: FileMiddleware(arguments.publicDirectory, searchForIndexHtml: true, logger: logger))
-    router.get("/healthz") { _, _ -> Response in
-        let health = await Health.current(gateway)
-        return .json(health, status: health.isHealthy ? .ok : .serviceUnavailable)
-    }
+    Health.addRoute(to: router, gateway: gateway)
     MetricsRoutes(gateway: gateway, metrics: metrics).addRoutes(to: router)
     let webSocketPaths = Set(WebSocketPaths.always + arguments.webSocketPaths)
     WebSocketPlainRoute(admission: admission, paths: webSocketPaths).addRoutes(to: router)
     LongPollRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes, metrics: metrics)
         .addRoutes(to: router)
-    SSERoutes(gateway: gateway, admission: admission).addRoutes(to: router)
+    SSERoutes(gateway: gateway, admission: admission, inbound: arguments.inboundLimits).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
 
     // Frames may be larger than a message may be, so that an oversized message gets a `413` reply rather than a
@@ -57,8 +53,8 @@ public func buildApplication(
     var gatewaySockets = GatewayHTTPChannel.WebSockets(
         gateway: gateway, admission: admission,
         configuration: .init(
-            maxMessageBytes: arguments.maxMessageBytes, frameLimit: frameLimit,
-            outbound: arguments.limits.outbound, messagesPerSecond: arguments.limits.messagesPerSecond),
+            maxMessageBytes: arguments.maxMessageBytes, frameLimit: frameLimit, outbound: arguments.limits.outbound),
+        inbound: arguments.inboundLimits,
         enableEcho: arguments.enableEchoRoute, metrics: metrics, logger: logger)
     gatewaySockets.paths = webSocketPaths
     gatewaySockets.openSockets = openSockets
@@ -90,8 +86,13 @@ func loadUserTokens(_ arguments: some AppArguments) async throws -> UserTokens? 
 }
 
 /// `tokens`' key files are read again on every reload, before the handlers.
-public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics? = nil, tokens: UserTokens? = nil) throws -> Gateway {
+/// `backend`: where tasks live, when it is not one this library makes from `arguments.store` (memory or SQLite). The
+/// executable brings the PostgreSQL cluster store, so that this library does not link PostgreSQL.
+public func buildGateway(
+    _ arguments: some AppArguments, backend: TaskBackend? = nil, metrics: GatewayMetrics? = nil, tokens: UserTokens? = nil
+) throws -> Gateway {
     let logger = makeLogger(arguments)
+    let backend = try backend ?? makeLocalBackend(arguments, logger: logger)
     let registry: any HandlerRegistry
     do {
         registry = try ConfiguredHandlerRegistry(configPath: arguments.configPath, logger: logger)
@@ -106,7 +107,7 @@ public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics
             eventRetention: arguments.eventRetention,
             taskRetention: arguments.taskRetention
         ),
-        store: try makeStore(arguments, logger: logger, metrics: metrics),
+        backend: metrics.map { backend.metered(by: $0) } ?? backend,
         registry: registry,
         logger: logger,
         reloadFirst: tokens.map { tokens in { @Sendable in try await tokens.reload() } }
@@ -120,11 +121,11 @@ public func buildGateway(_ arguments: some AppArguments, metrics: GatewayMetrics
 /// drains (new submits get 503, running tasks get the grace period, and their `done` events still reach the open
 /// connections), then the HTTP server closes idle connections, gives requests under way `drainTimeout` to finish,
 /// and closes every WebSocket with a close frame.
-public func buildServer(_ arguments: some AppArguments) async throws -> ServiceGroup {
+public func buildServer(_ arguments: some AppArguments, backend: TaskBackend? = nil) async throws -> ServiceGroup {
     let logger = makeLogger(arguments)
     let metrics = GatewayMetrics()
     let tokens = try await loadUserTokens(arguments)
-    let gateway = try buildGateway(arguments, metrics: metrics, tokens: tokens)
+    let gateway = try buildGateway(arguments, backend: backend, metrics: metrics, tokens: tokens)
     let drain = ServerDrain()
     let openSockets = OpenWebSockets()
     let app = try await buildApplication(
@@ -160,57 +161,31 @@ public func buildServer(_ arguments: some AppArguments) async throws -> ServiceG
 /// A store or config that cannot be used is a startup error that names the file and the reason, not a crash.
 public struct StartupError: Error, CustomStringConvertible {
     public var description: String
+    public init(description: String) { self.description = description }
 }
 
-func makeStore(_ arguments: some AppArguments, logger: Logger, metrics: GatewayMetrics?) throws -> any TaskStore {
-    let store = try makeStore(arguments, logger: logger)
-    guard let metrics else { return store }
-    if let shared = store as? any SharedTaskStore { return MeteredSharedTaskStore(base: shared, metrics: metrics) }
-    return MeteredTaskStore(base: store, metrics: metrics)
-}
-
-func makeStore(_ arguments: some AppArguments, logger: Logger) throws -> any TaskStore {
+/// The single-node stores: `--store memory` and `--store sqlite`.
+func makeLocalBackend(_ arguments: some AppArguments, logger: Logger) throws -> TaskBackend {
     switch arguments.store {
     case .memory:
         logger.notice("tasks and events are kept in memory: they are gone after a restart")
         // Its own count limit is the retention count (a memory store trims as it inserts, between prunes).
-        return InMemoryTaskStore(retainFinished: min(arguments.taskRetention.count ?? .max / 4, .max / 4))
+        return .local(InMemoryTaskStore(retainFinished: min(arguments.taskRetention.count ?? .max / 4, .max / 4)))
     case .sqlite:
         let path = URL(fileURLWithPath: arguments.dataDirectory).appendingPathComponent("taskgate.sqlite").path
         do {
             try FileManager.default.createDirectory(atPath: arguments.dataDirectory, withIntermediateDirectories: true)
             let store = try SQLiteTaskStore(path: path)
             logger.info("task store opened", metadata: ["path": .string(path)])
-            return store
+            return .local(store)
         } catch {
             throw StartupError(
                 description: "cannot open the task database \(path): \(readable(error)) "
                     + "(check that --data-dir is a writable directory on a disk with free space)")
         }
     case .postgres:
-        guard let text = arguments.databaseURL, !text.isEmpty else {
-            throw StartupError(description: "--store postgres needs --database-url postgres://user:password@host:5432/database")
-        }
-        let url: DatabaseURL
-        do {
-            url = try DatabaseURL(text)
-        } catch {
-            throw StartupError(description: "bad --database-url: \(error)")
-        }
-        let node = arguments.nodeID ?? defaultNodeID(port: arguments.port)
-        guard PostgresTaskStore.isValidNodeID(node) else {
-            throw StartupError(description: "--node-id must be 1-64 characters of A-Z a-z 0-9 . _ -")
-        }
-        logger.info("cluster store", metadata: ["database": "\(url)", "node": .string(node)])
-        return PostgresTaskStore(url: url, nodeID: node, leaseTimeout: arguments.leaseTimeout, logger: logger)
+        throw StartupError(description: "--store postgres needs the PostgreSQL backend, which the taskgate executable provides")
     }
-}
-
-/// Host name and port: unique on one machine, and stable across restarts of the same node.
-func defaultNodeID(port: Int) -> String {
-    let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
-    let safe = String(host.unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) || $0 == "-" })
-    return "\(safe.isEmpty ? "node" : safe)-\(port)"
 }
 
 /// Foundation's file errors print as a dictionary; the POSIX reason underneath is what a person needs.
@@ -229,66 +204,4 @@ func makeLogger(_ arguments: some AppArguments) -> Logger {
     var logger = Logger(label: "taskgate")
     logger.logLevel = arguments.logLevel
     return logger
-}
-
-/// `GET /healthz`: `503` with `unhealthy` while a cluster node cannot reach its database, or while the store's
-/// writes fail (a full disk: accepted tasks wait to be recorded, new ones are refused).
-struct Health: Encodable {
-    var status: String
-    var uptimeSeconds: Double
-    var connections: Int
-    var queued: Int
-    var running: Int
-    var generation: Int
-    var node: String
-    var store: String
-    var database: String
-    var retention: Retention
-
-    /// Task retention's settings and what its last run did.
-    struct Retention: Encodable {
-        var maxAgeHours: Double?
-        var count: Int?
-        var lastRun: Date?
-        var lastPruned: Int
-        var totalPruned: Int
-        var lastError: String?
-
-        // `nil` fields are written as `null`, as everywhere on the wire.
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(maxAgeHours, forKey: .maxAgeHours)
-            try container.encode(count, forKey: .count)
-            try container.encode(lastRun, forKey: .lastRun)
-            try container.encode(lastPruned, forKey: .lastPruned)
-            try container.encode(totalPruned, forKey: .totalPruned)
-            try container.encode(lastError, forKey: .lastError)
-        }
-        enum CodingKeys: String, CodingKey { case maxAgeHours, count, lastRun, lastPruned, totalPruned, lastError }
-    }
-
-    var isHealthy: Bool { status == "ok" }
-
-    static func current(_ gateway: Gateway) async -> Health {
-        let uptime = ContinuousClock.now - gateway.startedAt
-        let reachable = gateway.shared?.isReachable ?? true
-        let writeProblem = gateway.store.writeProblem
-        let store = gateway.shared != nil ? "postgres" : gateway.store.isDurable ? "sqlite" : "memory"
-        let report = gateway.lastRetentionReport
-        return Health(
-            status: reachable && writeProblem == nil ? "ok" : "unhealthy",
-            uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
-            connections: gateway.clients.count,
-            queued: await gateway.poolStats().queued,
-            running: await gateway.pool.runningCount,
-            generation: gateway.registry.current.generation,
-            node: gateway.nodeID ?? Gateway.standaloneNodeID,
-            store: store,
-            database: !reachable ? "unreachable" : writeProblem == nil ? "ok" : "writes failing: \(writeProblem!)",
-            retention: Retention(
-                maxAgeHours: gateway.configuration.taskRetention.maxAge.map { Double($0.wholeMilliseconds) / 3_600_000 },
-                count: gateway.configuration.taskRetention.count, lastRun: report.lastRun, lastPruned: report.lastPruned,
-                totalPruned: report.totalPruned, lastError: report.lastError)
-        )
-    }
 }

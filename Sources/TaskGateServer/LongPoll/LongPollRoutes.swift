@@ -60,7 +60,7 @@ struct LongPollRoutes {
         router.post("/poll") { request, context -> Response in
             let identity = try admission.identify(.init(request: request, context: context))
             guard messageRate.allow(identity.uid) else {
-                throw GatewayError(.tooManyRequests, "more than \(admission.limits.messagesPerSecond) messages per second; slow down")
+                throw InboundLimits(maxMessageBytes: maxMessageBytes, messagesPerSecond: admission.limits.messagesPerSecond).tooFast()
             }
             let body: ByteBuffer
             do {

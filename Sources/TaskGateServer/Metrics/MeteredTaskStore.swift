@@ -3,8 +3,8 @@ import TaskGateCore
 
 /// A `TaskStore` that times its writes (`taskgate_store_write_seconds{op}`) and records how long each finished task
 /// ran (`taskgate_task_duration_seconds`), then hands every call to the store it wraps.
-struct MeteredTaskStore: TaskStore {
-    let base: any TaskStore
+struct MeteredTaskStore: LocalTaskStore {
+    let base: any LocalTaskStore
     let metrics: GatewayMetrics
 
     var isDurable: Bool { base.isDurable }
@@ -45,8 +45,7 @@ struct MeteredTaskStore: TaskStore {
     }
 }
 
-/// The same metering for a store several nodes share. A separate type, because the pool and the event log find the
-/// cluster's rules by asking whether their store is a `SharedTaskStore`: a plain `MeteredTaskStore` would hide them.
+/// The same metering for a store several nodes share, which also times the cluster's claims and conditional writes.
 struct MeteredSharedTaskStore: SharedTaskStore {
     let base: any SharedTaskStore
     let metrics: GatewayMetrics
@@ -71,8 +70,6 @@ struct MeteredSharedTaskStore: SharedTaskStore {
         try await timed("update") { try await base.update(task) }
         metrics.taskFinished(task)
     }
-
-    func append(_ event: UserEvent, task: TaskRecord) async throws { try await base.append(event, task: task) }
 
     func appendNumbered(
         uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
@@ -125,4 +122,14 @@ struct MeteredSharedTaskStore: SharedTaskStore {
         try await base.answerReload(requestID: requestID, answer: answer)
     }
     func reloadAnswers(requestID: String) async throws -> [NodeReload] { try await base.reloadAnswers(requestID: requestID) }
+}
+
+extension TaskBackend {
+    /// The same backend with its store's writes timed.
+    func metered(by metrics: GatewayMetrics) -> TaskBackend {
+        switch self {
+        case .local(let store): .local(MeteredTaskStore(base: store, metrics: metrics))
+        case .cluster(let store): .cluster(MeteredSharedTaskStore(base: store, metrics: metrics))
+        }
+    }
 }

@@ -12,6 +12,8 @@ import TaskGateCore
 struct SSERoutes {
     let gateway: Gateway
     let admission: Admission
+    /// SSE reads no messages (commands go through `POST /poll`); its session is held to the same limits anyway.
+    let inbound: InboundLimits
     static let heartbeat = Duration.seconds(15)
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
@@ -48,21 +50,11 @@ struct SSERoutes {
         to writer: inout any ResponseBodyWriter, request: Request, identity: Admission.Identity, connection: SSEConnection,
         remote: String?, logger: Logger
     ) async throws {
-        let isAdmin = identity.isAdmin
-        gateway.clients.add(ClientInfo(id: connection.id, uid: identity.uid, transport: .sse, remote: remote, admin: isAdmin))
-        defer {
-            gateway.events.unsubscribe(uid: identity.uid, connectionID: connection.id)
-            gateway.clients.remove(id: connection.id)
-        }
-        do {
-            try await gateway.events.subscribe(uid: identity.uid, connection: connection, after: identity.cursor) { latestSeq, reset in
-                .hello(uid: identity.uid, transport: .sse, latestSeq: latestSeq, admin: isAdmin, reset: reset)
-            }
-        } catch {
-            logger.error("could not load events", metadata: ["uid": .string(identity.uid), "error": "\(error)"])
-            connection.send(OutgoingMessage(ServerMessage.error(GatewayError(.unavailable, "events unavailable; try again"), ref: nil)))
-            connection.finish()
-        }
+        let session = ClientSession(
+            id: connection.id, uid: identity.uid, isAdmin: identity.isAdmin, transport: .sse, remote: remote,
+            gateway: gateway, connection: connection, limits: inbound, logger: logger)
+        session.open(cursor: identity.cursor)
+        defer { session.closed() }
         let heartbeat = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.heartbeat)

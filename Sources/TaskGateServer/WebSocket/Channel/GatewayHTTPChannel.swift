@@ -32,6 +32,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         let gateway: Gateway
         let admission: Admission
         let configuration: WebSocketChannelHandler.Configuration
+        let inbound: InboundLimits
         let enableEcho: Bool
         let metrics: GatewayMetrics?
         let logger: Logger
@@ -69,7 +70,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 }
                 endpoint = .gateway(GatewaySocketEndpoint(
                     gateway: gateway, identity: identity, connectionID: connectionID,
-                    remote: GatewayRequestContext.describe(channel.remoteAddress), logger: logger))
+                    remote: GatewayRequestContext.describe(channel.remoteAddress), logger: logger, limits: inbound))
             case .echo:
                 endpoint = .echo
                 configuration.maxMessageBytes = configuration.frameLimit

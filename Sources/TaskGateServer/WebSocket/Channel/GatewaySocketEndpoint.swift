@@ -11,21 +11,21 @@ struct GatewaySocketEndpoint: Sendable {
     let remote: String?
     let logger: Logger
 
-    /// The socket is up: the client joins the client list and its event log (greeting first).
-    func open(socket: WebSocketChannelHandler, eventLoop: any EventLoop) -> SocketConnection {
-        let connection = SocketConnection(
-            id: connectionID,
-            session: Session(uid: identity.uid, isAdmin: identity.isAdmin, transport: .webSocket, gateway: gateway),
-            socket: socket, eventLoop: eventLoop, logger: logger)
-        gateway.clients.add(
-            ClientInfo(id: connection.id, uid: identity.uid, transport: .webSocket, remote: remote, admin: identity.isAdmin))
-        logger.info("websocket connected", metadata: ["uid": .string(identity.uid), "connection": .string(connection.id)])
-        connection.start(cursor: identity.cursor, isAdmin: identity.isAdmin)
-        return connection
+    let limits: InboundLimits
+
+    /// The socket is up: the client session starts (listed, then subscribed, greeting first).
+    func open(socket: WebSocketChannelHandler, eventLoop: any EventLoop) -> ClientSession {
+        let session = ClientSession(
+            id: connectionID, uid: identity.uid, isAdmin: identity.isAdmin, transport: .webSocket, remote: remote,
+            gateway: gateway, connection: SocketConnection(id: connectionID, socket: socket, eventLoop: eventLoop),
+            limits: limits, logger: logger)
+        logger.info("websocket connected", metadata: ["uid": .string(identity.uid), "connection": .string(connectionID)])
+        session.open(cursor: identity.cursor)
+        return session
     }
 
-    func closed(_ connection: SocketConnection) {
-        connection.disconnected()
-        logger.info("websocket disconnected", metadata: ["uid": .string(identity.uid), "connection": .string(connection.id)])
+    func closed(_ session: ClientSession) {
+        session.closed()
+        logger.info("websocket disconnected", metadata: ["uid": .string(identity.uid), "connection": .string(session.id)])
     }
 }

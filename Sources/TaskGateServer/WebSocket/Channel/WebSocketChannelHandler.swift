@@ -21,7 +21,6 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         var closeTimeout: TimeAmount = .seconds(3)
         /// What may wait while the socket cannot take more before a client that does not read is closed.
         var outbound = OutboundLimits()
-        var messagesPerSecond: Int = 50
     }
 
     enum Endpoint: Sendable {
@@ -45,8 +44,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     private var isCounted = false
     private var context: ChannelHandlerContext?
     private var state = State.open
-    private var connection: SocketConnection?
-    private var rateLimiter: RateLimiter
+    private var session: ClientSession?
 
     // The message being reassembled.
     private var message: ByteBuffer?
@@ -69,7 +67,6 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         self.endpoint = endpoint
         self.deflate = deflate
         self.metrics = metrics
-        rateLimiter = RateLimiter(perSecond: configuration.messagesPerSecond)
         backlog = OutboundBacklog(limits: configuration.outbound)
     }
 
@@ -85,7 +82,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             loopBound.value.keepAliveTick()
         }
         if case .gateway(let gateway) = endpoint {
-            connection = gateway.open(socket: self, eventLoop: context.eventLoop)
+            session = gateway.open(socket: self, eventLoop: context.eventLoop)
         }
     }
 
@@ -108,9 +105,9 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         keepAlive?.cancel()
         keepAlive = nil
         message = nil
-        if let connection {
-            self.connection = nil
-            if case .gateway(let gateway) = endpoint { gateway.closed(connection) }
+        if let session {
+            self.session = nil
+            if case .gateway(let gateway) = endpoint { gateway.closed(session) }
         }
     }
 
@@ -219,35 +216,9 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         case .echo:
             write(payload, opcode: isText ? .text : .binary)
         case .gateway:
-            guard let connection else { return }
-            let limit = configuration.maxMessageBytes
-            let outcome: Result<ClientMessage, ClientMessage.DecodeFailure>
-            if size > limit {
-                outcome = .failure(.init(ref: nil, error: GatewayError(.tooLarge, "message is \(size) bytes; the limit is \(limit)")))
-            } else if !isText {
-                outcome = .failure(.init(ref: nil, error: .badRequest("binary messages are not supported: send JSON as text")))
-            } else if !rateLimiter.allow() {
-                outcome = .failure(.init(ref: nil, error: GatewayError(
-                    .tooManyRequests, "more than \(configuration.messagesPerSecond) messages per second; slow down")))
-            } else {
-                metrics?.messageIn(.webSocket)
-                outcome = ClientMessage.decode(payload.readableBytesView)
-            }
-            // Answered in place only when no earlier message is still waiting for its answer: replies keep their order.
-            if connection.isIdle {
-                switch outcome {
-                case .failure(let failure):
-                    return reply(.error(failure.error, ref: failure.ref))
-                case .success(let message):
-                    if let answer = connection.session.immediateAnswer(message) { return reply(answer) }
-                }
-            }
-            connection.enqueue(outcome)
+            // What the message means, and the rules it must pass, are the client session's.
+            if session?.receive(payload.readableBytesView, size: size, isText: isText) == true { metrics?.messageIn(.webSocket) }
         }
-    }
-
-    private func reply(_ message: ServerMessage) {
-        sendText(WireJSON.encode(message))
     }
 
     private func receivedClose(_ frame: WebSocketFrame) {
@@ -321,7 +292,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             gateway.logger.warning(
                 "closing a connection that does not read",
                 metadata: [
-                    "connection": .string(connection?.id ?? "-"), "messages": "\(backlog.messages)", "bytes": "\(backlog.bytes)",
+                    "connection": .string(session?.id ?? "-"), "messages": "\(backlog.messages)", "bytes": "\(backlog.bytes)",
                 ])
         }
         close(.tryAgainLater("you are not reading: reconnect with your cursor"), timeout: .seconds(2))

@@ -1,11 +1,15 @@
 import Foundation
 
-/// A store that several nodes share (PostgreSQL). Beyond `TaskStore` it is the cluster's one source of order: it
-/// numbers each uid's events (so `seq` is one sequence per uid whichever node appends), hands every queued task to
-/// exactly one node, leases running tasks to the node that runs them, and tells each node what the others did.
+/// A store that several nodes share (PostgreSQL): its records, and the coordination of the nodes.
+public typealias SharedTaskStore = TaskStore & ClusterCoordinator
+
+/// The cluster's one source of order: it numbers each uid's events (so `seq` is one sequence per uid whichever node
+/// appends), hands every queued task to exactly one node, leases running tasks to the node that runs them, and tells
+/// each node what the others did.
 ///
-/// The pool and the event log use it when the gateway's store is one; a single node never needs it.
-public protocol SharedTaskStore: TaskStore {
+/// Injected as `TaskBackend.cluster`; the pool and the event log follow its rules only then, and a single node never
+/// needs it.
+public protocol ClusterCoordinator: Sendable {
     var nodeID: String { get }
     /// How long a running task stays leased without a heartbeat from its node before another node reclaims it.
     var leaseTimeout: Duration { get }

@@ -1,19 +1,19 @@
 import Synchronization
 
 /// A token bucket: `perSecond` messages a second on average, bursts of up to twice that.
-struct RateLimiter {
+public struct RateLimiter: Sendable {
     private let perSecond: Double
     private let capacity: Double
     private var tokens: Double
-    private(set) var last = ContinuousClock.now
+    public private(set) var last = ContinuousClock.now
 
-    init(perSecond: Int) {
+    public init(perSecond: Int) {
         self.perSecond = Double(perSecond)
         capacity = Double(perSecond * 2)
         tokens = capacity
     }
 
-    mutating func allow(now: ContinuousClock.Instant = .now) -> Bool {
+    public mutating func allow(now: ContinuousClock.Instant = .now) -> Bool {
         let elapsed = now - last
         last = now
         tokens = min(capacity, tokens + perSecond * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
@@ -25,15 +25,15 @@ struct RateLimiter {
 
 /// One bucket per uid, for a transport without a connection to keep it on (`POST /poll`: each message is a
 /// request of its own). Buckets idle long enough to be full again are dropped, so the table stays small.
-final class RateLimiters: Sendable {
+public final class RateLimiters: Sendable {
     private let perSecond: Int
     private let buckets = Mutex<[String: RateLimiter]>([:])
 
-    init(perSecond: Int) {
+    public init(perSecond: Int) {
         self.perSecond = perSecond
     }
 
-    func allow(_ uid: String) -> Bool {
+    public func allow(_ uid: String) -> Bool {
         buckets.withLock { buckets in
             let now = ContinuousClock.now
             if buckets.count > 10_000 {
