@@ -16,14 +16,14 @@ public final class PostgresTaskStore: SharedTaskStore {
     public let nodeID: String
     public let leaseTimeout: Duration
     public let notifications: AsyncStream<ClusterNotification>
-    private let notify: AsyncStream<ClusterNotification>.Continuation
-    private let url: DatabaseURL
-    private let client: PostgresClient
-    private let logger: Logger
-    private let startedAt = Date()
+    let notify: AsyncStream<ClusterNotification>.Continuation
+    let url: DatabaseURL
+    let client: PostgresClient
+    let logger: Logger
+    let startedAt = Date()
     /// Whether the last database call got an answer, and whether the schema is in place.
-    private let health = Mutex((reachable: false, ready: false))
-    private let hasLeft = Atomic<Bool>(false)
+    let health = Mutex((reachable: false, ready: false))
+    let hasLeft = Atomic<Bool>(false)
 
     static let channel = "taskgate"
     /// Any constant: nodes starting at once take turns at the migrations under it.
@@ -67,7 +67,7 @@ public final class PostgresTaskStore: SharedTaskStore {
 
     /// Connects and migrates, waiting for a database that is not up yet; a database that refuses us (wrong
     /// password, no such database) is a startup error.
-    private func prepare() async throws {
+    func prepare() async throws {
         var warned = false
         while true {
             try Task.checkCancellation()
@@ -97,80 +97,7 @@ public final class PostgresTaskStore: SharedTaskStore {
     }
 
     /// Versioned migrations, each applied once, under an advisory lock so that nodes starting together take turns.
-    static let migrations: [(version: Int, statements: [String])] = [
-        (
-            1,
-            [
-                """
-                CREATE TABLE tasks (
-                    id text PRIMARY KEY,
-                    uid text,
-                    status text NOT NULL,
-                    position bigserial NOT NULL,
-                    created_at timestamptz NOT NULL,
-                    owner text,
-                    lease_until timestamptz,
-                    not_before timestamptz,
-                    cancel_requested boolean NOT NULL DEFAULT false,
-                    record text NOT NULL
-                )
-                """,
-                "CREATE INDEX tasks_waiting ON tasks (position) WHERE status = 'queued'",
-                "CREATE INDEX tasks_running ON tasks (owner) WHERE status = 'running'",
-                "CREATE INDEX tasks_by_uid ON tasks (uid, position)",
-                "CREATE INDEX tasks_by_status ON tasks (status, position)",
-                """
-                CREATE TABLE events (
-                    uid text NOT NULL,
-                    seq bigint NOT NULL,
-                    type text NOT NULL,
-                    json text NOT NULL,
-                    created_at timestamptz NOT NULL,
-                    PRIMARY KEY (uid, seq)
-                )
-                """,
-                "CREATE INDEX events_by_age ON events (created_at)",
-                // A user's last seq outlives the events themselves, so a seq is never handed out twice.
-                "CREATE TABLE users (uid text PRIMARY KEY, last_seq bigint NOT NULL)",
-                """
-                CREATE TABLE nodes (
-                    id text PRIMARY KEY,
-                    started_at timestamptz NOT NULL,
-                    heartbeat_at timestamptz NOT NULL,
-                    running integer NOT NULL DEFAULT 0,
-                    clients text NOT NULL DEFAULT '[]'
-                )
-                """,
-                """
-                CREATE TABLE reload_answers (
-                    request_id text NOT NULL,
-                    node text NOT NULL,
-                    answer text NOT NULL,
-                    created_at timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (request_id, node)
-                )
-                """,
-            ]
-        ),
-        (
-            2,
-            [
-                // Scheduling: the claim orders by priority and counts each uid's running tasks per handler.
-                "ALTER TABLE tasks ADD COLUMN cmd text",
-                "UPDATE tasks SET cmd = record::jsonb->>'cmd'",
-                "ALTER TABLE tasks ADD COLUMN priority smallint NOT NULL DEFAULT 0",
-                "DROP INDEX tasks_waiting",
-                "CREATE INDEX tasks_waiting ON tasks (priority, position) WHERE status IN ('queued', 'scheduled')",
-                "CREATE INDEX tasks_running_by_uid ON tasks (uid, cmd) WHERE status = 'running'",
-                // When each lane (uid and handler) last had a task claimed: fair share's round robin.
-                "ALTER TABLE tasks ADD COLUMN claimed_at timestamptz",
-                "CREATE INDEX tasks_lane_claims ON tasks (uid, cmd, claimed_at)",
-                "CREATE TABLE schedule_ticks (name text PRIMARY KEY, last_tick timestamptz NOT NULL)",
-            ]
-        ),
-    ]
-
-    private func migrate() async throws {
+    func migrate() async throws {
         // A connection of its own, so that a refusal comes back as the server's error rather than a pool timeout.
         let connection = try await PostgresConnection.connect(
             configuration: try url.connectionConfiguration(), id: 0, logger: logger)
@@ -199,7 +126,7 @@ public final class PostgresTaskStore: SharedTaskStore {
 
     /// One connection listens for the whole node; after a reconnect the node resynchronizes, since notifications
     /// sent meanwhile are gone.
-    private func listen() async {
+    func listen() async {
         while !Task.isCancelled {
             do {
                 try await client.withConnection { connection in
@@ -221,7 +148,7 @@ public final class PostgresTaskStore: SharedTaskStore {
     }
 
     /// While the database is unreachable, checks twice a second whether it is back.
-    private func watchHealth() async {
+    func watchHealth() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
             if !health.withLock({ $0.reachable }) {
@@ -280,7 +207,7 @@ public final class PostgresTaskStore: SharedTaskStore {
         }
     }
 
-    private func markReachable(_ reachable: Bool) {
+    func markReachable(_ reachable: Bool) {
         let changed = health.withLock { state -> Bool in
             defer { state.reachable = reachable }
             return state.reachable != reachable && state.ready
@@ -293,7 +220,7 @@ public final class PostgresTaskStore: SharedTaskStore {
     /// Every call goes through here: bounded in time, outside the caller's cancellation (a cancelled task's final
     /// state must still be written), and telling `isReachable` how the database answered.
     @discardableResult
-    private func perform<Value: Sendable>(
+    func perform<Value: Sendable>(
         _ operation: String, timeout: Duration = .seconds(5), _ body: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
         do {
@@ -315,7 +242,7 @@ public final class PostgresTaskStore: SharedTaskStore {
         }
     }
 
-    private func records(_ query: PostgresQuery, _ operation: String) async throws -> [TaskRecord] {
+    func records(_ query: PostgresQuery, _ operation: String) async throws -> [TaskRecord] {
         try await perform(operation) {
             var records: [TaskRecord] = []
             for try await text in try await self.client.query(query, logger: self.logger).decode(String.self) {
@@ -414,356 +341,7 @@ public final class PostgresTaskStore: SharedTaskStore {
         }
     }
 
-    // MARK: - ClusterCoordinator
-
-    private var leaseSeconds: Double { Double(leaseTimeout.wholeMilliseconds) / 1000 }
-
-    /// The seq a message is encoded with before the database numbers it; the statement puts the real one in its
-    /// place. Keys are sorted, so the message's own `"seq"` comes before `"task"` and is the first occurrence.
-    static let seqPlaceholder = "\"seq\":\(UInt64.max)"
-
-    /// How a `WriteCondition` is named in the statements that check it (`appendNumbered`, `update`).
-    private static func mode(_ condition: WriteCondition) -> String {
-        switch condition {
-        case .runningHere: "here"
-        case .queued: "queued"
-        case .leaseExpired: "expired"
-        }
-    }
-
-    public func appendNumbered(
-        uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
-        makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
-    ) async throws -> LoggedEvent {
-        let message = makeMessage(UInt64.max)
-        let json = WireJSON.encode(message)
-        precondition(json.contains(Self.seqPlaceholder), "every event carries its seq")
-        let record = WireJSON.encode(task)
-        let running = task.status == .running
-        let owner: String? = running ? nodeID : nil
-        let createdAt = Date()
-        // One statement, so one round trip and atomic without BEGIN/COMMIT: lock the task if the condition holds,
-        // number the event, store it, write the task, and notify every node at commit.
-        let query: PostgresQuery = """
-            WITH locked AS (
-                SELECT id FROM tasks WHERE id = \(task.id) AND CASE \(Self.mode(condition))
-                    WHEN 'here' THEN status = 'running' AND owner = \(nodeID)
-                    WHEN 'queued' THEN status IN ('queued', 'scheduled')
-                    ELSE status = 'running' AND lease_until < now() END
-                FOR UPDATE
-            ), numbered AS (
-                INSERT INTO users (uid, last_seq) SELECT \(uid), 1 FROM locked
-                ON CONFLICT (uid) DO UPDATE SET last_seq = users.last_seq + 1 RETURNING last_seq
-            ), stored AS (
-                INSERT INTO events (uid, seq, type, json, created_at)
-                SELECT \(uid), last_seq, \(message.type),
-                    overlay(\(json) PLACING '"seq":' || last_seq FROM position(\(Self.seqPlaceholder) IN \(json))
-                        FOR length(\(Self.seqPlaceholder))),
-                    \(createdAt)
-                FROM numbered RETURNING seq, json
-            ), written AS (
-                UPDATE tasks SET status = \(task.status.rawValue), record = \(record), owner = \(owner),
-                    lease_until = CASE WHEN \(running) THEN coalesce(lease_until, now() + make_interval(secs => \(leaseSeconds))) END,
-                    not_before = NULL, cancel_requested = cancel_requested AND \(running)
-                FROM numbered WHERE tasks.id = \(task.id)
-            )
-            SELECT seq, json FROM stored
-            CROSS JOIN LATERAL (SELECT pg_notify(\(Self.channel), 'e:' || \(uid) || ':' || seq)) AS told
-            """
-        return try await perform("append event") {
-            var event: LoggedEvent?
-            for try await (seq, stored) in try await self.client.query(query, logger: self.logger).decode((Int64, String).self) {
-                event = LoggedEvent(seq: UInt64(seq), json: stored, type: message.type, createdAt: createdAt)
-            }
-            guard let event else { throw WriteConditionFailed(taskID: task.id) }
-            // Trim to the retained count now and then rather than on every event.
-            if event.seq % 64 == 0, event.seq > UInt64(retainCount) {
-                try await self.client.query(
-                    "DELETE FROM events WHERE uid = \(uid) AND seq <= \(Int64(event.seq) - Int64(retainCount))", logger: self.logger)
-            }
-            return event
-        }
-    }
-
-    public func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws {
-        let running = task.status == .running
-        let owner: String? = running ? nodeID : nil
-        try await perform("update task") {
-            // The condition and the write in one statement: no other node can change the task in between.
-            let written = try await self.client.query(
-                """
-                UPDATE tasks SET status = \(task.status.rawValue), record = \(WireJSON.encode(task)), owner = \(owner),
-                    lease_until = CASE WHEN \(running) THEN coalesce(lease_until, now() + make_interval(secs => \(self.leaseSeconds))) END,
-                    not_before = \(notBefore), cancel_requested = cancel_requested AND \(running)
-                WHERE id = \(task.id) AND CASE \(Self.mode(condition))
-                    WHEN 'here' THEN status = 'running' AND owner = \(self.nodeID)
-                    WHEN 'queued' THEN status IN ('queued', 'scheduled')
-                    ELSE status = 'running' AND lease_until < now() END
-                RETURNING id
-                """, logger: self.logger
-            ).collect()
-            guard !written.isEmpty else { throw WriteConditionFailed(taskID: task.id) }
-            if task.status == .queued {
-                try await self.client.query("SELECT pg_notify(\(Self.channel), 't')", logger: self.logger)
-            }
-        }
-    }
-
-    public func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
-        // Fair share counts the uid's tasks running for the same handler in the whole cluster, then prefers the lane
-        // claimed longest ago, so claiming stays fair across nodes; a handler whose rate this node has used up is
-        // left to the others.
-        let fairShare = rules.fairShare
-        let excluded = rules.excludedCommands
-        // One statement: the record's JSON is patched in place, so that it never says `queued` for a claimed task.
-        return try await perform("claim task") {
-            let rows = try await self.client.query(
-                """
-                UPDATE tasks SET status = 'running', owner = \(self.nodeID), not_before = NULL, claimed_at = clock_timestamp(),
-                    lease_until = now() + make_interval(secs => \(self.leaseSeconds)),
-                    record = (record::jsonb || jsonb_build_object(
-                        'status', 'running', 'attempts', coalesce((record::jsonb->>'attempts')::int, 0) + 1,
-                        'node', \(self.nodeID)::text))::text
-                WHERE id = (
-                    SELECT id FROM tasks AS waiting
-                    WHERE status IN ('queued', 'scheduled') AND (not_before IS NULL OR not_before <= now())
-                        AND NOT (cmd = ANY(\(excluded)))
-                    ORDER BY priority,
-                        CASE WHEN \(fairShare) THEN (
-                            SELECT count(*) FROM tasks AS busy
-                            WHERE busy.status = 'running' AND busy.uid IS NOT DISTINCT FROM waiting.uid AND busy.cmd = waiting.cmd
-                        ) ELSE 0 END,
-                        CASE WHEN \(fairShare) THEN (
-                            SELECT max(served.claimed_at) FROM tasks AS served
-                            WHERE served.uid IS NOT DISTINCT FROM waiting.uid AND served.cmd = waiting.cmd
-                        ) END NULLS FIRST,
-                        position
-                    LIMIT 1 FOR UPDATE SKIP LOCKED
-                )
-                RETURNING record
-                """, logger: self.logger)
-            for try await text in rows.decode(String.self) { return try Self.decode(text) }
-            return nil
-        }
-    }
-
-    public func nextDueDate() async throws -> Date? {
-        try await perform("next due task") {
-            for try await due in try await self.client.query(
-                "SELECT min(not_before) FROM tasks WHERE status IN ('queued', 'scheduled') AND not_before > now()",
-                logger: self.logger
-            ).decode(Date?.self) {
-                return due
-            }
-            return nil
-        }
-    }
-
-    public func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int {
-        var pruned = 0
-        // One batch per statement, so that a long prune never holds many row locks at once.
-        func prune(_ query: PostgresQuery, _ operation: String) async throws {
-            while true {
-                let deleted = try await perform(operation) {
-                    try await self.client.query(query, logger: self.logger).collect().count
-                }
-                pruned += deleted
-                if deleted < batchSize { return }
-            }
-        }
-        if let createdBefore {
-            try await prune(
-                """
-                DELETE FROM tasks WHERE id IN (
-                    SELECT id FROM tasks WHERE status IN ('succeeded', 'failed', 'cancelled', 'timed_out')
-                        AND created_at < \(createdBefore) LIMIT \(batchSize))
-                RETURNING 1
-                """, "prune old tasks")
-        }
-        if let keepingNewest {
-            try await prune(
-                """
-                DELETE FROM tasks WHERE id IN (
-                    SELECT id FROM tasks WHERE status IN ('succeeded', 'failed', 'cancelled', 'timed_out')
-                    ORDER BY position DESC LIMIT \(batchSize) OFFSET \(keepingNewest))
-                RETURNING 1
-                """, "prune tasks beyond the count")
-        }
-        return pruned
-    }
-
-    public func scheduleTicks() async throws -> [String: Date] {
-        try await perform("schedule ticks") {
-            var ticks: [String: Date] = [:]
-            for try await (name, tick) in try await self.client.query(
-                "SELECT name, last_tick FROM schedule_ticks", logger: self.logger
-            ).decode((String, Date).self) {
-                ticks[name] = tick
-            }
-            return ticks
-        }
-    }
-
-    public func recordScheduleTick(name: String, at tick: Date) async throws {
-        try await perform("record schedule tick") {
-            try await self.client.query(
-                """
-                INSERT INTO schedule_ticks (name, last_tick) VALUES (\(name), \(tick))
-                ON CONFLICT (name) DO UPDATE SET last_tick = greatest(schedule_ticks.last_tick, excluded.last_tick)
-                """, logger: self.logger)
-        }
-    }
-
-    public func expiredTasks(limit: Int) async throws -> [TaskRecord] {
-        try await records(
-            "SELECT record FROM tasks WHERE status = 'running' AND lease_until < now() ORDER BY position LIMIT \(limit)",
-            "expired tasks")
-    }
-
-    public func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String] {
-        let clientsJSON = try WireJSON.encode(clients)
-        let running = runningTaskIDs.count
-        let hasLeft = hasLeft.load(ordering: .relaxed)
-        return try await perform("heartbeat") {
-            if !hasLeft {
-                try await self.client.query(
-                    """
-                    INSERT INTO nodes (id, started_at, heartbeat_at, running, clients)
-                    VALUES (\(self.nodeID), \(self.startedAt), now(), \(running), \(clientsJSON))
-                    ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), running = excluded.running, clients = excluded.clients
-                    """, logger: self.logger)
-            }
-            var cancelled: [String] = []
-            if !runningTaskIDs.isEmpty {
-                // Only tasks this process really runs: a restarted node with the same id lets its old leases lapse.
-                let rows = try await self.client.query(
-                    """
-                    UPDATE tasks SET lease_until = now() + make_interval(secs => \(self.leaseSeconds))
-                    WHERE owner = \(self.nodeID) AND status = 'running' AND id = ANY(\(runningTaskIDs))
-                    RETURNING id, cancel_requested
-                    """, logger: self.logger)
-                for try await (id, cancel) in rows.decode((String, Bool).self) where cancel { cancelled.append(id) }
-            }
-            return cancelled
-        }
-    }
-
-    public func leave() async {
-        hasLeft.store(true, ordering: .relaxed)
-        do {
-            try await perform("leave") {
-                try await self.client.query("DELETE FROM nodes WHERE id = \(self.nodeID)", logger: self.logger)
-            }
-        } catch {
-            logger.warning("could not leave the node list; the heartbeat lapses instead", metadata: ["error": "\(error)"])
-        }
-    }
-
-    public func requestCancel(taskID: String) async throws {
-        try await perform("request cancel") {
-            try await self.client.query(
-                """
-                WITH asked AS (
-                    UPDATE tasks SET cancel_requested = true WHERE id = \(taskID) AND status = 'running' RETURNING id
-                )
-                SELECT pg_notify(\(Self.channel), 'c:' || id) FROM asked
-                """, logger: self.logger)
-        }
-    }
-
-    public func queuedByCommand() async throws -> [String: Int] {
-        try await perform("count queued tasks") {
-            var counts: [String: Int] = [:]
-            let rows = try await self.client.query(
-                "SELECT cmd, count(*) FROM tasks WHERE status IN ('queued', 'scheduled') GROUP BY 1", logger: self.logger)
-            for try await (cmd, count) in rows.decode((String, Int64).self) { counts[cmd] = Int(count) }
-            return counts
-        }
-    }
-
-    public func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int) {
-        try await perform("count tasks") {
-            let rows = try await self.client.query(
-                """
-                SELECT count(*) FILTER (WHERE status IN ('queued', 'scheduled')), count(*) FILTER (WHERE uid = \(uid))
-                FROM tasks WHERE status IN ('scheduled', 'queued', 'running')
-                """, logger: self.logger)
-            for try await (queued, forUID) in rows.decode((Int64, Int64).self) { return (Int(queued), Int(forUID)) }
-            return (0, 0)
-        }
-    }
-
-    public func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent] {
-        try await perform("read events") {
-            let rows = try await self.client.query(
-                """
-                SELECT seq, type, json, created_at FROM events WHERE uid = \(uid) AND seq > \(Int64(seq))
-                ORDER BY seq LIMIT \(limit)
-                """, logger: self.logger)
-            var events: [LoggedEvent] = []
-            for try await (seq, type, json, createdAt) in rows.decode((Int64, String, String, Date).self) {
-                events.append(LoggedEvent(seq: UInt64(seq), json: json, type: type, createdAt: createdAt))
-            }
-            return events
-        }
-    }
-
-    public func lastSeqs(uids: [String]) async throws -> [String: UInt64] {
-        try await perform("read last seqs") {
-            var seqs: [String: UInt64] = [:]
-            let rows = try await self.client.query("SELECT uid, last_seq FROM users WHERE uid = ANY(\(uids))", logger: self.logger)
-            for try await (uid, seq) in rows.decode((String, Int64).self) { seqs[uid] = UInt64(seq) }
-            return seqs
-        }
-    }
-
-    public func liveNodes() async throws -> [NodeInfo] {
-        try await perform("list nodes") {
-            let rows = try await self.client.query(
-                """
-                SELECT id, started_at, heartbeat_at, running, clients FROM nodes
-                WHERE heartbeat_at > now() - make_interval(secs => \(self.leaseSeconds)) ORDER BY id
-                """, logger: self.logger)
-            var nodes: [NodeInfo] = []
-            for try await (id, startedAt, heartbeatAt, running, clients) in rows.decode((String, Date, Date, Int32, String).self) {
-                let list = (try? WireJSON.decoder.decode([ClientInfo].self, from: Data(clients.utf8))) ?? []
-                nodes.append(NodeInfo(id: id, startedAt: startedAt, heartbeatAt: heartbeatAt, running: Int(running), clients: list))
-            }
-            return nodes
-        }
-    }
-
-    public func requestReload(requestID: String, node: String?) async throws {
-        try await perform("request reload") {
-            try await self.client.query(
-                "SELECT pg_notify(\(Self.channel), \("r:\(node ?? "*"):\(requestID)"))", logger: self.logger)
-        }
-    }
-
-    public func answerReload(requestID: String, answer: NodeReload) async throws {
-        let answerJSON = try WireJSON.encode(answer)
-        try await perform("answer reload") {
-            try await self.client.query(
-                """
-                INSERT INTO reload_answers (request_id, node, answer) VALUES (\(requestID), \(answer.node), \(answerJSON))
-                ON CONFLICT DO NOTHING
-                """, logger: self.logger)
-        }
-    }
-
-    public func reloadAnswers(requestID: String) async throws -> [NodeReload] {
-        try await perform("read reload answers") {
-            var answers: [NodeReload] = []
-            let rows = try await self.client.query(
-                "SELECT answer FROM reload_answers WHERE request_id = \(requestID)", logger: self.logger)
-            for try await text in rows.decode(String.self) {
-                if let answer = try? WireJSON.decoder.decode(NodeReload.self, from: Data(text.utf8)) { answers.append(answer) }
-            }
-            return answers
-        }
-    }
-
-    private static func decode(_ record: String) throws -> TaskRecord {
+    static func decode(_ record: String) throws -> TaskRecord {
         try WireJSON.decoder.decode(TaskRecord.self, from: Data(record.utf8))
     }
 }

@@ -3,43 +3,71 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
+typealias OpenedWebSockets = (channels: [any Channel], stats: [ConnectionStats], deflated: Int, failures: [String])
+
+/// What a WebSocket run starts with and ends with: its event loops, its phase, the probe of the server's process,
+/// the connections its script drives, and their summary.
+struct WebSocketRun {
+    let options: LoadCommand
+    let target: Target
+    let group: MultiThreadedEventLoopGroup
+    let phase = RunPhase()
+    let probe: ServerProbe?
+    let script: ConnectionScript
+
+    init(options: LoadCommand, target: Target, kind: ConnectionScript.Kind) {
+        self.options = options
+        self.target = target
+        group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
+        probe = options.serverPid.map(ServerProbe.init(pid:))
+        script = ConnectionScript(
+            kind: kind, messages: options.expandedMessages, replies: options.replies, skipFirst: options.skipFirst,
+            expect: options.expect.map { Array($0.utf8) })
+    }
+
+    func open() async -> OpenedWebSockets {
+        let opened = await openWebSockets(
+            group: group, target: target, count: options.connections, deflate: options.deflate, script: script, phase: phase,
+            batch: options.connectBatch)
+        report(opened.failures)
+        return opened
+    }
+
+    func close(_ opened: OpenedWebSockets, mode: String, seconds: Double) async throws -> Summary {
+        await closeAll(opened.channels)
+        try await group.shutdownGracefully()
+        var summary = Summary.collect(
+            mode: mode, label: options.label, connections: options.connections, connected: opened.channels.count,
+            seconds: seconds, stats: opened.stats, failures: opened.failures.count)
+        summary.deflateNegotiated = opened.deflated
+        return summary
+    }
+}
+
 /// Closed loop over WebSocket: msgs/s, latency, server CPU per round trip.
 struct RoundTripRun {
     let options: LoadCommand
     let target: Target
 
     func run() async throws -> Summary {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
-        let phase = RunPhase()
-        let probe = options.serverPid.map(ServerProbe.init(pid:))
-        let script = ConnectionScript(
-            kind: .closedLoop, messages: options.expandedMessages, replies: options.replies,
-            skipFirst: options.skipFirst, expect: options.expect.map { Array($0.utf8) })
-        let opened = await openWebSockets(
-            group: group, target: target, count: options.connections, deflate: options.deflate, script: script, phase: phase,
-            batch: options.connectBatch)
-        report(opened.failures)
+        let run = WebSocketRun(options: options, target: target, kind: .closedLoop)
+        let opened = await run.open()
         try await Task.sleep(for: .seconds(options.warmup))
-        let cpuStart = probe?.cpuSeconds()
+        let cpuStart = run.probe?.cpuSeconds()
         let clientStart = ownCPUSeconds()
         let start = monotonicNanoseconds()
-        phase.set(.measuring)
+        run.phase.set(.measuring)
         try await Task.sleep(for: .seconds(options.duration))
-        phase.set(.stopping)
+        run.phase.set(.stopping)
         let seconds = Double(monotonicNanoseconds() - start) / 1e9
-        let cpuEnd = probe?.cpuSeconds()
+        let cpuEnd = run.probe?.cpuSeconds()
         let clientCPU = ownCPUSeconds() - clientStart
-        let rss = probe?.rssKB()
+        let rss = run.probe?.rssKB()
         try await Task.sleep(for: .milliseconds(100))
-        await closeAll(opened.channels)
-        try await group.shutdownGracefully()
-        var summary = Summary.collect(
-            mode: "rtt", label: options.label, connections: options.connections, connected: opened.channels.count,
-            seconds: seconds, stats: opened.stats, failures: opened.failures.count)
+        var summary = try await run.close(opened, mode: "rtt", seconds: seconds)
         summary.serverCPUSeconds = zip(cpuStart, cpuEnd).map { $1 - $0 }
         summary.clientCPUSeconds = clientCPU
         summary.rssAfterKB = rss
-        summary.deflateNegotiated = opened.deflated
         return summary
     }
 }
@@ -50,36 +78,23 @@ struct IdleRun {
     let target: Target
 
     func run() async throws -> Summary {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
-        let phase = RunPhase()
-        let probe = options.serverPid.map(ServerProbe.init(pid:))
-        let script = ConnectionScript(
-            kind: options.exchange ? .once : .none, messages: options.expandedMessages, replies: options.replies,
-            skipFirst: options.skipFirst, expect: options.expect.map { Array($0.utf8) })
-        let rssBefore = probe?.rssKB()
-        let cpuStart = probe?.cpuSeconds()
+        let run = WebSocketRun(options: options, target: target, kind: options.exchange ? .once : .none)
+        let rssBefore = run.probe?.rssKB()
+        let cpuStart = run.probe?.cpuSeconds()
         let start = monotonicNanoseconds()
-        let opened = await openWebSockets(
-            group: group, target: target, count: options.connections, deflate: options.deflate, script: script, phase: phase,
-            batch: options.connectBatch)
-        report(opened.failures)
+        let opened = await run.open()
         let seconds = Double(monotonicNanoseconds() - start) / 1e9
         // Let the server settle (buffers returned, tasks parked), then hold the connections for the duration.
         try await Task.sleep(for: .seconds(options.settle))
         try await Task.sleep(for: .seconds(options.duration))
-        let rssAfter = probe?.rssKB()
-        let cpuEnd = probe?.cpuSeconds()
-        await closeAll(opened.channels)
-        try await group.shutdownGracefully()
-        var summary = Summary.collect(
-            mode: "idle", label: options.label, connections: options.connections, connected: opened.channels.count,
-            seconds: seconds, stats: opened.stats, failures: opened.failures.count)
+        let rssAfter = run.probe?.rssKB()
+        let cpuEnd = run.probe?.cpuSeconds()
+        var summary = try await run.close(opened, mode: "idle", seconds: seconds)
         // Every connection held counts as one completed operation (the exchange, if any, is in the latencies).
         summary.completed = opened.channels.count
         summary.serverCPUSeconds = zip(cpuStart, cpuEnd).map { $1 - $0 }
         summary.rssBeforeKB = rssBefore
         summary.rssAfterKB = rssAfter
-        summary.deflateNegotiated = opened.deflated
         return summary
     }
 }

@@ -6,7 +6,7 @@ import TaskGateServer
 
 /// The composition root's one choice the server library leaves to it: `--store postgres` is a cluster node on the
 /// PostgreSQL store; the other stores the library makes itself (`nil`).
-func clusterBackend(_ settings: some AppArguments) throws -> TaskBackend? {
+func clusterBackend(_ settings: ServerSettings) throws -> TaskBackend? {
     guard settings.store == .postgres else { return nil }
     guard let text = settings.databaseURL, !text.isEmpty else {
         throw StartupError(description: "--store postgres needs --database-url postgres://user:password@host:5432/database")

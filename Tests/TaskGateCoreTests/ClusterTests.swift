@@ -87,7 +87,7 @@ struct ClusterTests {
         let (a, b) = (Gateway.node("a", database), Gateway.node("b", database))
         try await Gateway.running([a, b]) {
             let id = try await b.submit(cmd: "sleep", args: ["ms": 5000], uid: "u").task.id
-            try await waitUntil { (try? await a.task(id: id, visibleTo: nil))?.status == .running }
+            try await a.started(id)
             let runner = try #require(try await a.task(id: id, visibleTo: nil).node)
             let other = runner == "a" ? b : a  // asked on the node that does not run it
             let stopping = try await other.cancel(id: id, visibleTo: nil)
@@ -103,7 +103,7 @@ struct ClusterTests {
         try await Gateway.running([a, b]) {
             a.clients.add(ClientInfo(id: "c-1", uid: "ua", transport: .webSocket, remote: nil, admin: false))
             b.clients.add(ClientInfo(id: "c-1", uid: "ub", transport: .sse, remote: nil, admin: false))
-            try await waitUntil { await a.allClients().count == 2 }
+            try await waitUntil("both nodes' clients in the list", on: database.changes) { await a.allClients().count == 2 }
             #expect(await a.allClients().map { "\($0.uid)@\($0.node ?? "-")" }.sorted() == ["ua@a", "ub@b"])
 
             let one = try await a.reload(node: "b")
@@ -121,7 +121,9 @@ struct ClusterTests {
         try await Gateway.running([a]) {
             var ids: [String] = []
             for _ in 0..<5 { ids.append(try await a.submit(cmd: "sleep", args: ["ms": 10_000], uid: "u").task.id) }
-            try await waitUntil { await a.poolStats().queued == 3 }
+            // The count is the node's cached read of the store (its housekeeping refreshes it): looked at again after
+            // each write to the store (heartbeats, claims) and each refresh.
+            try await waitUntil("three tasks queued in the shared store", on: database.changes) { await a.poolStats().queued == 3 }
             let stats = await a.poolStats()
             #expect(stats.running == 2)
             #expect(stats.handlers["sleep"]?.queued == 3 && stats.handlers["sleep"]?.running == 2)
@@ -144,14 +146,6 @@ struct ClusterTests {
             let id = try await a.submit(cmd: "echo", args: [:], uid: "u").task.id
             #expect(try await a.finished(id).status == .succeeded)
         }
-    }
-}
-
-private func waitUntil(timeout: Duration = .seconds(10), _ condition: () async -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while await !condition() {
-        guard ContinuousClock.now < deadline else { throw TimedOut() }
-        try await Task.sleep(for: .milliseconds(10))
     }
 }
 
@@ -197,6 +191,8 @@ final class SharedMemoryDatabase: Sendable {
         var ticks: [String: Date] = [:]
     }
     let tables = Mutex(Tables())
+    /// Bumped after every write (and every read of the queue counts, which a node caches): what a test waits on.
+    let changes = ChangeSignal()
 
     var reachable: Bool {
         get { tables.withLock { $0.reachable } }
@@ -211,6 +207,12 @@ final class SharedMemoryDatabase: Sendable {
             guard tables.reachable else { throw Unreachable() }
             return try body(&tables)
         }
+    }
+
+    /// One transaction that changes the tables.
+    func change<Value>(_ body: (inout Tables) throws -> Value) throws -> Value {
+        defer { changes.bump() }
+        return try access(body)
     }
 
     func broadcast(_ notification: ClusterNotification) {
@@ -237,6 +239,8 @@ final class SharedMemoryStore: SharedTaskStore {
     var isDurable: Bool { true }
     var isReachable: Bool { database.reachable }
 
+    /// Nothing to run in memory: idles until the node stops. (Not a synchronisation: the sleep ends at once when
+    /// the node's task group is cancelled.)
     func run() async throws {
         while !Task.isCancelled { try? await Task.sleep(for: .seconds(1)) }
     }
@@ -259,7 +263,7 @@ final class SharedMemoryStore: SharedTaskStore {
     }
 
     func insert(_ task: TaskRecord) async throws -> InsertOutcome {
-        let outcome = try database.access { tables -> InsertOutcome in
+        let outcome = try database.change { tables -> InsertOutcome in
             if let existing = tables.tasks[task.id] { return .existing(existing.record) }
             tables.nextPosition += 1
             tables.tasks[task.id] = .init(record: task, position: tables.nextPosition)
@@ -304,7 +308,7 @@ final class SharedMemoryStore: SharedTaskStore {
     func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int { 0 }
 
     func recordScheduleTick(name: String, at tick: Date) async throws {
-        try database.access { tables in tables.ticks[name] = max(tables.ticks[name] ?? tick, tick) }
+        try database.change { tables in tables.ticks[name] = max(tables.ticks[name] ?? tick, tick) }
     }
 
     func nextDueDate() async throws -> Date? {
@@ -319,7 +323,7 @@ final class SharedMemoryStore: SharedTaskStore {
         uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
         makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
     ) async throws -> LoggedEvent {
-        let event = try database.access { tables -> LoggedEvent in
+        let event = try database.change { tables -> LoggedEvent in
             guard holds(condition, tables.tasks[task.id]) else { throw WriteConditionFailed(taskID: task.id) }
             let seq = (tables.events[uid]?.last?.seq ?? 0) + 1
             let message = makeMessage(seq)
@@ -333,7 +337,7 @@ final class SharedMemoryStore: SharedTaskStore {
     }
 
     func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws {
-        try database.access { tables in
+        try database.change { tables in
             guard holds(condition, tables.tasks[task.id]) else { throw WriteConditionFailed(taskID: task.id) }
             write(task, notBefore: notBefore, in: &tables)
         }
@@ -343,7 +347,7 @@ final class SharedMemoryStore: SharedTaskStore {
     /// The same rule as `PostgresTaskStore.claimNext`: priority, then (fair share) the fewest running in the lane
     /// across every node, then the oldest.
     func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
-        try database.access { tables in
+        try database.change { tables in
             let now = Date()
             let running = tables.tasks.values.filter { $0.record.status == .running }
             func load(_ row: SharedMemoryDatabase.Row) -> Int {
@@ -382,7 +386,7 @@ final class SharedMemoryStore: SharedTaskStore {
     }
 
     func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String] {
-        try database.access { tables in
+        try database.change { tables in
             tables.nodes[nodeID] = NodeInfo(
                 id: nodeID, startedAt: startedAt, heartbeatAt: Date(), running: runningTaskIDs.count, clients: clients)
             var cancelled: [String] = []
@@ -395,16 +399,18 @@ final class SharedMemoryStore: SharedTaskStore {
     }
 
     func leave() async {
-        _ = try? database.access { $0.nodes[nodeID] = nil }
+        _ = try? database.change { $0.nodes[nodeID] = nil }
     }
 
     func requestCancel(taskID: String) async throws {
-        try database.access { $0.tasks[taskID]?.cancelRequested = true }
+        try database.change { $0.tasks[taskID]?.cancelRequested = true }
         database.broadcast(.cancel(taskID: taskID))
     }
 
     func queuedByCommand() async throws -> [String: Int] {
-        try database.access { tables in
+        // A read, but what a node caches for its stats: a test waiting on those looks again after each one.
+        defer { database.changes.bump() }
+        return try database.access { tables in
             Dictionary(grouping: tables.tasks.values.filter { $0.record.status == .queued }, by: \.record.cmd).mapValues(\.count)
         }
     }
@@ -437,7 +443,7 @@ final class SharedMemoryStore: SharedTaskStore {
     }
 
     func answerReload(requestID: String, answer: NodeReload) async throws {
-        try database.access { $0.reloadAnswers[requestID, default: []].append(answer) }
+        try database.change { $0.reloadAnswers[requestID, default: []].append(answer) }
     }
 
     func reloadAnswers(requestID: String) async throws -> [NodeReload] {

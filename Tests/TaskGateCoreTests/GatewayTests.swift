@@ -64,7 +64,7 @@ struct GatewayTests {
         #expect(second.duplicate)
         #expect(second.task.id == first.task.id)
         _ = try await gateway.finished(first.task.id)
-        await gateway.pool.waitUntilIdle()
+        try await within(.seconds(10), "the pool to go idle") { await gateway.pool.waitUntilIdle() }
         let doneEvents = try await gateway.events.events(uid: "u", after: 0).events.filter { $0.json.contains(#""type":"done""#) }
         #expect(doneEvents.count == 1)
         // The owner names it by the id it gave.
@@ -134,7 +134,7 @@ struct GatewayTests {
     @Test func cancellingARunningTaskStopsItPromptly() async throws {
         let gateway = Gateway.forTests()
         let id = try await gateway.submit(cmd: "sleep", args: ["ms": 30000], uid: "u").task.id
-        while try await gateway.task(id: id, visibleTo: nil).status != .running { try await Task.sleep(for: .milliseconds(5)) }
+        try await gateway.started(id)
         let start = ContinuousClock.now
         _ = try await gateway.cancel(id: id, visibleTo: "u")
         let task = try await gateway.finished(id)
@@ -146,7 +146,7 @@ struct GatewayTests {
     @Test func cancellingACPUBoundTask() async throws {
         let gateway = Gateway.forTests()
         let id = try await gateway.submit(cmd: "primes", args: ["limit": 100_000_000], uid: "u").task.id
-        while try await gateway.task(id: id, visibleTo: nil).status != .running { try await Task.sleep(for: .milliseconds(5)) }
+        try await gateway.started(id)
         _ = try await gateway.cancel(id: id, visibleTo: nil)
         #expect(try await gateway.finished(id, timeout: .seconds(5)).status == .cancelled)
     }
@@ -172,7 +172,7 @@ struct GatewayTests {
         let gateway = Gateway.forTests(workers: 1)
         let running = try await gateway.submit(cmd: "sleep", args: ["ms": 30000], uid: "u").task.id
         let queued = try await gateway.submit(cmd: "echo", args: [:], uid: "u").task.id
-        while try await gateway.task(id: running, visibleTo: nil).status != .running { try await Task.sleep(for: .milliseconds(5)) }
+        try await gateway.started(running)
         await gateway.shutdown(grace: .milliseconds(50))
         #expect(try await gateway.task(id: running, visibleTo: nil).status == .failed)
         #expect(try await gateway.task(id: running, visibleTo: nil).error?.hasPrefix("interrupted") == true)
@@ -182,11 +182,16 @@ struct GatewayTests {
 
     @Test func atMostWorkersTasksRunAtOnce() async throws {
         let gateway = Gateway.forTests(workers: 2)
+        let connection = RecordingConnection()
+        try await gateway.events.subscribe("u", connection)
         for _ in 0..<5 { try await gateway.submit(cmd: "sleep", args: ["ms": 300], uid: "u") }
-        try await Task.sleep(for: .milliseconds(100))
+        // Two tasks have started once two of them have sent their first event (`running`, progress 0).
+        try await connection.waitFor("two tasks running") { messages in
+            Set(messages.compactMap { ($0["task"] as? [String: Any])?["id"] as? String }).count >= 2
+        }
         #expect(await gateway.pool.runningCount == 2)
         #expect(await gateway.pool.queuedCount == 3)
-        await gateway.pool.waitUntilIdle()
+        try await within(.seconds(10), "the pool to go idle") { await gateway.pool.waitUntilIdle() }
         #expect(try await gateway.list(.init(status: .succeeded)).count == 5)
     }
 
@@ -364,7 +369,7 @@ struct RetryAndRecoveryTests {
         let gateway = Gateway.forTests(workers: 1, store: try SQLiteTaskStore(path: path))
         let running = try await gateway.submit(cmd: "sleep", args: ["ms": 30000], uid: "u").task.id
         let queued = try await gateway.submit(cmd: "echo", args: [:], uid: "u").task.id
-        while try await gateway.task(id: running, visibleTo: nil).status != .running { try await Task.sleep(for: .milliseconds(5)) }
+        try await gateway.started(running)
         await gateway.shutdown(grace: .milliseconds(50))
         #expect(try await gateway.task(id: queued, visibleTo: nil).status == .queued)
         #expect(try await gateway.task(id: running, visibleTo: nil).status == .queued)

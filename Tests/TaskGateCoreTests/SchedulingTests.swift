@@ -210,13 +210,17 @@ private final class Latch: Sendable {
     }
 }
 
-/// Waits for the latch when its args say `"hold": true`; else returns at once.
+/// Waits for the latch when its args say `"hold": true`, after opening `started`; else returns at once.
 private struct Hold: TaskHandler {
     let name = "hold"
     let summary = ""
     let latch: Latch
+    let started: Latch
     func run(_ context: TaskContext) async throws -> JSONValue {
-        if context.args["hold"] == .bool(true) { await latch.wait() }
+        if context.args["hold"] == .bool(true) {
+            started.open()
+            await latch.wait()
+        }
         return .null
     }
 }
@@ -259,15 +263,12 @@ struct PoolSchedulingTests {
     /// Holds the one worker with a `hold` task of uid a until the test has queued the rest, so the order they
     /// start in depends on the rule alone, not on how fast the test submits.
     private func holding(fairShare: Bool = true, _ queueTheRest: (Gateway) async throws -> [String]) async throws -> (String, [String]) {
-        let latch = Latch()
-        let registry = try SwiftHandlerRegistry { BuiltinHandlers.all() + [Hold(latch: latch)] }
+        let (latch, started) = (Latch(), Latch())
+        let registry = try SwiftHandlerRegistry { BuiltinHandlers.all() + [Hold(latch: latch, started: started)] }
         let gateway = Gateway.forTests(workers: 1, fairShare: fairShare, registry: registry)
         let blocker = try await gateway.submit(cmd: "hold", args: ["hold": true], uid: "a").task.id
-        let deadline = ContinuousClock.now + .seconds(10)
-        while try await gateway.task(id: blocker, visibleTo: nil).status != .running {
-            guard ContinuousClock.now < deadline else { throw TimedOut() }
-            try await Task.sleep(for: .milliseconds(2))
-        }
+        // The handler itself says it holds the worker.
+        try await within(.seconds(10), "the blocking task to start") { await started.wait() }
         let rest = try await queueTheRest(gateway)
         latch.open()
         return (blocker, try await startOrder(gateway, [blocker] + rest))
@@ -318,23 +319,26 @@ struct PoolSchedulingTests {
 
 @Suite("Recurring schedules", .timeLimit(.minutes(2)))
 struct SchedulerTests {
-    private func run(_ gateway: Gateway, until condition: @escaping @Sendable ([TaskRecord]) -> Bool) async throws -> [TaskRecord] {
+    /// Runs a scheduler until the scheduled tasks in `store` satisfy `condition`, looking again after each write.
+    private func run(
+        _ gateway: Gateway, store: ObservedStore, until what: String, _ condition: @escaping @Sendable ([TaskRecord]) -> Bool
+    ) async throws -> [TaskRecord] {
         let scheduler = Scheduler(gateway: gateway, logger: .init(label: "test"))
         let running = Task { await scheduler.run() }
         defer { running.cancel() }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            let tasks = try await gateway.list(.init(limit: 1000)).filter { $0.schedule != nil }
-            if condition(tasks) { return tasks }
-            try await Task.sleep(for: .milliseconds(20))
+        var tasks: [TaskRecord] = []
+        try await waitUntil(what, timeout: .seconds(10), on: store.writes) {
+            tasks = try await gateway.list(.init(limit: 1000)).filter { $0.schedule != nil }
+            return condition(tasks)
         }
-        throw TimedOut()
+        return tasks
     }
 
     @Test func everyTickMakesOneTaskNamedByItsTime() async throws {
         let tick = Schedule(name: "tick", cmd: "echo", args: ["n": 1], cron: try CronExpression("*/1 * * * * *"), uid: "ops")
-        let gateway = Gateway.forTests(registry: StaticTableRegistry(schedules: [tick]))
-        let tasks = try await run(gateway) { $0.count >= 2 }
+        let store = ObservedStore()
+        let gateway = Gateway.forTests(store: store, registry: StaticTableRegistry(schedules: [tick]))
+        let tasks = try await run(gateway, store: store, until: "two ticks' tasks") { $0.count >= 2 }
         let seconds = tasks.compactMap { Int($0.id.split(separator: ":").last!) }.sorted()
         #expect(seconds.count == tasks.count && Set(seconds).count == seconds.count)
         // One task per tick, each named by its second (a loaded machine may skip ahead, never repeat).
@@ -348,38 +352,52 @@ struct SchedulerTests {
     @Test(arguments: [Schedule.Missed.runOnce, .skip])
     func missedTicksFollowThePolicy(missed: Schedule.Missed) async throws {
         let hourly = Schedule(name: "hourly", cmd: "echo", cron: try CronExpression("@hourly"), missed: missed)
-        let store = InMemoryTaskStore()
+        let store = ObservedStore()
         let lastTick = Date().addingTimeInterval(-3 * 3600)
-        await store.recordScheduleTick(name: "hourly", at: lastTick)
-        let gateway = Gateway.forTests(store: store, registry: StaticTableRegistry(schedules: [hourly]))
+        try await store.recordScheduleTick(name: "hourly", at: lastTick)
+        let registry = StaticTableRegistry(schedules: [hourly])
+        let gateway = Gateway.forTests(store: store, registry: registry)
         let scheduler = Scheduler(gateway: gateway, logger: .init(label: "test"))
         let running = Task { await scheduler.run() }
         defer { running.cancel() }
         if missed == .runOnce {
-            let deadline = ContinuousClock.now + .seconds(10)
             var tasks: [TaskRecord] = []
-            while tasks.isEmpty, ContinuousClock.now < deadline {
+            try await waitUntil("the catch-up task", on: store.writes) {
                 tasks = try await gateway.list(.init()).filter { $0.schedule == "hourly" }
-                try await Task.sleep(for: .milliseconds(20))
+                return !tasks.isEmpty
             }
             // One catch-up task, named by the first missed tick, for all three missed hours.
             let first = try #require(hourly.nextTick(after: lastTick))
             #expect(tasks.map(\.id) == ["~" + hourly.taskID(forTick: first)])
         } else {
-            // Wait until the scheduler has planned (its record stays as it was), then check nothing ran.
-            try await Task.sleep(for: .milliseconds(300))
+            // Wait until the scheduler has planned (its record stays as it was), then check nothing ran: it reads
+            // the handler table at the start of every pass, so a second read means its first pass (planning, and
+            // firing whatever was due) is over. Nothing else reads this table when nothing is submitted.
+            try await waitUntil("the scheduler's second pass", on: registry.reads) { registry.readCount >= 2 }
             #expect(try await gateway.list(.init()).isEmpty)
         }
     }
 }
 
-/// A registry with a fixed table of the built-in handlers and `schedules`.
+/// A registry with a fixed table of the built-in handlers and `schedules`, that counts how often it is read.
 final class StaticTableRegistry: HandlerRegistry {
-    let current: HandlerTable
+    private let table: HandlerTable
+    private let count = Mutex(0)
+    /// Bumped on every read of `current`.
+    let reads = ChangeSignal()
+
     init(schedules: [Schedule]) {
-        current = HandlerTable(generation: 1, handlers: BuiltinHandlers.all(), schedules: schedules)
+        table = HandlerTable(generation: 1, handlers: BuiltinHandlers.all(), schedules: schedules)
     }
-    func reload() async throws -> ReloadResult { ReloadResult(table: current) }
+
+    var current: HandlerTable {
+        count.withLock { $0 += 1 }
+        reads.bump()
+        return table
+    }
+    var readCount: Int { count.withLock { $0 } }
+
+    func reload() async throws -> ReloadResult { ReloadResult(table: table) }
 }
 
 @Suite("Fair claiming across a cluster", .timeLimit(.minutes(2)))

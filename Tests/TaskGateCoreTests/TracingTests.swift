@@ -7,19 +7,27 @@ import Tracing
 
 @testable import TaskGateCore
 
-/// `InMemoryTracer` with W3C ids and a `traceparent` propagator, as an OpenTelemetry tracer would propagate.
-/// Used through `withTracer`, which scopes it to one test's tasks (no global bootstrap).
+/// An in-memory tracer (`InMemorySpan`s, as `InMemoryTracer` makes them) with W3C ids and a `traceparent`
+/// propagator, as an OpenTelemetry tracer would propagate, that tells waiters when a span ends. Used through
+/// `withTracer`, which scopes it to one test's tasks (no global bootstrap).
 struct W3CInMemoryTracer: Tracer {
-    let base = InMemoryTracer(idGenerator: .init(nextTraceID: { randomHex(bytes: 16) }, nextSpanID: { randomHex(bytes: 8) }))
+    private let recorded = FinishedSpans()
 
     func startSpan<Instant: TracerInstant>(
         _ operationName: String, context: @autoclosure () -> ServiceContext, ofKind kind: SpanKind,
         at instant: @autoclosure () -> Instant, function: String, file fileID: String, line: UInt
     ) -> InMemorySpan {
-        base.startSpan(operationName, context: context(), ofKind: kind, at: instant(), function: function, file: fileID, line: line)
+        let parent = context()
+        // A child of the context's span, in its trace; else the root of a new trace.
+        let spanContext = InMemorySpanContext(
+            traceID: parent.inMemorySpanContext?.traceID ?? randomHex(bytes: 16), spanID: randomHex(bytes: 8),
+            parentSpanID: parent.inMemorySpanContext?.spanID)
+        return InMemorySpan(
+            operationName: operationName, context: parent, spanContext: spanContext, kind: kind, startInstant: instant()
+        ) { [recorded] finished in recorded.add(finished) }
     }
 
-    func forceFlush() { base.forceFlush() }
+    func forceFlush() {}
 
     func inject<Carrier, Inject: Injector>(_ context: ServiceContext, into carrier: inout Carrier, using injector: Inject)
     where Inject.Carrier == Carrier {
@@ -35,17 +43,30 @@ struct W3CInMemoryTracer: Tracer {
         context.inMemorySpanContext = InMemorySpanContext(traceID: String(parts[1]), spanID: String(parts[2]), parentSpanID: nil)
     }
 
-    var finished: [FinishedInMemorySpan] { base.finishedSpans }
+    var finished: [FinishedInMemorySpan] { recorded.all }
 
-    /// Waits (bounded) until a span named `name` has ended.
+    /// Waits until a span named `name` has ended, looking again as each span ends.
     func span(_ name: String, timeout: Duration = .seconds(10)) async throws -> FinishedInMemorySpan {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            if let span = finished.first(where: { $0.operationName == name }) { return span }
-            guard ContinuousClock.now < deadline else { throw TimedOut() }
-            try await Task.sleep(for: .milliseconds(5))
+        var found: FinishedInMemorySpan?
+        try await waitUntil("the span \(name) to end", timeout: timeout, on: recorded.ended) {
+            found = finished.first { $0.operationName == name }
+            return found != nil
         }
+        return found!
     }
+}
+
+/// The spans that ended, in order; `ended` is bumped as each is added.
+private final class FinishedSpans: Sendable {
+    private let spans = Mutex<[FinishedInMemorySpan]>([])
+    let ended = ChangeSignal()
+
+    func add(_ span: FinishedInMemorySpan) {
+        spans.withLock { $0.append(span) }
+        ended.bump()
+    }
+
+    var all: [FinishedInMemorySpan] { spans.withLock { $0 } }
 }
 
 func randomHex(bytes: Int) -> String {

@@ -12,8 +12,10 @@ import Testing
 
 func testArguments(
     adminToken: String? = "test-token", workers: Int = 2, queueLimit: Int = 100
-) -> GatewayArguments {
-    var arguments = GatewayArguments()
+) -> ServerSettings {
+    var arguments = ServerSettings()
+    arguments.store = .memory
+    arguments.logDirectory = nil
     arguments.port = 0
     arguments.adminToken = adminToken
     arguments.taskWorkers = workers
@@ -144,7 +146,7 @@ struct AdminAPITests {
     }
 
     @Test func cancelAndReload() async throws {
-        let app = try await buildApplication(testArguments())
+        let (app, gateway) = try await applicationWithGateway()
         try await app.test(.router) { client in
             try await client.execute(
                 uri: "/api/v1/tasks", method: .post, headers: bearer, body: ByteBuffer(string: #"{"cmd":"sleep","args":{"ms":5000},"id":"long"}"#)
@@ -152,13 +154,11 @@ struct AdminAPITests {
             try await client.execute(uri: "/api/v1/tasks/long/cancel", method: .post, headers: bearer) { response in
                 #expect(response.status == .ok)
             }
-            // Wait for the cancel to land, then a second cancel conflicts.
-            var status = ""
-            for _ in 0..<200 where status != "cancelled" {
-                try await Task.sleep(for: .milliseconds(10))
-                status = try await client.execute(uri: "/api/v1/tasks/long", method: .get, headers: bearer) {
-                    try json($0.body)["status"] as? String ?? ""
-                }
+            // Wait for the cancel to land (the task has no owner, so no events: the pool going idle), then a second
+            // cancel conflicts.
+            _ = try await gateway.finished("long")
+            let status = try await client.execute(uri: "/api/v1/tasks/long", method: .get, headers: bearer) {
+                try json($0.body)["status"] as? String ?? ""
             }
             #expect(status == "cancelled")
             try await client.execute(uri: "/api/v1/tasks/long/cancel", method: .post, headers: bearer) { response in
@@ -230,7 +230,10 @@ struct LongPollTests {
             var cursor = 0
             var seen: [Int] = []
             var finished = false
-            for _ in 0..<50 where !finished {
+            // Each poll returns on the next events (or after its own 5 s); the whole exchange has a deadline.
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !finished {
+                guard ContinuousClock.now < deadline else { throw TimedOut("the task's done event over long-poll", after: .seconds(20)) }
                 try await client.execute(uri: "/poll?uid=lp1&cursor=\(cursor)&timeout=5", method: .get) { response in
                     let batch = try json(response.body)
                     #expect(batch["reset"] as? Bool == false)

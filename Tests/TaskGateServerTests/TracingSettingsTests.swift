@@ -15,7 +15,7 @@ struct TracingSettingsTests {
         #expect(!OTelTracing.isWanted(flag: true, environment: ["OTEL_SDK_DISABLED": "true"]))
         #expect(!OTelTracing.isWanted(flag: false, environment: ["OTEL_SDK_DISABLED": "TRUE", "OTEL_TRACES_EXPORTER": "otlp"]))
         #expect(OTelTracing.isWanted(flag: true, environment: ["OTEL_SDK_DISABLED": "false"]))
-        #expect(!GatewayArguments().tracing)
+        #expect(!ServerSettings().tracing)
     }
 
     @Test func theEndpointIsReportedAsTheExporterResolvesIt() {

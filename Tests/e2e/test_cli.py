@@ -174,3 +174,39 @@ def test_start_is_an_alias_of_serve():
     assert s.returncode == 0
     top = cli("--help")
     assert top.returncode == 0 and "serve" in top.stdout and "start" in top.stdout
+
+
+def test_readme_settings_table_is_the_servers_own():
+    """The README's table of server settings is what `serve --settings-table` prints from the same table as `--help`."""
+    p = cli("serve", "--settings-table")
+    assert p.returncode == 0, p.all
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("<!-- settings:start -->\n", 1)[1].split("\n<!-- settings:end -->", 1)[0]
+    assert section.strip() == p.stdout.strip(), "README.md's settings table is stale: paste `taskgate serve --settings-table`"
+
+
+def test_bad_settings_fail_fast_with_their_name(tmp_path):
+    """A misspelled flag, a bad value from a variable, or an unknown key in the config file: a non-zero exit naming it."""
+    p = cli("serve", "--task-wrokers", "2")
+    assert p.returncode != 0 and "--task-wrokers" in p.all, p.all
+    p = cli("serve", env={"TASKGATE_QUEUE_LIMIT": "lots"})
+    assert p.returncode != 0 and "TASKGATE_QUEUE_LIMIT" in p.all, p.all
+    config = tmp_path / "taskgate.json"
+    config.write_text('{"server": {"header_timeuot": 3}}')
+    p = cli("serve", "--config", str(config))
+    assert p.returncode != 0 and "header_timeuot" in p.all, p.all
+
+
+def test_a_setting_from_the_config_file_is_used_and_a_flag_wins(tmp_path, start_server):
+    """`server.max_tasks_per_uid` and `server.task_workers` from the file; `--task-workers` wins over the file."""
+    import requests
+    config = tmp_path / "taskgate.json"
+    config.write_text('{"server": {"task_workers": 3, "max_tasks_per_uid": 1, "store": "memory"}}')
+    srv = start_server("--config", str(config), "--task-workers", "5")
+    stats = requests.get(f"{srv.base_url}/api/v1/stats", timeout=10).json()
+    assert stats["pool"]["workers"] == 5, stats
+    uid = new_uid("cfg")
+    first = requests.post(f"{srv.base_url}/poll", params={"uid": uid}, json={"cmd": "sleep", "args": {"ms": 5000}}, timeout=10)
+    second = requests.post(f"{srv.base_url}/poll", params={"uid": uid}, json={"cmd": "sleep", "args": {"ms": 5000}}, timeout=10)
+    assert first.json()["code"] == 202, first.text
+    assert second.json()["code"] == 429, second.text  # the file's per-uid task limit of 1

@@ -619,14 +619,14 @@ def test_three_nodes_kill_9_mid_run_every_task_once_every_done_once(cluster, api
         assert f.connected.wait(10) and not f.errors, (f.uid, f.errors)
     uids = [f.uid for f in followers]
 
-    # ~60 sleep tasks of 200–1500 ms: every (uid, node, front door) combination, and 6 more.
+    # ~60 sleep tasks of 200–2500 ms (long enough that the kill finds the victim with a task under way): every (uid, node, front door) combination, and 6 more.
     rng = random.Random(6)
     combos = list(itertools.product(uids, NODES3, ["websocket", "long-poll", "rest"]))
     combos += rng.sample(combos, 6)
     rng.shuffle(combos)
     tasks: dict[str, dict] = {}  # id -> {uid, node, via, ms}
     for uid, node_name, via in combos:
-        node, ms = by_name[node_name], rng.randint(200, 1500)
+        node, ms = by_name[node_name], rng.randint(200, 2500)
         msg = {"cmd": "sleep", "args": {"ms": ms}}
         if via == "websocket":
             (reply,) = ws_submit(node, uid, [msg], contract)

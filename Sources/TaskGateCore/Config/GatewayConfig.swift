@@ -24,75 +24,54 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
         schedules = try container.decodeIfPresent([Schedule].self, forKey: .schedules) ?? []
     }
 
-    /// Server options; each is optional so that command-line flags and environment variables can win over it.
+    /// Server options by their settings' names in snake_case (`"task_workers"`), each as text or a list of texts.
+    /// The server's settings table says which exist and what each takes; flags and environment variables win over
+    /// them.
     public struct ServerSettings: Sendable, Equatable, Decodable {
-        public var host: String?
-        public var port: Int?
-        public var taskWorkers: Int?
-        public var queueLimit: Int?
-        public var adminToken: String?
-        public var store: String?
-        public var dataDir: String?
-        public var logDir: String?
-        public var logLevel: String?
-        public var publicDir: String?
-        public var maxMessageBytes: Int?
-        public var shutdownGrace: Int?
-        public var databaseURL: String?
-        public var nodeID: String?
-        public var leaseTimeout: Int?
-        public var fairShare: Bool?
-        public var taskRetentionHours: Int?
-        public var taskRetentionCount: Int?
+        public var options: [String: [String]]
 
-        public init() {}
-
-        enum CodingKeys: String, CodingKey, CaseIterable {
-            case host, port
-            case taskWorkers = "task_workers"
-            case queueLimit = "queue_limit"
-            case adminToken = "admin_token"
-            case store
-            case dataDir = "data_dir"
-            case logDir = "log_dir"
-            case logLevel = "log_level"
-            case publicDir = "public_dir"
-            case maxMessageBytes = "max_message_bytes"
-            case shutdownGrace = "shutdown_grace"
-            case databaseURL = "database_url"
-            case nodeID = "node_id"
-            case leaseTimeout = "lease_timeout"
-            case fairShare = "fair_share"
-            case taskRetentionHours = "task_retention_hours"
-            case taskRetentionCount = "task_retention_count"
+        public init(options: [String: [String]] = [:]) {
+            self.options = options
         }
 
+        public var port: Int? { options["port"]?.first.flatMap { Int($0) } }
+        public var taskWorkers: Int? { options["task_workers"]?.first.flatMap { Int($0) } }
+
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            try decoder.rejectUnknownKeys(allowed: CodingKeys.allCases.map(\.rawValue))
-            host = try container.decodeIfPresent(String.self, forKey: .host)
-            port = try container.decodeIfPresent(Int.self, forKey: .port)
-            taskWorkers = try container.decodeIfPresent(Int.self, forKey: .taskWorkers)
-            queueLimit = try container.decodeIfPresent(Int.self, forKey: .queueLimit)
-            adminToken = try container.decodeIfPresent(String.self, forKey: .adminToken)
-            store = try container.decodeIfPresent(String.self, forKey: .store)
-            dataDir = try container.decodeIfPresent(String.self, forKey: .dataDir)
-            logDir = try container.decodeIfPresent(String.self, forKey: .logDir)
-            logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel)
-            publicDir = try container.decodeIfPresent(String.self, forKey: .publicDir)
-            maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes)
-            shutdownGrace = try container.decodeIfPresent(Int.self, forKey: .shutdownGrace)
-            databaseURL = try container.decodeIfPresent(String.self, forKey: .databaseURL)
-            nodeID = try container.decodeIfPresent(String.self, forKey: .nodeID)
-            leaseTimeout = try container.decodeIfPresent(Int.self, forKey: .leaseTimeout)
-            fairShare = try container.decodeIfPresent(Bool.self, forKey: .fairShare)
-            taskRetentionHours = try container.decodeIfPresent(Int.self, forKey: .taskRetentionHours)
-            taskRetentionCount = try container.decodeIfPresent(Int.self, forKey: .taskRetentionCount)
-            if let port, !(0...65535).contains(port) {
-                throw ConfigError.invalid(path: container.codingPath + [CodingKeys.port], "must be from 0 to 65535")
+            let container = try decoder.container(keyedBy: AnyKey.self)
+            var options: [String: [String]] = [:]
+            for key in container.allKeys {
+                let path = container.codingPath + [key]
+                switch try container.decode(JSONValue.self, forKey: key) {
+                case .null: continue
+                case .array(let items):
+                    options[key.stringValue] = try items.map { item in
+                        guard let text = Self.text(item) else { throw ConfigError.invalid(path: path, "must be a list of strings or numbers") }
+                        return text
+                    }
+                case let value:
+                    guard let text = Self.text(value) else {
+                        throw ConfigError.invalid(path: path, "must be a string, a number, true or false, or a list")
+                    }
+                    options[key.stringValue] = [text]
+                }
             }
-            if let taskWorkers, taskWorkers < 1 {
-                throw ConfigError.invalid(path: container.codingPath + [CodingKeys.taskWorkers], "must be at least 1")
+            self.options = options
+            // Checked here too, so that the file's own mistakes are named with their place in it.
+            if let text = options["port"]?.first, Int(text).map({ !(0...65535).contains($0) }) ?? true {
+                throw ConfigError.invalid(path: container.codingPath + [AnyKey(stringValue: "port")], "must be from 0 to 65535")
+            }
+            if let text = options["task_workers"]?.first, Int(text).map({ $0 < 1 }) ?? true {
+                throw ConfigError.invalid(path: container.codingPath + [AnyKey(stringValue: "task_workers")], "must be at least 1")
+            }
+        }
+
+        private static func text(_ value: JSONValue) -> String? {
+            switch value {
+            case .string(let text): text
+            case .bool(let flag): flag ? "true" : "false"
+            case .number(let number): number.rounded() == number && abs(number) < 1e15 ? String(Int64(number)) : String(number)
+            default: nil
             }
         }
     }

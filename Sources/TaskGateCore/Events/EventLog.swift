@@ -234,7 +234,7 @@ public final class EventLog: Sendable {
 
     /// Reads the uid's events after the last delivered one from the store and delivers them, one round at a time.
     private func catchUp(_ uid: String) async {
-        guard let shared else { return }
+        guard shared != nil else { return }
         let start = state.withLock { state -> UInt64? in
             guard var log = state.users[uid] else { return nil }
             if log.catchingUp {

@@ -30,11 +30,7 @@ public struct SleepHandler: TaskHandler {
     }
 
     func milliseconds(_ args: [String: JSONValue]) throws(GatewayError) -> Int {
-        guard let value = args["ms"] else { return 1000 }
-        guard let ms = value.intValue, (0...Self.maxMilliseconds).contains(ms) else {
-            throw .badRequest("'args.ms' must be a whole number from 0 to \(Self.maxMilliseconds)")
-        }
-        return ms
+        try args.wholeNumber("ms", default: 1000, in: 0...Self.maxMilliseconds)
     }
 
     public func run(_ context: TaskContext) async throws -> JSONValue {
@@ -60,11 +56,7 @@ public struct PrimesHandler: TaskHandler {
     }
 
     func limit(_ args: [String: JSONValue]) throws(GatewayError) -> Int {
-        guard let value = args["limit"] else { return 100_000 }
-        guard let limit = value.intValue, (0...Self.maxLimit).contains(limit) else {
-            throw .badRequest("'args.limit' must be a whole number from 0 to \(Self.maxLimit)")
-        }
-        return limit
+        try args.wholeNumber("limit", default: 100_000, in: 0...Self.maxLimit)
     }
 
     public func run(_ context: TaskContext) async throws -> JSONValue {
@@ -136,5 +128,16 @@ public struct FailHandler: TaskHandler {
             return ["attempt": .number(Double(context.attempt))]
         }
         throw TaskFailure(context.args["message"]?.stringValue ?? "failed on purpose")
+    }
+}
+
+extension [String: JSONValue] {
+    /// The whole number `args[key]` within `range`, or `defaultValue` when it is absent; anything else is a 400.
+    func wholeNumber(_ key: String, default defaultValue: Int, in range: ClosedRange<Int>) throws(GatewayError) -> Int {
+        guard let value = self[key] else { return defaultValue }
+        guard let number = value.intValue, range.contains(number) else {
+            throw .badRequest("'args.\(key)' must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return number
     }
 }

@@ -67,3 +67,16 @@ public struct TaskFailure: Error, Sendable, Equatable {
     public var message: String
     public init(_ message: String) { self.message = message }
 }
+
+/// A handler declared in the config file: its timeout, attempts, priority and rate are the file's.
+public protocol ConfiguredTaskHandler: TaskHandler {
+    var config: HandlerConfig { get }
+}
+
+extension ConfiguredTaskHandler {
+    public var defaultTimeout: Duration { .milliseconds(config.timeoutMs) }
+    public var maxAttempts: Int { config.maxAttempts }
+    public var isIdempotent: Bool { config.idempotent }
+    public var defaultPriority: Int { config.priority }
+    public var rateLimit: RateLimit? { config.rate }
+}

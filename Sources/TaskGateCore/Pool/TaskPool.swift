@@ -26,20 +26,20 @@ public actor TaskPool {
         }
     }
 
-    private struct Job: Sendable {
+    struct Job: Sendable {
         var record: TaskRecord
         var handler: any TaskHandler
         var options: TaskOptions
     }
 
-    private enum StopReason {
+    enum StopReason {
         case cancelled
         case shutdown
         /// Another node reclaimed the task (this node's lease ran out): its result is no longer ours to record.
         case lost
     }
 
-    private struct Running {
+    struct Running {
         var cmd: String
         var uid: String?
         var task: Task<Void, Never>
@@ -48,7 +48,7 @@ public actor TaskPool {
     }
 
     /// The running tasks by id, with how many run per lane (what fair share compares).
-    private struct RunningTable {
+    struct RunningTable {
         private(set) var entries: [String: Running] = [:]
         private(set) var byLane: [Lane: Int] = [:]
 
@@ -70,7 +70,7 @@ public actor TaskPool {
     }
 
     /// A task waiting for a time: its `runAt` (scheduled) or the end of a retry's backoff.
-    private struct Delayed {
+    struct Delayed {
         var job: Job
         var timer: Task<Void, Never>
     }
@@ -93,30 +93,30 @@ public actor TaskPool {
     }
 
     public let configuration: Configuration
-    private let store: any TaskStore
+    let store: any TaskStore
     /// Set in a cluster: queued tasks wait in the shared store, not in `queue`, and free workers claim them.
-    private let shared: (any SharedTaskStore)?
-    private var claiming = false
-    private var claimAgain = false
-    private let events: EventLog
-    private let executor: TaskWorkerExecutor
+    let shared: (any SharedTaskStore)?
+    var claiming = false
+    var claimAgain = false
+    let events: EventLog
+    let executor: TaskWorkerExecutor
     /// The handler table in force: a queued task runs on the table of when it starts, so tasks queued before a
     /// reload use the reloaded handlers (running ones finish on theirs).
-    private let handlers: @Sendable () -> HandlerTable
-    private let logger: Logger
-    private var queue: ReadyQueue<Job>
-    private var running = RunningTable()
+    let handlers: @Sendable () -> HandlerTable
+    let logger: Logger
+    var queue: ReadyQueue<Job>
+    var running = RunningTable()
     /// Tasks not due yet: scheduled ones, and failed attempts waiting out their backoff.
-    private var delayed: [String: Delayed] = [:]
-    private var pacer = StartPacer()
+    var delayed: [String: Delayed] = [:]
+    var pacer = StartPacer()
     /// Wakes the pool when a handler held back by its rate may start again, or (a cluster) a delayed task is due.
-    private var wake: (at: ContinuousClock.Instant, timer: Task<Void, Never>)?
+    var wake: (at: ContinuousClock.Instant, timer: Task<Void, Never>)?
     /// Places promised to submissions that are still being written to the store.
-    private var reserved = 0
-    private var reservedByUID: [String: Int] = [:]
-    private var accepting = true
-    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
-    private var finishedCounts: [TaskStatus: Int] = [:]
+    var reserved = 0
+    var reservedByUID: [String: Int] = [:]
+    var accepting = true
+    var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    var finishedCounts: [TaskStatus: Int] = [:]
 
     public init(
         configuration: Configuration, backend: TaskBackend, events: EventLog,
@@ -169,40 +169,17 @@ public actor TaskPool {
         reserved += 1
     }
 
-    /// In a cluster the queue is the shared store's, so the limits count what is waiting there.
-    private func reserveInCluster(uid: String?, shared: any SharedTaskStore) async throws(GatewayError) {
-        let unreachable = GatewayError.databaseUnreachable
-        guard shared.isReachable else { throw unreachable }
-        let counts: (queued: Int, uid: Int)
-        do {
-            counts = try await shared.activeCounts(uid: uid)
-        } catch {
-            throw unreachable
-        }
-        guard counts.queued + reserved < configuration.queueLimit + configuration.workers else {
-            throw GatewayError(.queueFull, "the task queue is full (\(configuration.queueLimit) waiting); try again later")
-        }
-        if let uid {
-            guard counts.uid + reservedByUID[uid, default: 0] < configuration.tasksPerUID else {
-                throw GatewayError(
-                    .tooManyRequests, "uid '\(uid)' already has \(configuration.tasksPerUID) tasks queued or running; wait for some to finish")
-            }
-            reservedByUID[uid, default: 0] += 1
-        }
-        reserved += 1
-    }
-
     public func releaseReservation(uid: String?) {
         reserved = max(0, reserved - 1)
         if let uid { releaseUIDReservation(uid) }
     }
 
-    private func releaseUIDReservation(_ uid: String) {
+    func releaseUIDReservation(_ uid: String) {
         let left = (reservedByUID[uid] ?? 1) - 1
         reservedByUID[uid] = left > 0 ? left : nil
     }
 
-    private func activeCount(uid: String) -> Int {
+    func activeCount(uid: String) -> Int {
         reservedByUID[uid, default: 0] + queue.count(uid: uid)
             + delayed.values.count { $0.job.record.uid == uid } + running.values.count { $0.uid == uid }
     }
@@ -220,7 +197,7 @@ public actor TaskPool {
     }
 
     /// A job goes to the ready queue, or waits for its `runAt` first.
-    private func admit(_ job: Job) {
+    func admit(_ job: Job) {
         if let runAt = job.record.runAt, runAt > Date() {
             delay(job, for: .milliseconds(Int64((runAt.timeIntervalSinceNow * 1000).rounded(.up))))
         } else {
@@ -229,7 +206,7 @@ public actor TaskPool {
     }
 
     /// Holds a job until `wait` has passed, then queues it.
-    private func delay(_ job: Job, for wait: Duration, saving record: TaskRecord? = nil) {
+    func delay(_ job: Job, for wait: Duration, saving record: TaskRecord? = nil) {
         let id = job.record.id
         let timer = Task {
             if let record { await self.save(record) }
@@ -240,7 +217,7 @@ public actor TaskPool {
         delayed[id] = Delayed(job: job, timer: timer)
     }
 
-    private func due(_ id: String) {
+    func due(_ id: String) {
         guard let entry = delayed.removeValue(forKey: id) else { return }
         let job = entry.job
         queue.append(job, id: id, lane: Lane(cmd: job.record.cmd, uid: job.record.uid), priority: job.record.priority)
@@ -248,7 +225,7 @@ public actor TaskPool {
     }
 
     /// Runs `startWaitingJobs` or `claimWork` again at `instant` (a rate's next slot, a delayed task's due time).
-    private func wakeUp(at instant: ContinuousClock.Instant) {
+    func wakeUp(at instant: ContinuousClock.Instant) {
         if let wake, wake.at <= instant, wake.at > .now { return }
         wake?.timer.cancel()
         let timer = Task {
@@ -258,104 +235,6 @@ public actor TaskPool {
             self.startWaitingJobs()
         }
         wake = (instant, timer)
-    }
-
-    // MARK: - Claiming from the shared store (a cluster)
-
-    /// Claims queued tasks from the shared store while workers are free. Called when a task is queued here or
-    /// elsewhere, when a task ends, and on a timer (for retries whose backoff ran out and reclaimed tasks).
-    public func claimWork() {
-        guard shared != nil, accepting else { return }
-        if claiming {
-            claimAgain = true
-            return
-        }
-        claiming = true
-        Task { await self.claimLoop() }
-    }
-
-    private func claimLoop() async {
-        guard let shared else { return }
-        repeat {
-            claimAgain = false
-            while accepting, running.count < configuration.workers {
-                let now = ContinuousClock.now
-                let held = pacer.blocked(now: now)
-                let rules = ClaimRules(fairShare: configuration.fairShare, excludedCommands: held.commands)
-                let next: TaskRecord?
-                do {
-                    next = try await shared.claimNext(rules)
-                } catch {
-                    break  // the database is away: the periodic claim tries again
-                }
-                guard let claimed = next else {
-                    if let until = held.until { wakeUp(at: until) }
-                    // Nothing due now: wake when the earliest delayed task is (any node may claim it then).
-                    if let due = try? await shared.nextDueDate() {
-                        wakeUp(at: .now + .milliseconds(max(0, Int64((due.timeIntervalSinceNow * 1000).rounded(.up)))))
-                    }
-                    break
-                }
-                pacer.started(claimed.cmd, limit: handlers().handler(named: claimed.cmd)?.rateLimit, now: now)
-                startClaimed(claimed)
-            }
-        } while claimAgain && accepting && running.count < configuration.workers
-        claiming = false
-    }
-
-    /// A stored task's options, as validated when it was submitted; the handler's defaults if its handler changed
-    /// so much that they no longer validate.
-    private static func options(of record: TaskRecord, on handler: any TaskHandler) -> TaskOptions {
-        (try? TaskOptions(args: record.args.objectValue ?? [:], handler: handler))
-            ?? (try! TaskOptions(args: [:], handler: handler))  // no overrides: cannot fail
-    }
-
-    private func startClaimed(_ record: TaskRecord) {
-        let id = record.id
-        let task: Task<Void, Never>
-        if let handler = handlers().handler(named: record.cmd) {
-            let options = Self.options(of: record, on: handler)
-            task = Task { await self.execute(Job(record: record, handler: handler, options: options), claimed: true) }
-        } else {
-            task = Task {
-                await self.end(record, as: .failed, error: "no handler named '\(record.cmd)' on node \(self.shared?.nodeID ?? "?")")
-                self.running[id] = nil
-                self.startWaitingJobs()
-            }
-        }
-        running[id] = Running(cmd: record.cmd, uid: record.uid, task: task, stopReason: nil)
-    }
-
-    /// Tasks whose node stopped heartbeating: run again (idempotent, attempts left) or failed as interrupted, by the
-    /// same rules as a restart. Any node may do it; the store lets only one win each task.
-    public func reclaimExpiredTasks() async {
-        guard let shared, accepting, let expired = try? await shared.expiredTasks(limit: 100), !expired.isEmpty else { return }
-        let table = handlers()
-        for var record in expired {
-            let lostNode = record.node ?? "?"
-            guard let handler = table.handler(named: record.cmd), handler.isIdempotent,
-                record.attempts < Self.options(of: record, on: handler).maxAttempts
-            else {
-                await end(
-                    record, as: .failed, error: "interrupted: node \(lostNode) stopped while the task was running",
-                    condition: .leaseExpired)
-                continue
-            }
-            record.status = .queued
-            record.error = "interrupted: node \(lostNode) stopped while it ran; running it again"
-            if await persist(record, condition: .leaseExpired) {
-                logger.notice("reclaimed a task from a lost node", metadata: ["task": .string(record.id), "node": .string(lostNode)])
-            }
-        }
-        claimWork()
-    }
-
-    /// Another node asked to cancel a task; it is ours only if it runs here.
-    public func cancelIfRunningHere(id: String) {
-        guard var entry = running[id] else { return }
-        if entry.stopReason == nil { entry.stopReason = .cancelled }
-        running[id] = entry
-        entry.task.cancel()
     }
 
     /// After a restart: queued tasks queue again; tasks that were running when the process died run again if their
@@ -419,25 +298,6 @@ public actor TaskPool {
         return await cancelInCluster(id: id, shared: shared)
     }
 
-    /// A queued task is cancelled here, unless a node claims it first; a task running on another node is asked to
-    /// stop through the store.
-    private func cancelInCluster(id: String, shared: any SharedTaskStore) async -> CancelOutcome {
-        guard let record = try? await store.task(id: id), !record.status.isFinal else { return .notActive }
-        if record.status == .queued || record.status == .scheduled {
-            if let cancelled = await end(record, as: .cancelled, error: "cancelled before it started", condition: .queued) {
-                return .dequeued(cancelled)
-            }
-            if running[id] != nil { return await cancel(id: id) }  // claimed here meanwhile
-            guard let latest = try? await store.task(id: id), latest.status == .running else { return .notActive }
-        }
-        do {
-            try await shared.requestCancel(taskID: id)
-        } catch {
-            logger.error("could not ask for a cancel", metadata: ["task": .string(id), "error": "\(error)"])
-        }
-        return .stopping
-    }
-
     /// Stops taking tasks, lets running ones finish for up to `grace`, then interrupts them. With a durable store,
     /// waiting tasks stay queued (they run after the restart); otherwise they are failed as interrupted.
     public func shutdown(grace: Duration) async {
@@ -453,10 +313,8 @@ public actor TaskPool {
             }
         }
         if !running.isEmpty {
-            let deadline = ContinuousClock.now + grace
-            while !running.isEmpty, ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(20))
-            }
+            // Woken by the last running task's end, or by the grace running out, whichever comes first.
+            _ = try? await withDeadline(grace, timeoutError: { CancellationError() }) { await self.waitUntilIdle() }
             for (id, var entry) in running.entries {
                 entry.stopReason = .shutdown
                 running[id] = entry
@@ -473,7 +331,7 @@ public actor TaskPool {
         await withCheckedContinuation { idleWaiters.append($0) }
     }
 
-    private func startWaitingJobs() {
+    func startWaitingJobs() {
         claimWork()
         let now = ContinuousClock.now
         while accepting, running.count < configuration.workers, !queue.isEmpty {
@@ -493,254 +351,18 @@ public actor TaskPool {
         signalIdleIfNeeded()
     }
 
-    private func signalIdleIfNeeded() {
+    func signalIdleIfNeeded() {
         guard running.isEmpty && queue.isEmpty && delayed.isEmpty else { return }
         let waiters = idleWaiters
         idleWaiters.removeAll()
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Runs one task to its end. A `claimed` task comes from the shared store already marked running here.
-    private func execute(_ queued: Job, claimed: Bool = false) async {
-        var job = queued
-        if claimed {
-            // Resolved from the table in force when it was claimed.
-        } else if let current = handlers().handler(named: job.record.cmd) {
-            job.handler = current
-            job.options = (try? TaskOptions(args: job.record.args.objectValue ?? [:], handler: current)) ?? job.options
-        } else {
-            await end(job.record, as: .failed, error: "no handler named '\(job.record.cmd)' any more (removed by a reload)")
-            running[job.record.id] = nil
-            startWaitingJobs()
-            return
-        }
-        var record = job.record
-        if !claimed {
-            record.status = .running
-            record.attempts += 1
-        }
-        record.node = shared?.nodeID ?? record.node
-        record.progress = 0
-        record.error = nil
-        record.startedAt = Date()
-
-        // The trace its submission started (kept in the record, so also after a restart or on another node).
-        let tracer = InstrumentationSystem.tracer
-        let submitted = TaskTracing.context(fromTraceparent: record.traceparent) ?? .topLevel
-        let queuedSpan = tracer.startSpan(
-            "task.queued", context: submitted, ofKind: .internal, at: TaskTracing.instant(record.createdAt))
-        queuedSpan.attributes["taskgate.task.id"] = record.id
-        queuedSpan.end()
-        let runSpan = tracer.startSpan("task.run", context: submitted, ofKind: .internal)
-        defer { runSpan.end() }
-        runSpan.attributes["taskgate.task.id"] = record.id
-        runSpan.attributes["taskgate.task.cmd"] = record.cmd
-        runSpan.attributes["taskgate.task.attempt"] = record.attempts
-        if let node = record.node { runSpan.attributes["taskgate.node"] = node }
-        await publishProgress(record)
-
-        let tracker = ProgressTracker(record: record)
-        let context = TaskContext(
-            taskID: record.id, uid: record.uid, args: record.args.objectValue ?? [:], attempt: record.attempts,
-            traceparent: TaskTracing.traceparent(of: runSpan.context)
-        ) { fraction in
-            await self.publishProgress(tracker.update(fraction))
-        }
-        let outcome = await ServiceContext.withValue(runSpan.context) {
-            await Self.run(job.handler, context: context, timeout: job.options.timeout, on: executor)
-        }
-        record.progress = tracker.current.progress
-        record.finishedAt = Date()
-        let stopReason = running[record.id]?.stopReason
-        if stopReason == .lost {
-            logger.notice("task reclaimed by another node; this node's result is dropped", metadata: ["task": .string(record.id)])
-            runSpan.setStatus(SpanStatus(code: .error, message: "reclaimed by another node"))
-            running[record.id] = nil
-            startWaitingJobs()
-            return
-        }
-        switch outcome {
-        case .success(let result) where !result.fitsDepthLimit(at: 1):
-            // Results are held to the limit args are held to (a value one level inside a message).
-            record.status = .failed
-            record.error = "the handler's result nests deeper than \(JSONLimits.maxDepth - 1) levels"
-        case .success(let result):
-            record.status = .succeeded
-            record.progress = 1
-            record.result = result
-        case .failure(is TimeoutError):
-            record.status = .timedOut
-            record.error = "timed out after \(job.options.timeout.wholeMilliseconds) ms"
-        case .failure(let error) where stopReason == .cancelled:
-            record.status = .cancelled
-            record.error = "cancelled"
-            _ = error
-        case .failure where stopReason == .shutdown:
-            if store.isDurable && job.handler.isIdempotent && record.attempts < job.options.maxAttempts {
-                record.status = .queued
-                record.error = "interrupted by a shutdown; it runs again after the restart"
-                record.finishedAt = nil
-            } else {
-                record.status = .failed
-                record.error = "interrupted: the server shut down while the task was running"
-            }
-        case .failure(let error):
-            record.status = .failed
-            record.error = (error as? TaskFailure)?.message ?? "handler error: \(error)"
-            // A retry returns below before the status is set at the end.
-            runSpan.setStatus(SpanStatus(code: .error, message: record.error ?? "failed"))
-            if record.attempts < job.options.maxAttempts && accepting && shared != nil {
-                // In a cluster the backoff waits in the store, where any node claims it once it is due.
-                record.status = .queued
-                record.finishedAt = nil
-                let delay = TaskOptions.backoff(afterAttempt: record.attempts)
-                await persist(record, notBefore: Date().addingTimeInterval(Double(delay.wholeMilliseconds) / 1000))
-                running[record.id] = nil
-                startWaitingJobs()
-                return
-            }
-            if record.attempts < job.options.maxAttempts && accepting {
-                scheduleRetry(Job(record: record, handler: job.handler, options: job.options))
-                running[record.id] = nil
-                startWaitingJobs()
-                return
-            }
-        }
-        if record.status != .succeeded {
-            runSpan.setStatus(SpanStatus(code: .error, message: record.error ?? record.status.rawValue))
-        }
-        runSpan.attributes["taskgate.task.status"] = record.status.rawValue
-        if record.status == .queued {
-            await save(record)
-        } else {
-            // The `done` event, written with the task and sent to the owner's connections.
-            let deliverSpan = tracer.startSpan("task.deliver", context: runSpan.context, ofKind: .internal)
-            deliverSpan.attributes["taskgate.task.id"] = record.id
-            await finish(record)
-            deliverSpan.end()
-        }
-        running[record.id] = nil
-        startWaitingJobs()
-    }
-
-    /// A failed attempt with attempts left waits out its backoff, then queues again (in the store it is `queued`).
-    private func scheduleRetry(_ failed: Job) {
-        var job = failed
-        job.record.status = .queued
-        job.record.finishedAt = nil
-        let wait = TaskOptions.backoff(afterAttempt: job.record.attempts)
-        delay(job, for: wait, saving: job.record)
-        logger.info(
-            "task failed, retrying", metadata: ["task": .string(job.record.id), "attempt": "\(job.record.attempts)", "delay": "\(wait)"])
-    }
-
-    private struct TimeoutError: Error {}
-
-    /// Runs the handler on the worker threads, racing it against its timeout.
-    private nonisolated static func run(
-        _ handler: any TaskHandler, context: TaskContext, timeout: Duration, on executor: TaskWorkerExecutor
-    ) async -> Result<JSONValue, any Error> {
-        await withTaskGroup(of: Result<JSONValue, any Error>?.self) { group in
-            group.addTask(executorPreference: executor) {
-                do { return .success(try await handler.run(context)) } catch { return .failure(error) }
-            }
-            group.addTask {
-                do {
-                    try await Task.sleep(for: timeout)
-                    return .failure(TimeoutError())
-                } catch {
-                    return nil  // cancelled because the handler finished first
-                }
-            }
-            var outcome: Result<JSONValue, any Error> = .failure(CancellationError())
-            if let first = await group.next(), let result = first {
-                outcome = result
-            }
-            group.cancelAll()
-            return outcome
-        }
-    }
-
-    /// Ends a task that never ran to completion (cancelled while waiting, interrupted, no handler). Returns the
-    /// ended task, or `nil` in a cluster when `condition` no longer held (another node got there first).
-    @discardableResult
-    private func end(
-        _ task: TaskRecord, as status: TaskStatus, error: String, condition: WriteCondition = .runningHere
-    ) async -> TaskRecord? {
-        var record = task
-        record.status = status
-        record.error = error
-        record.finishedAt = Date()
-        return await finish(record, condition: condition) ? record : nil
-    }
-
-    @discardableResult
-    private func finish(_ record: TaskRecord, condition: WriteCondition = .runningHere) async -> Bool {
-        // A single node's failed write is logged and the task still ends here; a cluster's means another node has it.
-        let recorded = await persist(record, condition: condition) { seq in .done(record, seq: seq) }
-        guard recorded || shared == nil else { return false }
-        finishedCounts[record.status, default: 0] += 1
-        logger.info(
-            "task finished",
-            metadata: ["task": .string(record.id), "cmd": .string(record.cmd), "status": .string(record.status.rawValue)]
-        )
-        return true
-    }
-
-    private func publishProgress(_ record: TaskRecord) async {
-        await persist(record) { seq in .progress(record, seq: seq) }
-    }
-
-    /// Records a state change that clients are not told about (a task going back to the queue).
-    private func save(_ record: TaskRecord) async {
-        await persist(record)
-    }
-
-    /// Records a state change with its event (for a task with an owner and an `event`) or alone. In a cluster the
-    /// write is retried while the database is unreachable, so nothing accepted is lost, and refused when `condition`
-    /// no longer holds: then a task running here was reclaimed by another node and is stopped. Returns whether it
-    /// was recorded.
-    @discardableResult
-    private func persist(
-        _ record: TaskRecord, condition: WriteCondition = .runningHere, notBefore: Date? = nil,
-        event: (@Sendable (UInt64) -> ServerMessage)? = nil
-    ) async -> Bool {
-        var delay = Duration.milliseconds(100)
-        var givingUpAt: ContinuousClock.Instant?
-        while true {
-            do {
-                if let uid = record.uid, let event {
-                    try await events.append(uid: uid, task: record, condition: condition, event)
-                } else if let shared {
-                    try await shared.update(record, condition: condition, notBefore: notBefore)
-                } else {
-                    try await store.update(record)
-                }
-                return true
-            } catch is WriteConditionFailed {
-                if condition == .runningHere, var entry = running[record.id], entry.stopReason != .lost {
-                    entry.stopReason = .lost
-                    running[record.id] = entry
-                    entry.task.cancel()
-                }
-                return false
-            } catch {
-                logger.error("could not record task state", metadata: ["task": .string(record.id), "error": "\(error)"])
-                guard shared != nil else { return false }
-                // Shutting down: the lease runs out and another node takes the task over, so stop trying soon.
-                if !accepting, givingUpAt == nil { givingUpAt = .now + .seconds(5) }
-                if let givingUpAt, ContinuousClock.now > givingUpAt { return false }
-                // Outside the calling task, so that a cancelled task (its handler was cancelled) still waits.
-                await Task { [delay] in try? await Task.sleep(for: delay) }.value
-                delay = min(delay * 2, .seconds(2))
-            }
-        }
-    }
 }
 
 /// The latest progress of a running task, shared between its handler and the pool.
-private final class ProgressTracker: Sendable {
-    private let state: Mutex<TaskRecord>
+final class ProgressTracker: Sendable {
+    let state: Mutex<TaskRecord>
     init(record: TaskRecord) { state = Mutex(record) }
     var current: TaskRecord { state.withLock { $0 } }
     func update(_ fraction: Double) -> TaskRecord {

@@ -57,30 +57,14 @@ struct WireWriter {
         if let added = message.added { key("added", &object); write(added) }
         if let admin = message.admin { key("admin", &object); write(admin) }
         if let changed = message.changed { key("changed", &object); write(changed) }
-        if let clients = message.clients {
-            key("clients", &object)
-            bytes.append(UInt8(ascii: "["))
-            for (index, client) in clients.enumerated() {
-                if index > 0 { bytes.append(UInt8(ascii: ",")) }
-                write(client)
-            }
-            bytes.append(UInt8(ascii: "]"))
-        }
+        if let clients = message.clients { key("clients", &object); write(list: clients) { $0.write($1) } }
         if let code = message.code { key("code", &object); write(integer: Int64(code)) }
         if let duplicate = message.duplicate { key("duplicate", &object); write(duplicate) }
         if let error = message.error { key("error", &object); write(string: error) }
         if let generation = message.generation { key("generation", &object); write(integer: Int64(generation)) }
         if let handlers = message.handlers { key("handlers", &object); write(handlers) }
         if let info = message.info { key("info", &object); write(string: info) }
-        if let nodes = message.nodes {
-            key("nodes", &object)
-            bytes.append(UInt8(ascii: "["))
-            for (index, node) in nodes.enumerated() {
-                if index > 0 { bytes.append(UInt8(ascii: ",")) }
-                write(node)
-            }
-            bytes.append(UInt8(ascii: "]"))
-        }
+        if let nodes = message.nodes { key("nodes", &object); write(list: nodes) { $0.write($1) } }
         if let ref = message.ref { key("ref", &object); write(string: ref) }
         if let removed = message.removed { key("removed", &object); write(removed) }
         if let reset = message.reset { key("reset", &object); write(reset) }
@@ -192,6 +176,16 @@ struct WireWriter {
     }
 
     // MARK: - Scalars
+
+    /// `[a,b,…]`, each item by `writeItem`.
+    mutating func write<Item>(list items: [Item], _ writeItem: (inout WireWriter, Item) -> Void) {
+        bytes.append(UInt8(ascii: "["))
+        for (index, item) in items.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            writeItem(&self, item)
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
 
     mutating func write(_ flag: Bool) {
         bytes.append(contentsOf: flag ? "true".utf8 : "false".utf8)

@@ -8,7 +8,7 @@ import TaskGateCore
 /// Builds the whole server: one HTTP/1.1 port with the WebSocket upgrade, long-poll, the REST admin API, the demo
 /// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
 public func buildApplication(
-    _ arguments: some AppArguments, gateway existingGateway: Gateway? = nil, tokens existingTokens: UserTokens? = nil,
+    _ arguments: ServerSettings, gateway existingGateway: Gateway? = nil, tokens existingTokens: UserTokens? = nil,
     metrics: GatewayMetrics = GatewayMetrics(), drain: ServerDrain = ServerDrain(), openSockets: OpenWebSockets = OpenWebSockets()
 ) async throws -> some ApplicationProtocol {
     let logger = makeLogger(arguments)
@@ -78,7 +78,7 @@ public func buildApplication(
 
 /// The domain behind the server: store, handler registry (built-ins plus the config file's handlers) and pool.
 /// The token keys of token mode (`nil` when none are configured), read from their files.
-func loadUserTokens(_ arguments: some AppArguments) async throws -> UserTokens? {
+func loadUserTokens(_ arguments: ServerSettings) async throws -> UserTokens? {
     guard arguments.userTokens.hasKeys else { return nil }
     let tokens = try await UserTokens.load(arguments.userTokens)
     makeLogger(arguments).info("user token keys", metadata: ["keys": "\(tokens.keySummary.joined(separator: ", "))"])
@@ -89,7 +89,7 @@ func loadUserTokens(_ arguments: some AppArguments) async throws -> UserTokens? 
 /// `backend`: where tasks live, when it is not one this library makes from `arguments.store` (memory or SQLite). The
 /// executable brings the PostgreSQL cluster store, so that this library does not link PostgreSQL.
 public func buildGateway(
-    _ arguments: some AppArguments, backend: TaskBackend? = nil, metrics: GatewayMetrics? = nil, tokens: UserTokens? = nil
+    _ arguments: ServerSettings, backend: TaskBackend? = nil, metrics: GatewayMetrics? = nil, tokens: UserTokens? = nil
 ) throws -> Gateway {
     let logger = makeLogger(arguments)
     let backend = try backend ?? makeLocalBackend(arguments, logger: logger)
@@ -121,7 +121,7 @@ public func buildGateway(
 /// drains (new submits get 503, running tasks get the grace period, and their `done` events still reach the open
 /// connections), then the HTTP server closes idle connections, gives requests under way `drainTimeout` to finish,
 /// and closes every WebSocket with a close frame.
-public func buildServer(_ arguments: some AppArguments, backend: TaskBackend? = nil) async throws -> ServiceGroup {
+public func buildServer(_ arguments: ServerSettings, backend: TaskBackend? = nil) async throws -> ServiceGroup {
     let logger = makeLogger(arguments)
     let metrics = GatewayMetrics()
     let tokens = try await loadUserTokens(arguments)
@@ -165,7 +165,7 @@ public struct StartupError: Error, CustomStringConvertible {
 }
 
 /// The single-node stores: `--store memory` and `--store sqlite`.
-func makeLocalBackend(_ arguments: some AppArguments, logger: Logger) throws -> TaskBackend {
+func makeLocalBackend(_ arguments: ServerSettings, logger: Logger) throws -> TaskBackend {
     switch arguments.store {
     case .memory:
         logger.notice("tasks and events are kept in memory: they are gone after a restart")
@@ -200,7 +200,7 @@ func readable(_ error: any Error) -> String {
     return "\(error)"
 }
 
-func makeLogger(_ arguments: some AppArguments) -> Logger {
+func makeLogger(_ arguments: ServerSettings) -> Logger {
     var logger = Logger(label: "taskgate")
     logger.logLevel = arguments.logLevel
     return logger

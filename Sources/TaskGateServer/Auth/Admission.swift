@@ -23,7 +23,7 @@ public struct Limits: Sendable, Equatable {
     /// Messages a connection may send per second (bursts up to twice that).
     public var messagesPerSecond = 50
     /// Queued and running tasks one uid may have.
-    public var tasksPerUID = 100
+    public var tasksPerUID = TaskPool.Configuration().tasksPerUID
     /// Long-polls one uid may have waiting at once.
     public var pollsPerUID = 4
     /// What may wait to be written to one WebSocket or SSE connection (see `OutboundLimits`).

@@ -8,7 +8,7 @@ import Glibc
 /// A handler that starts a configured command per task: the task goes to its stdin as JSON, and it answers with
 /// JSON lines on stdout (`{"progress":0.3}` any number of times, then `{"result":…}` or `{"error":…}`).
 /// A non-zero exit or output that is not such lines fails the task with the first lines of stderr.
-public struct CommandHandler: TaskHandler {
+public struct CommandHandler: ConfiguredTaskHandler {
     public let name: String
     public let config: HandlerConfig
     private let limiter: ConcurrencyLimiter
@@ -22,11 +22,6 @@ public struct CommandHandler: TaskHandler {
     }
 
     public var summary: String { config.description ?? "runs `\(spec.displayName)` per task" }
-    public var defaultTimeout: Duration { .milliseconds(config.timeoutMs) }
-    public var maxAttempts: Int { config.maxAttempts }
-    public var isIdempotent: Bool { config.idempotent }
-    public var defaultPriority: Int { config.priority }
-    public var rateLimit: RateLimit? { config.rate }
 
     public func run(_ context: TaskContext) async throws -> JSONValue {
         await limiter.acquire()

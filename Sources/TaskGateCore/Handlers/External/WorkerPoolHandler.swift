@@ -11,7 +11,7 @@ import Glibc
 /// framework per task). Each process reads one task per line on stdin and answers with JSON lines on stdout that
 /// carry the task `id`: progress any number of times, then a result or an error. A process serves tasks one at a
 /// time, is replaced after `max_requests` tasks, and is restarted with a backoff when it crashes.
-public final class WorkerPoolHandler: TaskHandler, RetirableHandler {
+public final class WorkerPoolHandler: ConfiguredTaskHandler, RetirableHandler {
     public let name: String
     public let config: HandlerConfig
     private let pool: WorkerPool
@@ -23,11 +23,6 @@ public final class WorkerPoolHandler: TaskHandler, RetirableHandler {
     }
 
     public var summary: String { config.description ?? "a pool of \(config.processes) `\(ProcessSpec(config).displayName)` workers" }
-    public var defaultTimeout: Duration { .milliseconds(config.timeoutMs) }
-    public var maxAttempts: Int { config.maxAttempts }
-    public var isIdempotent: Bool { config.idempotent }
-    public var defaultPriority: Int { config.priority }
-    public var rateLimit: RateLimit? { config.rate }
 
     public func run(_ context: TaskContext) async throws -> JSONValue {
         let worker = try await pool.acquire()

@@ -1,0 +1,167 @@
+import Foundation
+import Logging
+import Tracing
+
+/// Running one task: its handler on a worker thread, with its timeout, progress, cancel and retries.
+extension TaskPool {
+    /// Runs one task to its end. A `claimed` task comes from the shared store already marked running here.
+    func execute(_ queued: Job, claimed: Bool = false) async {
+        var job = queued
+        if claimed {
+            // Resolved from the table in force when it was claimed.
+        } else if let current = handlers().handler(named: job.record.cmd) {
+            job.handler = current
+            job.options = (try? TaskOptions(args: job.record.args.objectValue ?? [:], handler: current)) ?? job.options
+        } else {
+            await end(job.record, as: .failed, error: "no handler named '\(job.record.cmd)' any more (removed by a reload)")
+            running[job.record.id] = nil
+            startWaitingJobs()
+            return
+        }
+        var record = job.record
+        if !claimed {
+            record.status = .running
+            record.attempts += 1
+        }
+        record.node = shared?.nodeID ?? record.node
+        record.progress = 0
+        record.error = nil
+        record.startedAt = Date()
+
+        // The trace its submission started (kept in the record, so also after a restart or on another node).
+        let tracer = InstrumentationSystem.tracer
+        let submitted = TaskTracing.context(fromTraceparent: record.traceparent) ?? .topLevel
+        let queuedSpan = tracer.startSpan(
+            "task.queued", context: submitted, ofKind: .internal, at: TaskTracing.instant(record.createdAt))
+        queuedSpan.attributes["taskgate.task.id"] = record.id
+        queuedSpan.end()
+        let runSpan = tracer.startSpan("task.run", context: submitted, ofKind: .internal)
+        defer { runSpan.end() }
+        runSpan.attributes["taskgate.task.id"] = record.id
+        runSpan.attributes["taskgate.task.cmd"] = record.cmd
+        runSpan.attributes["taskgate.task.attempt"] = record.attempts
+        if let node = record.node { runSpan.attributes["taskgate.node"] = node }
+        await publishProgress(record)
+
+        let tracker = ProgressTracker(record: record)
+        let context = TaskContext(
+            taskID: record.id, uid: record.uid, args: record.args.objectValue ?? [:], attempt: record.attempts,
+            traceparent: TaskTracing.traceparent(of: runSpan.context)
+        ) { fraction in
+            await self.publishProgress(tracker.update(fraction))
+        }
+        let outcome = await ServiceContext.withValue(runSpan.context) {
+            await Self.run(job.handler, context: context, timeout: job.options.timeout, on: executor)
+        }
+        record.progress = tracker.current.progress
+        record.finishedAt = Date()
+        let stopReason = running[record.id]?.stopReason
+        if stopReason == .lost {
+            logger.notice("task reclaimed by another node; this node's result is dropped", metadata: ["task": .string(record.id)])
+            runSpan.setStatus(SpanStatus(code: .error, message: "reclaimed by another node"))
+            running[record.id] = nil
+            startWaitingJobs()
+            return
+        }
+        switch outcome {
+        case .success(let result) where !result.fitsDepthLimit(at: 1):
+            // Results are held to the limit args are held to (a value one level inside a message).
+            record.status = .failed
+            record.error = "the handler's result nests deeper than \(JSONLimits.maxDepth - 1) levels"
+        case .success(let result):
+            record.status = .succeeded
+            record.progress = 1
+            record.result = result
+        case .failure(is TimeoutError):
+            record.status = .timedOut
+            record.error = "timed out after \(job.options.timeout.wholeMilliseconds) ms"
+        case .failure(let error) where stopReason == .cancelled:
+            record.status = .cancelled
+            record.error = "cancelled"
+            _ = error
+        case .failure where stopReason == .shutdown:
+            if store.isDurable && job.handler.isIdempotent && record.attempts < job.options.maxAttempts {
+                record.status = .queued
+                record.error = "interrupted by a shutdown; it runs again after the restart"
+                record.finishedAt = nil
+            } else {
+                record.status = .failed
+                record.error = "interrupted: the server shut down while the task was running"
+            }
+        case .failure(let error):
+            record.status = .failed
+            record.error = (error as? TaskFailure)?.message ?? "handler error: \(error)"
+            // A retry returns below before the status is set at the end.
+            runSpan.setStatus(SpanStatus(code: .error, message: record.error ?? "failed"))
+            if record.attempts < job.options.maxAttempts && accepting && shared != nil {
+                // In a cluster the backoff waits in the store, where any node claims it once it is due.
+                record.status = .queued
+                record.finishedAt = nil
+                let delay = TaskOptions.backoff(afterAttempt: record.attempts)
+                await persist(record, notBefore: Date().addingTimeInterval(Double(delay.wholeMilliseconds) / 1000))
+                running[record.id] = nil
+                startWaitingJobs()
+                return
+            }
+            if record.attempts < job.options.maxAttempts && accepting {
+                scheduleRetry(Job(record: record, handler: job.handler, options: job.options))
+                running[record.id] = nil
+                startWaitingJobs()
+                return
+            }
+        }
+        if record.status != .succeeded {
+            runSpan.setStatus(SpanStatus(code: .error, message: record.error ?? record.status.rawValue))
+        }
+        runSpan.attributes["taskgate.task.status"] = record.status.rawValue
+        if record.status == .queued {
+            await save(record)
+        } else {
+            // The `done` event, written with the task and sent to the owner's connections.
+            let deliverSpan = tracer.startSpan("task.deliver", context: runSpan.context, ofKind: .internal)
+            deliverSpan.attributes["taskgate.task.id"] = record.id
+            await finish(record)
+            deliverSpan.end()
+        }
+        running[record.id] = nil
+        startWaitingJobs()
+    }
+
+    /// A failed attempt with attempts left waits out its backoff, then queues again (in the store it is `queued`).
+    func scheduleRetry(_ failed: Job) {
+        var job = failed
+        job.record.status = .queued
+        job.record.finishedAt = nil
+        let wait = TaskOptions.backoff(afterAttempt: job.record.attempts)
+        delay(job, for: wait, saving: job.record)
+        logger.info(
+            "task failed, retrying", metadata: ["task": .string(job.record.id), "attempt": "\(job.record.attempts)", "delay": "\(wait)"])
+    }
+
+    struct TimeoutError: Error {}
+
+    /// Runs the handler on the worker threads, racing it against its timeout.
+    private nonisolated static func run(
+        _ handler: any TaskHandler, context: TaskContext, timeout: Duration, on executor: TaskWorkerExecutor
+    ) async -> Result<JSONValue, any Error> {
+        await withTaskGroup(of: Result<JSONValue, any Error>?.self) { group in
+            group.addTask(executorPreference: executor) {
+                do { return .success(try await handler.run(context)) } catch { return .failure(error) }
+            }
+            group.addTask {
+                do {
+                    try await Task.sleep(for: timeout)
+                    return .failure(TimeoutError())
+                } catch {
+                    return nil  // cancelled because the handler finished first
+                }
+            }
+            var outcome: Result<JSONValue, any Error> = .failure(CancellationError())
+            if let first = await group.next(), let result = first {
+                outcome = result
+            }
+            group.cancelAll()
+            return outcome
+        }
+    }
+}
