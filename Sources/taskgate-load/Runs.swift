@@ -177,8 +177,26 @@ final class PollTimes: Sendable {
     }
 }
 
+/// A long-poll run's HTTP request: done when its connection ends, an error counted when it fails.
+protocol PollRequestHandler: ChannelInboundHandler {
+    var times: PollTimes { get }
+    var done: EventLoopPromise<Void> { get }
+}
+
+extension PollRequestHandler {
+    func channelInactive(context: ChannelHandlerContext) {
+        done.succeed()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        times.state.withLock { $0.errors += 1 }
+        context.close(promise: nil)
+    }
+}
+
 /// One parked `GET /poll`: notes when the answer starts arriving.
-final class PollWaiterHandler: ChannelInboundHandler {
+final class PollWaiterHandler: PollRequestHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
@@ -230,16 +248,6 @@ final class PollWaiterHandler: ChannelInboundHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        done.succeed()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        times.state.withLock { $0.errors += 1 }
-        context.close(promise: nil)
-    }
-
     /// `"startedAt":"2026-12-01T06:42:00.123Z"` → milliseconds since 1970.
     static func firstStartedAt(in body: ByteBuffer) -> Double? {
         let text = String(buffer: body)
@@ -268,7 +276,7 @@ func wallClockMillis() -> Double {
 }
 
 /// Submits echo tasks over REST, one at a time on its keep-alive connection, taking uids from a shared counter.
-final class SubmitterHandler: ChannelInboundHandler {
+final class SubmitterHandler: PollRequestHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
@@ -321,16 +329,6 @@ final class SubmitterHandler: ChannelInboundHandler {
         case .end:
             start(context: context)
         }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        done.succeed()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        times.state.withLock { $0.errors += 1 }
-        context.close(promise: nil)
     }
 }
 

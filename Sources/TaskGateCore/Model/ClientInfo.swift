@@ -33,12 +33,9 @@ public struct ClientInfo: Sendable, Codable, Equatable {
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(uid, forKey: .uid)
-        try container.encode(transport, forKey: .transport)
-        try container.encode(connectedAt, forKey: .connectedAt)
-        try container.encode(remote, forKey: .remote)
-        try container.encode(admin, forKey: .admin)
-        try container.encode(node, forKey: .node)
+        try container.encode(all: [
+            .id: id, .uid: uid, .transport: transport, .connectedAt: connectedAt, .remote: remote, .admin: admin,
+            .node: node
+        ])
     }
 }

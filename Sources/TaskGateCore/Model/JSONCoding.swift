@@ -71,3 +71,11 @@ public enum WireJSON {
         try? Date(text, strategy: .iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
     }
 }
+
+extension KeyedEncodingContainer {
+    /// Encodes every pair in order, an optional that is `nil` as `null`: the wire writes absent values out rather
+    /// than leaving their keys away, so every field is always there for a client to read.
+    public mutating func encode(all pairs: KeyValuePairs<Key, any Encodable>) throws {
+        for (key, value) in pairs { try encode(value, forKey: key) }
+    }
+}

@@ -99,23 +99,12 @@ public struct TaskRecord: Sendable, Codable, Equatable {
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(cmd, forKey: .cmd)
-        try container.encode(uid, forKey: .uid)
-        try container.encode(args, forKey: .args)
-        try container.encode(status, forKey: .status)
-        try container.encode(progress, forKey: .progress)
-        try container.encode(result ?? .null, forKey: .result)
-        try container.encode(error, forKey: .error)
-        try container.encode(attempts, forKey: .attempts)
-        try container.encode(createdAt, forKey: .createdAt)
-        try container.encode(startedAt, forKey: .startedAt)
-        try container.encode(finishedAt, forKey: .finishedAt)
-        try container.encode(node, forKey: .node)
-        try container.encode(traceparent, forKey: .traceparent)
-        try container.encode(priority, forKey: .priority)
-        try container.encode(runAt, forKey: .runAt)
-        try container.encode(schedule, forKey: .schedule)
+        try container.encode(all: [
+            .id: id, .cmd: cmd, .uid: uid, .args: args, .status: status, .progress: progress,
+            .result: result ?? .null, .error: error, .attempts: attempts, .createdAt: createdAt,
+            .startedAt: startedAt, .finishedAt: finishedAt, .node: node, .traceparent: traceparent,
+            .priority: priority, .runAt: runAt, .schedule: schedule
+        ])
     }
 }
 

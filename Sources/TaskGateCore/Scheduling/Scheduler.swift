@@ -141,15 +141,10 @@ public struct ScheduleStatus: Sendable, Codable, Equatable {
     // `nil` fields are written as `null`, as in `TaskRecord`.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(name, forKey: .name)
-        try container.encode(cmd, forKey: .cmd)
-        try container.encode(args, forKey: .args)
-        try container.encode(cron, forKey: .cron)
-        try container.encode(timezone, forKey: .timezone)
-        try container.encode(missed, forKey: .missed)
-        try container.encode(uid, forKey: .uid)
-        try container.encode(nextRun, forKey: .nextRun)
-        try container.encode(lastRun, forKey: .lastRun)
+        try container.encode(all: [
+            .name: name, .cmd: cmd, .args: args, .cron: cron, .timezone: timezone, .missed: missed, .uid: uid,
+            .nextRun: nextRun, .lastRun: lastRun
+        ])
     }
 }
 

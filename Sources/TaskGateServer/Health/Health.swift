@@ -28,12 +28,10 @@ struct Health: Encodable {
         // `nil` fields are written as `null`, as everywhere on the wire.
         func encode(to encoder: any Encoder) throws {
             var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(maxAgeHours, forKey: .maxAgeHours)
-            try container.encode(count, forKey: .count)
-            try container.encode(lastRun, forKey: .lastRun)
-            try container.encode(lastPruned, forKey: .lastPruned)
-            try container.encode(totalPruned, forKey: .totalPruned)
-            try container.encode(lastError, forKey: .lastError)
+            try container.encode(all: [
+                .maxAgeHours: maxAgeHours, .count: count, .lastRun: lastRun, .lastPruned: lastPruned,
+                .totalPruned: totalPruned, .lastError: lastError
+            ])
         }
         enum CodingKeys: String, CodingKey { case maxAgeHours, count, lastRun, lastPruned, totalPruned, lastError }
     }
