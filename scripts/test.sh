@@ -8,7 +8,40 @@ cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
 swift build
+# The Swift tests of the PostgreSQL store need a server: a throwaway one on 127.0.0.1 (Tests/e2e/pg.py) while
+# `swift test` runs, unless TASKGATE_TEST_DATABASE_URL already names one. Without PostgreSQL those tests are skipped,
+# or fail where TASKGATE_REQUIRE_POSTGRES=1.
+test_postgres_pid=""
+stop_test_postgres() {
+    if [ -n "$test_postgres_pid" ]; then
+        kill -TERM "$test_postgres_pid" 2>/dev/null || true
+        wait "$test_postgres_pid" 2>/dev/null || true  # pg.py stops the server within its own time bound
+        test_postgres_pid=""
+        unset TASKGATE_TEST_DATABASE_URL  # the end-to-end tests start servers of their own
+    fi
+    if [ -n "${test_postgres_dir:-}" ]; then rm -rf "$test_postgres_dir"; fi
+}
+trap stop_test_postgres EXIT
+if [ -z "${TASKGATE_TEST_DATABASE_URL:-}" ] \
+    && python3 -c 'import sys; sys.path.insert(0, "Tests/e2e"); import pg; sys.exit(pg.find_bindir() is None)'; then
+    test_postgres_dir="$(mktemp -d)"
+    python3 Tests/e2e/pg.py --url-file "$test_postgres_dir/url" --exit-with-parent >"$test_postgres_dir/log" 2>&1 &
+    test_postgres_pid=$!
+    url_deadline=$((SECONDS + 120))  # pg.py bounds initdb and the start itself; this bounds the wait for its URL
+    until [ -s "$test_postgres_dir/url" ] || [ "$SECONDS" -ge "$url_deadline" ]; do
+        kill -0 "$test_postgres_pid" 2>/dev/null || break  # it gave up: its log says why
+        sleep 0.25
+    done
+    if [ ! -s "$test_postgres_dir/url" ]; then
+        echo "could not start PostgreSQL for the Swift tests:" >&2
+        cat "$test_postgres_dir/log" >&2
+        exit 1
+    fi
+    TASKGATE_TEST_DATABASE_URL="$(cat "$test_postgres_dir/url")"
+    export TASKGATE_TEST_DATABASE_URL
+fi
 swift test
+stop_test_postgres
 # libFuzzer on the wire parser and writer, client-message decoding and the config loader: a bounded run per target
 # from the seed corpus in fuzz/corpus (saved crashers in fuzz/regressions replay first). The upgrade_gate target
 # compiles the whole server a second time with coverage (~10 min on 2 cores), so it runs when asked for:

@@ -138,7 +138,9 @@ public final class PostgresTaskStore: SharedTaskStore {
                     }
                 }
             } catch {
-                // Shutting down: the pool closes the listener's connection.
+                // A shutdown closes the pool, and so the listener's connection, a moment before this task hears of
+                // its cancellation: wait that moment out before calling it a lost connection.
+                try? await Task.sleep(for: .milliseconds(200))
                 if Task.isCancelled || hasLeft.load(ordering: .relaxed) { break }
                 logger.warning("lost the notification listener; reconnecting", metadata: ["error": "\(Self.describe(error))"])
                 markReachable(false)

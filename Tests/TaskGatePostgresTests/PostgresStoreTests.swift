@@ -2,8 +2,8 @@ import Testing
 
 @testable import TaskGatePostgres
 
-/// The parts of the PostgreSQL store that need no database; the store itself runs in Tests/e2e/test_cluster.py
-/// against a real PostgreSQL.
+/// The parts of the PostgreSQL store that need no database; the store itself runs against a real PostgreSQL in
+/// PostgresTaskStoreLiveTests.swift and, behind three nodes, in Tests/e2e/test_cluster.py.
 @Suite("PostgreSQL store", .timeLimit(.minutes(2)))
 struct PostgresStoreTests {
     @Test func notificationPayloadsParse() {

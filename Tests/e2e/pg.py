@@ -15,7 +15,9 @@ folder is handed to that user. The binaries are found through ``$TASKGATE_PG_BIN
 ``/usr/lib/postgresql/*/bin`` or ``PATH``. Every call to a PostgreSQL program is bounded in time.
 
 Run ``python3 Tests/e2e/pg.py`` to start one in the foreground for manual work: it prints the URL and stops on
-Ctrl-C or SIGTERM. Needs nothing but the Python standard library.
+Ctrl-C or SIGTERM. ``--url-file PATH`` also writes the URL there once the server is up (what a script that starts it
+in the background waits for; scripts/test.sh does), and ``--exit-with-parent`` stops it when the process that started
+it is gone. Needs nothing but the Python standard library.
 """
 
 from __future__ import annotations
@@ -345,7 +347,12 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
     parser.add_argument("--database", default="taskgate")
     parser.add_argument("--auth", default="scram-sha-256", choices=["scram-sha-256", "md5", "trust"])
+    parser.add_argument("--url-file", type=Path, default=None,
+                        help="write the URL to this file once the server accepts connections")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started this one exits (a killed script leaves no server)")
     options = parser.parse_args()
+    parent = os.getppid()
     stopping: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda received, _frame: stopping.append(received))
@@ -357,9 +364,14 @@ def main() -> int:
         print(f"superuser shell: {server.psql_bin} -h {server.socket_dir} -p {server.port} -U {SUPERUSER}",
               flush=True)
         print(server.url, flush=True)
-        while not stopping:
+        if options.url_file:
+            # Written whole, then renamed: a reader never sees half a URL.
+            partial = options.url_file.with_name(options.url_file.name + ".partial")
+            partial.write_text(server.url + "\n")
+            partial.replace(options.url_file)
+        while not stopping and not (options.exit_with_parent and os.getppid() != parent):
             time.sleep(0.2)
-        print(f"{signal.Signals(stopping[0]).name}: stopping", flush=True)
+        print(f"{signal.Signals(stopping[0]).name if stopping else 'parent exited'}: stopping", flush=True)
         server.stop("fast")
     finally:
         server.cleanup()
