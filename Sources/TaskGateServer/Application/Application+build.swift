@@ -42,7 +42,7 @@ public func buildApplication(
     MetricsRoutes(gateway: gateway, metrics: metrics).addRoutes(to: router)
     let webSocketPaths = Set(WebSocketPaths.always + arguments.webSocketPaths)
     WebSocketPlainRoute(admission: admission, paths: webSocketPaths).addRoutes(to: router)
-    LongPollRoutes(gateway: gateway, admission: admission, maxMessageBytes: arguments.maxMessageBytes, metrics: metrics)
+    LongPollRoutes(gateway: gateway, admission: admission, inbound: arguments.inboundLimits, metrics: metrics)
         .addRoutes(to: router)
     SSERoutes(gateway: gateway, admission: admission, inbound: arguments.inboundLimits).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)

@@ -25,11 +25,13 @@ public struct Setting: Sendable {
     let isSecret: Bool
     let apply: @Sendable (inout ServerSettings, [String]) throws(SettingError) -> Void
 
-    public var flag: String { "--" + (singularFlag ?? Self.words(key).joined(separator: "-")) }
-    public var environmentVariable: String { "TASKGATE_" + Self.words(key).joined(separator: "_").uppercased() }
+    public var flag: String { singularFlag.map { "--" + $0 } ?? Self.flagName(key) }
+    public var environmentVariable: String { Self.variableName(key) }
     public var fileKey: String { Self.words(key).joined(separator: "_") }
-    /// Where a value of this setting can come from, for error messages.
-    var sources: String { "\(flag), $\(environmentVariable)" }
+
+    /// `taskWorkers` → `--task-workers`, `TASKGATE_TASK_WORKERS`: the names the table and its error messages use.
+    static func flagName(_ key: String) -> String { "--" + words(key).joined(separator: "-") }
+    static func variableName(_ key: String) -> String { "TASKGATE_" + words(key).joined(separator: "_").uppercased() }
 
     /// `maxConnectionsPerUid` → max, connections, per, uid.
     static func words(_ key: String) -> [String] {
@@ -82,7 +84,7 @@ extension Setting {
         return text(key, help, default: shown, placeholder: placeholder) { settings, text throws(SettingError) in
             let range = maximum == .max ? "at least \(minimum)" : "from \(minimum) to \(maximum)"
             guard let value = Int(text.trimmingCharacters(in: .whitespaces)), value >= minimum, value <= maximum else {
-                throw SettingError("\(Self.words(key).joined(separator: " ")) must be a whole number \(range), not '\(text)' (\(flagName(key)), $TASKGATE_\(Self.words(key).joined(separator: "_").uppercased()))")
+                throw SettingError("\(Self.words(key).joined(separator: " ")) must be a whole number \(range), not '\(text)' (\(flagName(key)), $\(variableName(key)))")
             }
             set(&settings, value)
         }
@@ -129,7 +131,7 @@ extension Setting {
             // A flag on the command line comes with no value: present means on.
             let text = values.first ?? ""
             guard let value = text.isEmpty ? true : Self.bool(text) else {
-                throw SettingError("$TASKGATE_\(Self.words(key).joined(separator: "_").uppercased()) must be true or false, not '\(text)'")
+                throw SettingError("$\(variableName(key)) must be true or false, not '\(text)'")
             }
             set(&settings, value)
         }
@@ -149,7 +151,6 @@ extension Setting {
         ["on": true, "true": true, "off": false, "false": false][text.lowercased()]
     }
 
-    private static func flagName(_ key: String) -> String { "--" + words(key).joined(separator: "-") }
 }
 
 extension ServerSettings {

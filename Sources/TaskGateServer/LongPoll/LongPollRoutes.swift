@@ -8,17 +8,17 @@ import TaskGateCore
 struct LongPollRoutes {
     let gateway: Gateway
     let admission: Admission
-    let maxMessageBytes: Int
+    /// The same limits as a connection's messages, the rate counted per uid.
+    let inbound: InboundLimits
     var metrics: GatewayMetrics? = nil
-    /// The WebSocket's messages-per-second limit, per uid.
     let messageRate: RateLimiters
 
-    init(gateway: Gateway, admission: Admission, maxMessageBytes: Int, metrics: GatewayMetrics? = nil) {
+    init(gateway: Gateway, admission: Admission, inbound: InboundLimits, metrics: GatewayMetrics? = nil) {
         self.gateway = gateway
         self.admission = admission
-        self.maxMessageBytes = maxMessageBytes
+        self.inbound = inbound
         self.metrics = metrics
-        messageRate = RateLimiters(perSecond: admission.limits.messagesPerSecond)
+        messageRate = RateLimiters(perSecond: inbound.messagesPerSecond)
     }
     static let defaultTimeout = 25
     static let maxTimeout = 60
@@ -60,13 +60,13 @@ struct LongPollRoutes {
         router.post("/poll") { request, context -> Response in
             let identity = try admission.identify(.init(request: request, context: context))
             guard messageRate.allow(identity.uid) else {
-                throw InboundLimits(maxMessageBytes: maxMessageBytes, messagesPerSecond: admission.limits.messagesPerSecond).tooFast()
+                throw inbound.tooFast()
             }
             let body: ByteBuffer
             do {
-                body = try await request.body.collect(upTo: maxMessageBytes)
+                body = try await request.body.collect(upTo: inbound.maxMessageBytes)
             } catch {
-                throw GatewayError(.tooLarge, "message is larger than \(maxMessageBytes) bytes")
+                throw GatewayError(.tooLarge, "message is larger than \(inbound.maxMessageBytes) bytes")
             }
             let pollKey = gateway.clients.beginPoll(uid: identity.uid, remote: context.remoteDescription, admin: identity.isAdmin)
             defer { gateway.clients.endPoll(pollKey) }
