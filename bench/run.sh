@@ -4,6 +4,7 @@
 #   bench/run.sh            full run (≈ 5 min), writes bench/results.md
 #   bench/run.sh --smoke    a few seconds per scenario, small counts; prints the figures, writes nothing in the repo
 #   bench/run.sh --out F    write the report to F instead
+#   TASKGATE_BENCH_SERVER=PATH bench/run.sh   the same scenarios against another taskgate binary
 #
 # Every server starts on a free loopback port, is driven by `taskgate-load` (a multi-threaded SwiftNIO client, built
 # here in release mode) or `wrk`, has its CPU time (/proc/PID/stat) and RSS (/proc/PID/status) measured over the
@@ -42,7 +43,9 @@ echo "bench: building taskgate and taskgate-load ($configuration)"
 swift build -c "$configuration" --product taskgate >/dev/null
 swift build -c "$configuration" --product taskgate-load >/dev/null
 bin="$(swift build -c "$configuration" --show-bin-path)"
-taskgate="$bin/taskgate"
+# TASKGATE_BENCH_SERVER runs another build of the server (an earlier commit's, for a before/after comparison) under
+# the same client and scenarios.
+taskgate="${TASKGATE_BENCH_SERVER:-$bin/taskgate}"
 load="$bin/taskgate-load"
 # The bare Hummingbird echo: a program of its own under bench/peers/hummingbird-echo (TaskGate has no
 # hummingbird-websocket engine), a target of this package so that it shares the built dependencies.

@@ -110,19 +110,18 @@ public final class EventLog: Sendable {
 
     public let retention: Retention
     public let maxBatch: Int
-    private let backend: TaskBackend
     private let store: any TaskStore
-    /// Set in a cluster: the coordinator numbers events, and other nodes' events arrive through `notified`.
-    private let shared: (any ClusterCoordinator)?
+    /// Numbers and stores events: this node, or (a cluster) the shared store, whose other nodes' events arrive
+    /// through `notified`.
+    private let sequencer: any EventSequencer
     private let state = Mutex(State())
 
     public init(retention: Retention = .init(), maxBatch: Int = 500, backend: TaskBackend) {
         precondition(retention.count > 0 && maxBatch > 0)
         self.retention = retention
         self.maxBatch = maxBatch
-        self.backend = backend
         self.store = backend.store
-        self.shared = backend.coordinator
+        self.sequencer = backend.sequencer
     }
 
     public convenience init(retention: Retention = .init(), maxBatch: Int = 500, store: any LocalTaskStore) {
@@ -140,40 +139,25 @@ public final class EventLog: Sendable {
         uid: String, task: TaskRecord, condition: WriteCondition = .runningHere,
         _ makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
     ) async throws -> UInt64 {
-        let local: any LocalTaskStore
-        switch backend {
-        case .cluster(let shared):
-            let event = try await shared.appendNumbered(
-                uid: uid, task: task, condition: condition, retainCount: retention.count, makeMessage: makeMessage)
-            deliver(event, to: uid)
-            return event.seq
-        case .local(let store):
-            local = store
-        }
-        var event: LoggedEvent?
-        while event == nil {
+        let write = EventWrite(uid: uid, task: task, condition: condition, retainCount: retention.count, makeMessage: makeMessage)
+        let sequenced = try await sequencer.append(write) { try await self.assignSeq(uid) }
+        deliver(sequenced.event, to: uid)
+        if let storeFailure = sequenced.storeFailure { throw storeFailure }
+        return sequenced.event.seq
+    }
+
+    /// The uid's next seq on this node, its log loaded first.
+    private func assignSeq(_ uid: String) async throws -> UInt64 {
+        while true {
             try await ensureLoaded(uid)
-            event = state.withLock { state -> LoggedEvent? in
-                guard var log = state.users[uid] else { return nil }  // evicted meanwhile: load again
-                log.assignedSeq += 1
-                let message = makeMessage(log.assignedSeq)
-                let event = LoggedEvent(seq: log.assignedSeq, json: WireJSON.encode(message), type: message.type)
-                state.users[uid] = log
-                return event
+            let seq = state.withLock { state -> UInt64? in
+                state.modifyUser(uid) { log in
+                    log.assignedSeq += 1
+                    return log.assignedSeq
+                }
             }
+            if let seq { return seq }  // else evicted meanwhile: load again
         }
-        guard let event else { preconditionFailure("loop exits with an event") }
-        var failure: (any Error)?
-        do {
-            try await local.append(
-                UserEvent(uid: uid, seq: event.seq, json: event.json, createdAt: event.createdAt, retainCount: retention.count),
-                task: task)
-        } catch {
-            failure = error
-        }
-        deliver(event, to: uid)
-        if let failure { throw failure }
-        return event.seq
     }
 
     private func deliver(_ event: LoggedEvent, to uid: String) {
@@ -195,7 +179,7 @@ public final class EventLog: Sendable {
                 if delivered { log.waiters.removeAll() }
                 // In a cluster a later seq can arrive first (ours, or a notification): the earlier ones are already
                 // committed, since the store numbers a uid's events one transaction at a time, so fetch them now.
-                let gap = !log.ready.isEmpty && shared != nil
+                let gap = !log.ready.isEmpty && sequencer.numbersAcrossNodes
                 return (waiters, gap)
             } ?? ([], false)
         }
@@ -221,12 +205,11 @@ public final class EventLog: Sendable {
     /// Compares every loaded uid that someone is waiting on with the store, and fetches what was missed (after the
     /// listener reconnected, and now and then in case a notification was lost).
     public func resynchronize() async throws {
-        guard let shared else { return }
         let known = state.withLock { state in
             state.users.compactMapValues { log in log.subscribers.isEmpty && log.waiters.isEmpty ? nil : log.deliveredSeq }
         }
         guard !known.isEmpty else { return }
-        let stored = try await shared.lastSeqs(uids: Array(known.keys))
+        let stored = try await sequencer.lastSeqs(uids: Array(known.keys))
         for (uid, seq) in stored where seq > known[uid, default: 0] {
             await catchUp(uid)
         }
@@ -234,7 +217,7 @@ public final class EventLog: Sendable {
 
     /// Reads the uid's events after the last delivered one from the store and delivers them, one round at a time.
     private func catchUp(_ uid: String) async {
-        guard shared != nil else { return }
+        guard sequencer.numbersAcrossNodes else { return }
         let start = state.withLock { state -> UInt64? in
             guard var log = state.users[uid] else { return nil }
             if log.catchingUp {
@@ -372,7 +355,7 @@ public final class EventLog: Sendable {
     private func ensureLoaded(_ uid: String) async throws {
         let loaded = state.withLock { state -> Bool in
             if state.users[uid] != nil { return true }
-            if shared != nil, state.loading[uid] == nil { state.loading[uid] = 0 }
+            if sequencer.numbersAcrossNodes, state.loading[uid] == nil { state.loading[uid] = 0 }
             return false
         }
         if loaded { return }

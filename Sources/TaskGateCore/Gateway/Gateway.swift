@@ -122,7 +122,7 @@ public final class Gateway: Sendable {
             throw .badRequest("task id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         }
         let id = chosenID.map { Self.scopedTaskID($0, uid: uid) } ?? Self.makeTaskID()
-        let options = try TaskOptions(args: args, handler: handler)
+        _ = try TaskOptions(args: args, handler: handler)  // refuses bad options before anything is stored
         let scheduling = try TaskScheduling(args: args, handler: handler, mayRaisePriority: privileged)
         try handler.validate(args)
         // As deep as a client message's args may be, whichever front door (REST bodies are read by JSONDecoder).
@@ -156,7 +156,7 @@ public final class Gateway: Sendable {
         case .inserted:
             let submission = Submission(task: record, duplicate: false)
             accepted(submission)
-            await pool.enqueue(record, handler: handler, options: options)
+            await pool.enqueue(record)
             logger.debug("task submitted", metadata: ["task": .string(id), "cmd": .string(cmd)])
             return submission
         }
@@ -223,11 +223,8 @@ public final class Gateway: Sendable {
 
     /// Picks up what a previous run left: queued tasks queue again, interrupted ones are retried or failed.
     public func recover() async throws {
-        // In a cluster other nodes may be running these; leases tell which were really left behind.
-        guard shared == nil else { return }
-        let unfinished = try await store.unfinishedTasks()
-        guard !unfinished.isEmpty else { return }
-        let (requeued, failed) = await pool.recover(unfinished, handlers: registry.current)
+        let (requeued, failed) = try await pool.recover(handlers: registry.current)
+        guard requeued + failed > 0 else { return }
         logger.notice("recovered unfinished tasks", metadata: ["requeued": "\(requeued)", "failed": "\(failed)"])
     }
 

@@ -4,26 +4,10 @@ import Tracing
 
 /// Running one task: its handler on a worker thread, with its timeout, progress, cancel and retries.
 extension TaskPool {
-    /// Runs one task to its end. A `claimed` task comes from the shared store already marked running here.
-    func execute(_ queued: Job, claimed: Bool = false) async {
-        var job = queued
-        if claimed {
-            // Resolved from the table in force when it was claimed.
-        } else if let current = handlers().handler(named: job.record.cmd) {
-            job.handler = current
-            job.options = (try? TaskOptions(args: job.record.args.objectValue ?? [:], handler: current)) ?? job.options
-        } else {
-            await end(job.record, as: .failed, error: "no handler named '\(job.record.cmd)' any more (removed by a reload)")
-            running[job.record.id] = nil
-            startWaitingJobs()
-            return
-        }
+    /// Runs one claimed task (already running here, its attempt counted) to its end.
+    func execute(_ job: Job) async {
         var record = job.record
-        if !claimed {
-            record.status = .running
-            record.attempts += 1
-        }
-        record.node = shared?.nodeID ?? record.node
+        record.node = coordinator.nodeID ?? record.node
         record.progress = 0
         record.error = nil
         record.startedAt = Date()
@@ -59,8 +43,7 @@ extension TaskPool {
         if stopReason == .lost {
             logger.notice("task reclaimed by another node; this node's result is dropped", metadata: ["task": .string(record.id)])
             runSpan.setStatus(SpanStatus(code: .error, message: "reclaimed by another node"))
-            running[record.id] = nil
-            startWaitingJobs()
+            await ended(record.id)
             return
         }
         switch outcome {
@@ -93,20 +76,9 @@ extension TaskPool {
             record.error = (error as? TaskFailure)?.message ?? "handler error: \(error)"
             // A retry returns below before the status is set at the end.
             runSpan.setStatus(SpanStatus(code: .error, message: record.error ?? "failed"))
-            if record.attempts < job.options.maxAttempts && accepting && shared != nil {
-                // In a cluster the backoff waits in the store, where any node claims it once it is due.
-                record.status = .queued
-                record.finishedAt = nil
-                let delay = TaskOptions.backoff(afterAttempt: record.attempts)
-                await persist(record, notBefore: Date().addingTimeInterval(Double(delay.wholeMilliseconds) / 1000))
-                running[record.id] = nil
-                startWaitingJobs()
-                return
-            }
             if record.attempts < job.options.maxAttempts && accepting {
-                scheduleRetry(Job(record: record, handler: job.handler, options: job.options))
-                running[record.id] = nil
-                startWaitingJobs()
+                await retry(record)
+                await ended(record.id)
                 return
             }
         }
@@ -123,19 +95,20 @@ extension TaskPool {
             await finish(record)
             deliverSpan.end()
         }
-        running[record.id] = nil
-        startWaitingJobs()
+        await ended(record.id)
     }
 
-    /// A failed attempt with attempts left waits out its backoff, then queues again (in the store it is `queued`).
-    func scheduleRetry(_ failed: Job) {
-        var job = failed
-        job.record.status = .queued
-        job.record.finishedAt = nil
-        let wait = TaskOptions.backoff(afterAttempt: job.record.attempts)
-        delay(job, for: wait, saving: job.record)
-        logger.info(
-            "task failed, retrying", metadata: ["task": .string(job.record.id), "attempt": "\(job.record.attempts)", "delay": "\(wait)"])
+    /// A failed attempt with attempts left goes back to the queue (`queued` on record) and waits out its backoff
+    /// there; in a cluster any node may claim it once it is due.
+    func retry(_ failed: TaskRecord) async {
+        var record = failed
+        record.status = .queued
+        record.finishedAt = nil
+        let wait = TaskOptions.backoff(afterAttempt: record.attempts)
+        let due = Date().addingTimeInterval(Double(wait.wholeMilliseconds) / 1000)
+        await persist(record, notBefore: due)
+        coordinator.enqueue(record, notBefore: due)
+        logger.info("task failed, retrying", metadata: ["task": .string(record.id), "attempt": "\(record.attempts)", "delay": "\(wait)"])
     }
 
     struct TimeoutError: Error {}

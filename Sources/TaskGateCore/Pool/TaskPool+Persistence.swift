@@ -21,7 +21,7 @@ extension TaskPool {
     func finish(_ record: TaskRecord, condition: WriteCondition = .runningHere) async -> Bool {
         // A single node's failed write is logged and the task still ends here; a cluster's means another node has it.
         let recorded = await persist(record, condition: condition) { seq in .done(record, seq: seq) }
-        guard recorded || shared == nil else { return false }
+        guard recorded || !coordinator.othersShareTasks else { return false }
         finishedCounts[record.status, default: 0] += 1
         logger.info(
             "task finished",
@@ -54,10 +54,8 @@ extension TaskPool {
             do {
                 if let uid = record.uid, let event {
                     try await events.append(uid: uid, task: record, condition: condition, event)
-                } else if let shared {
-                    try await shared.update(record, condition: condition, notBefore: notBefore)
                 } else {
-                    try await store.update(record)
+                    try await coordinator.update(record, condition: condition, notBefore: notBefore)
                 }
                 return true
             } catch is WriteConditionFailed {
@@ -69,7 +67,7 @@ extension TaskPool {
                 return false
             } catch {
                 logger.error("could not record task state", metadata: ["task": .string(record.id), "error": "\(error)"])
-                guard shared != nil else { return false }
+                guard coordinator.othersShareTasks else { return false }
                 // Shutting down: the lease runs out and another node takes the task over, so stop trying soon.
                 if !accepting, givingUpAt == nil { givingUpAt = .now + .seconds(5) }
                 if let givingUpAt, ContinuousClock.now > givingUpAt { return false }

@@ -69,12 +69,6 @@ public actor TaskPool {
         var values: Dictionary<String, Running>.Values { entries.values }
     }
 
-    /// A task waiting for a time: its `runAt` (scheduled) or the end of a retry's backoff.
-    struct Delayed {
-        var job: Job
-        var timer: Task<Void, Never>
-    }
-
     /// What the pool is doing, for the dashboard and `/api/v1/stats`.
     public struct Stats: Sendable, Encodable {
         public struct HandlerLoad: Sendable, Encodable {
@@ -94,8 +88,9 @@ public actor TaskPool {
 
     public let configuration: Configuration
     let store: any TaskStore
-    /// Set in a cluster: queued tasks wait in the shared store, not in `queue`, and free workers claim them.
-    let shared: (any SharedTaskStore)?
+    /// Where waiting tasks wait and who hands them out: in memory on a single node, the shared store in a cluster.
+    let coordinator: any TaskCoordinator
+    /// A claim loop is under way (a cluster's claims suspend); `claimAgain` asks it for one more round.
     var claiming = false
     var claimAgain = false
     let events: EventLog
@@ -104,12 +99,9 @@ public actor TaskPool {
     /// reload use the reloaded handlers (running ones finish on theirs).
     let handlers: @Sendable () -> HandlerTable
     let logger: Logger
-    var queue: ReadyQueue<Job>
     var running = RunningTable()
-    /// Tasks not due yet: scheduled ones, and failed attempts waiting out their backoff.
-    var delayed: [String: Delayed] = [:]
     var pacer = StartPacer()
-    /// Wakes the pool when a handler held back by its rate may start again, or (a cluster) a delayed task is due.
+    /// Wakes the pool when a handler held back by its rate may start again, or a waiting task falls due.
     var wake: (at: ContinuousClock.Instant, timer: Task<Void, Never>)?
     /// Places promised to submissions that are still being written to the store.
     var reserved = 0
@@ -124,26 +116,25 @@ public actor TaskPool {
     ) {
         self.configuration = configuration
         self.store = backend.store
-        if case .cluster(let shared) = backend { self.shared = shared } else { self.shared = nil }
+        self.coordinator = backend.makeCoordinator(fairShare: configuration.fairShare)
         self.events = events
         self.handlers = handlers
         self.executor = TaskWorkerExecutor(threadCount: configuration.workers)
         self.logger = logger
-        self.queue = ReadyQueue(fairShare: configuration.fairShare)
     }
 
-    public var queuedCount: Int { queue.count + delayed.count }
+    /// Tasks waiting on this node (in a cluster they wait in the store: `Gateway.poolStats` reads those).
+    public var queuedCount: Int { coordinator.waitingCount }
 
     public var stats: Stats {
-        var handlers: [String: Stats.HandlerLoad] = [:]
-        for job in queue.elements { handlers[job.record.cmd, default: .init()].queued += 1 }
-        for entry in delayed.values { handlers[entry.job.record.cmd, default: .init()].queued += 1 }
+        let waiting = coordinator.waiting
+        var handlers = waiting.byCommand.mapValues { Stats.HandlerLoad(queued: $0) }
         for entry in running.values { handlers[entry.cmd, default: .init()].running += 1 }
         let finished = Dictionary(
             uniqueKeysWithValues: TaskStatus.allCases.filter(\.isFinal).map { ($0.rawValue, finishedCounts[$0, default: 0]) })
         return Stats(
-            queued: queuedCount, scheduled: delayed.count, running: running.count, workers: configuration.workers, queueLimit: configuration.queueLimit,
-            handlers: handlers, finished: finished)
+            queued: coordinator.waitingCount, scheduled: waiting.notDue, running: running.count,
+            workers: configuration.workers, queueLimit: configuration.queueLimit, handlers: handlers, finished: finished)
     }
     public var runningCount: Int { running.count }
     public var runningTaskIDs: [String] { Array(running.keys) }
@@ -151,16 +142,12 @@ public actor TaskPool {
     /// Promises a place in the pool before the task is stored, so a full queue is refused before anything is written.
     public func reserve(uid: String?) async throws(GatewayError) {
         guard accepting else { throw GatewayError(.unavailable, "the server is shutting down") }
-        if let shared {
-            try await reserveInCluster(uid: uid, shared: shared)
-            return
-        }
-        let active = running.count + queue.count + delayed.count + reserved
-        guard active < configuration.workers + configuration.queueLimit else {
+        let counts = try await coordinator.activeCounts(uid: uid, runningHere: running.byLane)
+        guard counts.active + reserved < configuration.workers + configuration.queueLimit else {
             throw GatewayError(.queueFull, "the task queue is full (\(configuration.queueLimit) waiting); try again later")
         }
         if let uid {
-            guard activeCount(uid: uid) < configuration.tasksPerUID else {
+            guard counts.uid + reservedByUID[uid, default: 0] < configuration.tasksPerUID else {
                 throw GatewayError(
                     .tooManyRequests, "uid '\(uid)' already has \(configuration.tasksPerUID) tasks queued or running; wait for some to finish")
             }
@@ -179,52 +166,15 @@ public actor TaskPool {
         reservedByUID[uid] = left > 0 ? left : nil
     }
 
-    func activeCount(uid: String) -> Int {
-        reservedByUID[uid, default: 0] + queue.count(uid: uid)
-            + delayed.values.count { $0.job.record.uid == uid } + running.values.count { $0.uid == uid }
-    }
-
-    /// Takes a stored, queued task; uses up one reservation.
-    public func enqueue(_ record: TaskRecord, handler: any TaskHandler, options: TaskOptions) {
+    /// Takes a stored task that waits for a worker; uses up one reservation.
+    public func enqueue(_ record: TaskRecord) async {
         reserved = max(0, reserved - 1)
         if let uid = record.uid { releaseUIDReservation(uid) }
-        if shared != nil {
-            claimWork()  // it waits in the shared store, where any node's free worker may claim it
-            return
-        }
-        admit(Job(record: record, handler: handler, options: options))
-        startWaitingJobs()
+        coordinator.enqueue(record, notBefore: nil)
+        await startWaitingJobs()
     }
 
-    /// A job goes to the ready queue, or waits for its `runAt` first.
-    func admit(_ job: Job) {
-        if let runAt = job.record.runAt, runAt > Date() {
-            delay(job, for: .milliseconds(Int64((runAt.timeIntervalSinceNow * 1000).rounded(.up))))
-        } else {
-            queue.append(job, id: job.record.id, lane: Lane(cmd: job.record.cmd, uid: job.record.uid), priority: job.record.priority)
-        }
-    }
-
-    /// Holds a job until `wait` has passed, then queues it.
-    func delay(_ job: Job, for wait: Duration, saving record: TaskRecord? = nil) {
-        let id = job.record.id
-        let timer = Task {
-            if let record { await self.save(record) }
-            try? await Task.sleep(for: wait)
-            guard !Task.isCancelled else { return }
-            self.due(id)
-        }
-        delayed[id] = Delayed(job: job, timer: timer)
-    }
-
-    func due(_ id: String) {
-        guard let entry = delayed.removeValue(forKey: id) else { return }
-        let job = entry.job
-        queue.append(job, id: id, lane: Lane(cmd: job.record.cmd, uid: job.record.uid), priority: job.record.priority)
-        startWaitingJobs()
-    }
-
-    /// Runs `startWaitingJobs` or `claimWork` again at `instant` (a rate's next slot, a delayed task's due time).
+    /// Runs `startWaitingJobs` again at `instant` (a rate's next slot, a waiting task's due time).
     func wakeUp(at instant: ContinuousClock.Instant) {
         if let wake, wake.at <= instant, wake.at > .now { return }
         wake?.timer.cancel()
@@ -232,17 +182,19 @@ public actor TaskPool {
             try? await Task.sleep(until: instant)
             guard !Task.isCancelled else { return }
             self.wake = nil
-            self.startWaitingJobs()
+            await self.startWaitingJobs()
         }
         wake = (instant, timer)
     }
 
     /// After a restart: queued tasks queue again; tasks that were running when the process died run again if their
     /// handler is idempotent and they have attempts left, and are failed as `interrupted` otherwise.
-    public func recover(_ tasks: [TaskRecord], handlers: HandlerTable) async -> (requeued: Int, failed: Int) {
+    /// In a cluster there is nothing to pick up at a start: leases tell which tasks a node left behind
+    /// (`reclaimExpiredTasks`), and queued ones wait in the store.
+    public func recover(handlers: HandlerTable) async throws -> (requeued: Int, failed: Int) {
         var requeued = 0
         var failed = 0
-        for var record in tasks {
+        for var record in try await coordinator.tasksToRecover() {
             guard let handler = handlers.handler(named: record.cmd) else {
                 await end(record, as: .failed, error: "interrupted: no handler named '\(record.cmd)' after the restart")
                 failed += 1
@@ -259,10 +211,10 @@ public actor TaskPool {
                 record.error = "interrupted by a restart; running it again"
                 await save(record)
             }
-            admit(Job(record: record, handler: handler, options: options))
+            coordinator.enqueue(record, notBefore: nil)
             requeued += 1
         }
-        startWaitingJobs()
+        await startWaitingJobs()
         return (requeued, failed)
     }
 
@@ -275,41 +227,43 @@ public actor TaskPool {
         case notActive
     }
 
+    /// A waiting task is cancelled here (unless, in a cluster, a node claims it first); a running one is asked to
+    /// stop, here or through the coordinator on the node that runs it.
     public func cancel(id: String) async -> CancelOutcome {
-        var waiting: TaskRecord?
-        if let job = queue.remove(id: id) {
-            waiting = job.record
-        } else if let entry = delayed.removeValue(forKey: id) {
-            entry.timer.cancel()
-            waiting = entry.job.record
+        if stopRunning(id: id, because: .cancelled) { return .stopping }
+        if let waiting = await coordinator.withdraw(id: id) {
+            if let cancelled = await end(waiting, as: .cancelled, error: "cancelled before it started", condition: .queued) {
+                signalIdleIfNeeded()
+                return .dequeued(cancelled)
+            }
+            if stopRunning(id: id, because: .cancelled) { return .stopping }  // claimed here meanwhile
         }
-        if let waiting {
-            let cancelled = await end(waiting, as: .cancelled, error: "cancelled before it started") ?? waiting
-            signalIdleIfNeeded()
-            return .dequeued(cancelled)
-        }
-        if var entry = running[id] {
-            if entry.stopReason == nil { entry.stopReason = .cancelled }
-            running[id] = entry
-            entry.task.cancel()
+        do {
+            return try await coordinator.requestCancelElsewhere(id: id) ? .stopping : .notActive
+        } catch {
+            logger.error("could not ask for a cancel", metadata: ["task": .string(id), "error": "\(error)"])
             return .stopping
         }
-        guard let shared else { return .notActive }
-        return await cancelInCluster(id: id, shared: shared)
+    }
+
+    /// Cancels a task running here, recording why; false if it does not run here.
+    func stopRunning(id: String, because reason: StopReason) -> Bool {
+        guard var entry = running[id] else { return false }
+        if entry.stopReason == nil { entry.stopReason = reason }
+        running[id] = entry
+        entry.task.cancel()
+        return true
     }
 
     /// Stops taking tasks, lets running ones finish for up to `grace`, then interrupts them. With a durable store,
     /// waiting tasks stay queued (they run after the restart); otherwise they are failed as interrupted.
     public func shutdown(grace: Duration) async {
         accepting = false
-        let waiting = queue.elements + delayed.values.map(\.job)
-        for entry in delayed.values { entry.timer.cancel() }
-        delayed.removeAll()
-        queue = ReadyQueue(fairShare: configuration.fairShare)
+        let waiting = coordinator.drain()
         wake?.timer.cancel()
         if !store.isDurable {
-            for job in waiting {
-                await end(job.record, as: .failed, error: "interrupted: the server shut down before the task started")
+            for task in waiting {
+                await end(task, as: .failed, error: "interrupted: the server shut down before the task started")
             }
         }
         if !running.isEmpty {
@@ -325,34 +279,16 @@ public actor TaskPool {
         await executor.shutdown()
     }
 
-    /// Returns once nothing is running, queued or waiting to retry (used by tests and shutdown).
+    /// Returns once nothing is running or waiting here (used by tests and shutdown).
     public func waitUntilIdle() async {
-        if running.isEmpty && queue.isEmpty && delayed.isEmpty { return }
+        if isIdle { return }
         await withCheckedContinuation { idleWaiters.append($0) }
     }
 
-    func startWaitingJobs() {
-        claimWork()
-        let now = ContinuousClock.now
-        while accepting, running.count < configuration.workers, !queue.isEmpty {
-            let held = pacer.blocked(now: now)
-            let load = running.byLane
-            guard let job = queue.popNext(running: { load[$0, default: 0] }, held: Set(held.commands))
-            else {
-                if let until = held.until { wakeUp(at: until) }  // only rate-held handlers are waiting
-                break
-            }
-            pacer.started(job.record.cmd, limit: job.handler.rateLimit, now: now)
-            let id = job.record.id
-            // The task starts only after it is in `running`, so its completion always finds its entry.
-            let task = Task { await self.execute(job) }
-            running[id] = Running(cmd: job.record.cmd, uid: job.record.uid, task: task, stopReason: nil)
-        }
-        signalIdleIfNeeded()
-    }
+    var isIdle: Bool { running.isEmpty && coordinator.waitingCount == 0 }
 
     func signalIdleIfNeeded() {
-        guard running.isEmpty && queue.isEmpty && delayed.isEmpty else { return }
+        guard isIdle else { return }
         let waiters = idleWaiters
         idleWaiters.removeAll()
         for waiter in waiters { waiter.resume() }

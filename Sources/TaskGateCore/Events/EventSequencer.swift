@@ -1,0 +1,82 @@
+import Foundation
+
+/// Who numbers a uid's events and stores each with the task state it reports: injected into the event log with
+/// the backend. `LocalSequencer` numbers on this node; `SharedSequencer` leaves it to the cluster's store, so `seq`
+/// is one sequence per uid whichever node appends.
+protocol EventSequencer: Sendable {
+    /// Other nodes number the same uids' events: a later seq can arrive before an earlier one (which is then read
+    /// from the store), and what a node misses is caught up from the store.
+    var numbersAcrossNodes: Bool { get }
+
+    /// Numbers and stores one event of `uid`, only if `condition` still holds for the task in a cluster.
+    /// `nextLocalSeq` hands out this node's next seq for the uid (a single node numbers with it). Returns the event
+    /// and, if it was numbered but the store failed, that failure: the event is delivered to live clients anyway,
+    /// so nobody waits for a result that exists.
+    func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent
+
+    /// The last stored seq of each uid: what a node compares with what it delivered.
+    func lastSeqs(uids: [String]) async throws -> [String: UInt64]
+}
+
+/// One event to number and store, with the task state it reports.
+struct EventWrite: Sendable {
+    var uid: String
+    var task: TaskRecord
+    var condition: WriteCondition
+    var retainCount: Int
+    var makeMessage: @Sendable (UInt64) -> ServerMessage
+}
+
+struct SequencedEvent {
+    var event: LoggedEvent
+    /// The event was numbered but the store failed to keep it.
+    var storeFailure: (any Error)?
+}
+
+struct LocalSequencer: EventSequencer {
+    let store: any LocalTaskStore
+    var numbersAcrossNodes: Bool { false }
+
+    func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent {
+        let seq = try await nextLocalSeq()
+        let message = write.makeMessage(seq)
+        let event = LoggedEvent(seq: seq, json: WireJSON.encode(message), type: message.type)
+        do {
+            try await store.append(
+                UserEvent(uid: write.uid, seq: seq, json: event.json, createdAt: event.createdAt, retainCount: write.retainCount),
+                task: write.task)
+            return SequencedEvent(event: event)
+        } catch {
+            return SequencedEvent(event: event, storeFailure: error)
+        }
+    }
+
+    /// Only this node numbers: what it delivered is what was stored, so nothing is ever missed.
+    func lastSeqs(uids: [String]) async throws -> [String: UInt64] { [:] }
+}
+
+struct SharedSequencer: EventSequencer {
+    let coordinator: any ClusterCoordinator
+    var numbersAcrossNodes: Bool { true }
+
+    /// A failed store write throws: the event has no number, so there is nothing to deliver.
+    func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent {
+        let event = try await coordinator.appendNumbered(
+            uid: write.uid, task: write.task, condition: write.condition, retainCount: write.retainCount,
+            makeMessage: write.makeMessage)
+        return SequencedEvent(event: event)
+    }
+
+    func lastSeqs(uids: [String]) async throws -> [String: UInt64] {
+        try await coordinator.lastSeqs(uids: uids)
+    }
+}
+
+extension TaskBackend {
+    var sequencer: any EventSequencer {
+        switch self {
+        case .local(let store): LocalSequencer(store: store)
+        case .cluster(let shared): SharedSequencer(coordinator: shared)
+        }
+    }
+}
