@@ -178,7 +178,9 @@ final class PollTimes: Sendable {
 }
 
 /// A long-poll run's HTTP request: done when its connection ends, an error counted when it fails.
-protocol PollRequestHandler: ChannelInboundHandler {
+/// An HTTP/1.1 client handler of the long-poll run: it counts errors and resolves `done` when its connection closes.
+protocol PollRequestHandler: ChannelInboundHandler
+where InboundIn == HTTPClientResponsePart, OutboundOut == HTTPClientRequestPart {
     var times: PollTimes { get }
     var done: EventLoopPromise<Void> { get }
 }
@@ -197,9 +199,6 @@ extension PollRequestHandler {
 
 /// One parked `GET /poll`: notes when the answer starts arriving.
 final class PollWaiterHandler: PollRequestHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-
     let index: Int
     let head: HTTPRequestHead
     let times: PollTimes
@@ -277,9 +276,6 @@ func wallClockMillis() -> Double {
 
 /// Submits echo tasks over REST, one at a time on its keep-alive connection, taking uids from a shared counter.
 final class SubmitterHandler: PollRequestHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-
     let host: String
     let next: SharedCounter
     let count: Int

@@ -86,6 +86,13 @@ struct ServerSettingsTests {
         } throws: { error in
             "\(error)".hasPrefix("/etc/taskgate.json: server.fair_share: ")
         }
+        for (key, value) in [("port", "70000"), ("task_workers", "0")] {
+            #expect {
+                _ = try ServerSettings.read(arguments: [], environment: [:], file: [key: [value]], fileName: "/etc/taskgate.json")
+            } throws: { error in
+                "\(error)".hasPrefix("/etc/taskgate.json: server.\(key): ")
+            }
+        }
     }
 
     @Test func helpAndTheReadmeTableListEverySettingOnce() {

@@ -34,9 +34,6 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
             self.options = options
         }
 
-        public var port: Int? { options["port"]?.first.flatMap { Int($0) } }
-        public var taskWorkers: Int? { options["task_workers"]?.first.flatMap { Int($0) } }
-
         public init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: AnyKey.self)
             var options: [String: [String]] = [:]
@@ -56,14 +53,8 @@ public struct GatewayConfig: Sendable, Equatable, Decodable {
                     options[key.stringValue] = [text]
                 }
             }
+            // Their values are the settings table's to check (`ServerSettings.read` names a bad one by its place here).
             self.options = options
-            // Checked here too, so that the file's own mistakes are named with their place in it.
-            if let text = options["port"]?.first, Int(text).map({ !(0...65535).contains($0) }) ?? true {
-                throw ConfigError.invalid(path: container.codingPath + [AnyKey(stringValue: "port")], "must be from 0 to 65535")
-            }
-            if let text = options["task_workers"]?.first, Int(text).map({ $0 < 1 }) ?? true {
-                throw ConfigError.invalid(path: container.codingPath + [AnyKey(stringValue: "task_workers")], "must be at least 1")
-            }
         }
 
         private static func text(_ value: JSONValue) -> String? {

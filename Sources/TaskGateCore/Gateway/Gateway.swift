@@ -133,23 +133,13 @@ public final class Gateway: Sendable {
             throw GatewayError(.tooLarge, "'args' is larger than \(configuration.maxArgsBytes) bytes")
         }
 
-        try await pool.reserve(uid: uid)
         let record = TaskRecord(
             id: id, cmd: cmd, uid: uid, args: .object(args), status: scheduling.runAt == nil ? .queued : .scheduled,
             traceparent: traceparent, priority: scheduling.priority, runAt: scheduling.runAt, schedule: schedule)
-        let outcome: InsertOutcome
-        do {
-            outcome = try await store.insert(record)
-        } catch {
-            await pool.releaseReservation(uid: uid)
-            logger.error("could not store task", metadata: ["task": .string(id), "error": "\(error)"])
-            // Passing (a full disk, a database away): the client may try again; nothing was promised.
-            throw GatewayError(.unavailable, "the task could not be stored; it was not submitted (try again later)")
-        }
+        let outcome = try await pool.admit(record)
         switch outcome {
         case .existing(let existing):
             // The scoped id names this uid's task: the existing one is the same request again.
-            await pool.releaseReservation(uid: uid)
             let submission = Submission(task: existing, duplicate: true)
             accepted(submission)
             return submission

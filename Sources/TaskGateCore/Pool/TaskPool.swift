@@ -139,8 +139,26 @@ public actor TaskPool {
     public var runningCount: Int { running.count }
     public var runningTaskIDs: [String] { Array(running.keys) }
 
-    /// Promises a place in the pool before the task is stored, so a full queue is refused before anything is written.
-    public func reserve(uid: String?) async throws(GatewayError) {
+    /// Stores a new task with a place in the pool promised first, so a full queue is refused before anything is
+    /// written. The promise is kept for `enqueue` (which the caller calls once it has answered, so its answer
+    /// comes before the task's events), and given back when the write fails or the task already exists.
+    public func admit(_ record: TaskRecord) async throws(GatewayError) -> InsertOutcome {
+        try await reserve(uid: record.uid)
+        let outcome: InsertOutcome
+        do {
+            outcome = try await store.insert(record)
+        } catch {
+            releaseReservation(uid: record.uid)
+            logger.error("could not store task", metadata: ["task": .string(record.id), "error": "\(error)"])
+            // Passing (a full disk, a database away): the client may try again; nothing was promised.
+            throw GatewayError(.unavailable, "the task could not be stored; it was not submitted (try again later)")
+        }
+        if case .existing = outcome { releaseReservation(uid: record.uid) }
+        return outcome
+    }
+
+    /// Promises a place in the pool before the task is stored.
+    func reserve(uid: String?) async throws(GatewayError) {
         guard accepting else { throw GatewayError(.unavailable, "the server is shutting down") }
         let counts = try await coordinator.activeCounts(uid: uid, runningHere: running.byLane)
         guard counts.active + reserved < configuration.workers + configuration.queueLimit else {
@@ -156,7 +174,7 @@ public actor TaskPool {
         reserved += 1
     }
 
-    public func releaseReservation(uid: String?) {
+    func releaseReservation(uid: String?) {
         reserved = max(0, reserved - 1)
         if let uid { releaseUIDReservation(uid) }
     }
@@ -166,7 +184,7 @@ public actor TaskPool {
         reservedByUID[uid] = left > 0 ? left : nil
     }
 
-    /// Takes a stored task that waits for a worker; uses up one reservation.
+    /// Takes a task `admit` stored, to wait for a worker; uses up its reservation.
     public func enqueue(_ record: TaskRecord) async {
         reserved = max(0, reserved - 1)
         if let uid = record.uid { releaseUIDReservation(uid) }
