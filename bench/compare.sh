@@ -49,7 +49,9 @@ scenario() {
 
 names=(ping echo-memory echo-sqlite echo-16kb)
 for round in $(seq 1 "$rounds"); do
-    for side in 0 1; do
+    # A then B in odd rounds, B then A in even ones, so that a drift within a round does not favour one side.
+    order="0 1"; [ $((round % 2)) -eq 0 ] && order="1 0"
+    for side in $order; do
         binary="${binaries[$side]}"
         echo "compare: round $round, build $((side + 1)) of 2" >&2
         scenario "$binary" "$work/ping-$side-$round.json" memory --mode rtt --connections 100 \

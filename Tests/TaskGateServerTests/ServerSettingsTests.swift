@@ -86,11 +86,11 @@ struct ServerSettingsTests {
         } throws: { error in
             "\(error)".hasPrefix("/etc/taskgate.json: server.fair_share: ")
         }
-        for (key, value) in [("port", "70000"), ("task_workers", "0")] {
+        for (key, value, range) in [("port", "70000", "from 0 to 65535"), ("task_workers", "0", "at least 1")] {
             #expect {
                 _ = try ServerSettings.read(arguments: [], environment: [:], file: [key: [value]], fileName: "/etc/taskgate.json")
             } throws: { error in
-                "\(error)".hasPrefix("/etc/taskgate.json: server.\(key): ")
+                "\(error)".hasPrefix("/etc/taskgate.json: server.\(key): ") && "\(error)".contains("must be a whole number \(range)")
             }
         }
     }

@@ -28,6 +28,7 @@ final class LocalCoordinator: TaskCoordinator {
 
     var nodeID: String? { nil }
     var othersShareTasks: Bool { false }
+    var claimsFromMemory: Bool { true }
 
     nonisolated(nonsending) func activeCounts(uid: String?, runningHere: [Lane: Int]) async throws(GatewayError)
         -> (active: Int, uid: Int)

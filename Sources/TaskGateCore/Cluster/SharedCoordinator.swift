@@ -7,6 +7,7 @@ struct SharedCoordinator: TaskCoordinator {
 
     var nodeID: String? { shared.nodeID }
     var othersShareTasks: Bool { true }
+    var claimsFromMemory: Bool { false }
 
     /// The cluster's queued tasks (its running ones are bounded by the nodes' workers), and the uid's queued and
     /// running ones on every node.

@@ -12,6 +12,9 @@ protocol TaskCoordinator: Sendable {
     /// Whether other nodes share these tasks: then a refused write means another node has the task, and a write
     /// that fails (the database away) is retried, since nothing accepted may be lost. A single node logs it.
     var othersShareTasks: Bool { get }
+    /// Whether a claim is answered from memory, without suspending: then whoever queues a task starts it on the
+    /// spot. Otherwise the claim runs in a task of its own, so that a submitter never waits on the database.
+    var claimsFromMemory: Bool { get }
 
     /// What counts against the queue and per-uid limits: `active` against the queue limit plus the workers, `uid`
     /// the uid's queued and running tasks. `runningHere`: what this node runs, by lane.

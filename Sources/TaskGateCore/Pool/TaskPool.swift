@@ -189,7 +189,11 @@ public actor TaskPool {
         reserved = max(0, reserved - 1)
         if let uid = record.uid { releaseUIDReservation(uid) }
         coordinator.enqueue(record, notBefore: nil)
-        await startWaitingJobs()
+        if coordinator.claimsFromMemory {
+            await startWaitingJobs()
+        } else {
+            claimWork()  // the submitter's answer and its next message do not wait on the claim's round trips
+        }
     }
 
     /// Runs `startWaitingJobs` again at `instant` (a rate's next slot, a waiting task's due time).

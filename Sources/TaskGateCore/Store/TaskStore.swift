@@ -56,12 +56,6 @@ public enum TaskBackend: Sendable {
         case .cluster(let store): store
         }
     }
-
-    /// The cluster's coordination, `nil` on a single node.
-    public var coordinator: (any ClusterCoordinator)? {
-        if case .cluster(let store) = self { return store }
-        return nil
-    }
 }
 
 public enum InsertOutcome: Sendable, Equatable {
