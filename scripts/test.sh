@@ -47,7 +47,7 @@ stop_test_postgres
 # compiles the whole server a second time with coverage (~10 min on 2 cores), so it runs when asked for:
 # TASKGATE_FUZZ_TARGETS="wire_json client_message config upgrade_gate" (its pipeline is also in swift test).
 # shellcheck disable=SC2086 # a list of target names
-scripts/fuzz.sh --seconds "${TASKGATE_FUZZ_SECONDS:-60}" ${TASKGATE_FUZZ_TARGETS:-wire_json client_message config}
+scripts/fuzz.sh --seconds "${TASKGATE_FUZZ_SECONDS:-30}" ${TASKGATE_FUZZ_TARGETS:-wire_json client_message config}
 export TASKGATE_BIN="$PWD/.build/debug/taskgate"
 python3 -m pytest Tests/e2e -q
 # Tools nobody here wrote: the Autobahn WebSocket testsuite (a representative slice; `scripts/autobahn.sh` runs all

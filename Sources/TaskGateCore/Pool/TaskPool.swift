@@ -142,18 +142,20 @@ public actor TaskPool {
     /// Stores a new task with a place in the pool promised first, so a full queue is refused before anything is
     /// written. The promise is kept for `enqueue` (which the caller calls once it has answered, so its answer
     /// comes before the task's events), and given back when the write fails or the task already exists.
-    public func admit(_ record: TaskRecord) async throws(GatewayError) -> InsertOutcome {
+    /// It is not on the pool's actor: the write (a large record's encoding) must not queue behind or ahead of the
+    /// pool's other work, and the reply to the submitter does not wait for a turn on the actor after it.
+    public nonisolated func admit(_ record: TaskRecord) async throws(GatewayError) -> InsertOutcome {
         try await reserve(uid: record.uid)
         let outcome: InsertOutcome
         do {
             outcome = try await store.insert(record)
         } catch {
-            releaseReservation(uid: record.uid)
+            await releaseReservation(uid: record.uid)
             logger.error("could not store task", metadata: ["task": .string(record.id), "error": "\(error)"])
             // Passing (a full disk, a database away): the client may try again; nothing was promised.
             throw GatewayError(.unavailable, "the task could not be stored; it was not submitted (try again later)")
         }
-        if case .existing = outcome { releaseReservation(uid: record.uid) }
+        if case .existing = outcome { await releaseReservation(uid: record.uid) }
         return outcome
     }
 
