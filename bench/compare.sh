@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Two builds of TaskGate under the same client, interleaved: A, B, A, B… for each scenario, so that a machine whose
-# speed drifts during the run (a shared host) weighs on both alike. Prints the median of each figure per build and
-# B's ratio to A, with each side's range over the rounds. Figures are never asserted on.
+# Two builds of TaskGate under the same client, interleaved round by round (A then B, then B then A, …), so that a
+# machine whose speed drifts during the run (a shared host) weighs on both alike. Prints the median of each figure
+# per build and B's ratio to A, with each side's range over the rounds. Figures are never asserted on.
 #
 #   bench/compare.sh [--rounds N] [--seconds S] [--only SCENARIO] A_BINARY B_BINARY
 #
@@ -15,7 +15,7 @@ while [ $# -gt 2 ]; do
     case "$1" in
         --rounds) rounds="$2"; shift 2 ;;
         --seconds) seconds="$2"; shift 2 ;;
-        --only) only="$2"; shift 2 ;;  # one of: ping echo-memory echo-sqlite echo-16kb
+        --only) only="$2"; shift 2 ;;
         *) echo "usage: bench/compare.sh [--rounds N] [--seconds S] [--only SCENARIO] A_BINARY B_BINARY" >&2; exit 64 ;;
     esac
 done
