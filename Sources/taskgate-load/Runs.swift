@@ -163,8 +163,8 @@ final class PollTimes: Sendable {
     struct State {
         var submitted: [UInt64]
         var answered: [UInt64]
-        /// Wall-clock milliseconds from the task's first event (its `startedAt`) to the poll's answer.
-        var delivery: [Double]
+        /// When the submit's 202 arrived: the task is durable and queued from then on.
+        var accepted: [UInt64]
         var errors = 0
     }
 
@@ -173,7 +173,7 @@ final class PollTimes: Sendable {
     init(count: Int) {
         state = Mutex(State(
             submitted: Array(repeating: 0, count: count), answered: Array(repeating: 0, count: count),
-            delivery: Array(repeating: -1, count: count)))
+            accepted: Array(repeating: 0, count: count)))
     }
 }
 
@@ -203,8 +203,6 @@ final class PollWaiterHandler: PollRequestHandler {
     let head: HTTPRequestHead
     let times: PollTimes
     let done: EventLoopPromise<Void>
-    private var body: ByteBuffer?
-    private var answeredWallMillis = 0.0
 
     init(index: Int, head: HTTPRequestHead, times: PollTimes, done: EventLoopPromise<Void>) {
         self.index = index
@@ -223,55 +221,17 @@ final class PollWaiterHandler: PollRequestHandler {
         switch unwrapInboundIn(data) {
         case .head(let response):
             let now = monotonicNanoseconds()
-            answeredWallMillis = wallClockMillis()
             let index = index
             times.state.withLock {
                 if response.status == .ok { $0.answered[index] = now } else { $0.errors += 1 }
             }
-        case .body(var part):
-            if body == nil { body = part } else { body!.writeBuffer(&part) }
+        case .body:
+            break
         case .end:
-            // The first event in the answer is the one that woke the poll; its task's `startedAt` is when it was
-            // published (millisecond resolution).
-            if let body, let published = Self.firstStartedAt(in: body) {
-                let index = index
-                // Timestamps are rounded to the millisecond: an answer within half a millisecond can come out
-                // slightly negative; it is recorded as 0.
-                let delivery = max(0, answeredWallMillis - published)
-                times.state.withLock { $0.delivery[index] = delivery }
-            } else if ProcessInfoEnv.debug {
-                FileHandleStderr.write("poll \(index) answered without a started task: \(body.map { String(buffer: $0) } ?? "")\n")
-            }
             done.succeed()
             context.close(promise: nil)
         }
     }
-
-    /// `"startedAt":"2026-12-01T06:42:00.123Z"` → milliseconds since 1970.
-    static func firstStartedAt(in body: ByteBuffer) -> Double? {
-        let text = String(buffer: body)
-        guard let key = text.range(of: #""startedAt":""#) else { return nil }
-        let stamp = Array(text[key.upperBound...].utf8.prefix(24))
-        guard stamp.count == 24, stamp[23] == UInt8(ascii: "Z") else { return nil }
-        func number(_ range: Range<Int>) -> Int32? { Int32(String(decoding: stamp[range], as: UTF8.self)) }
-        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10), let hour = number(11..<13),
-            let minute = number(14..<16), let second = number(17..<19), let millis = number(20..<23)
-        else { return nil }
-        var parts = tm()
-        parts.tm_year = year - 1900
-        parts.tm_mon = month - 1
-        parts.tm_mday = day
-        parts.tm_hour = hour
-        parts.tm_min = minute
-        parts.tm_sec = second
-        return Double(timegm(&parts)) * 1000 + Double(millis)
-    }
-}
-
-func wallClockMillis() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_REALTIME, &time)
-    return Double(time.tv_sec) * 1000 + Double(time.tv_nsec) / 1e6
 }
 
 /// Submits echo tasks over REST, one at a time on its keep-alive connection, taking uids from a shared counter.
@@ -282,6 +242,7 @@ final class SubmitterHandler: PollRequestHandler {
     let uidPrefix: String
     let times: PollTimes
     let done: EventLoopPromise<Void>
+    private var current = 0
 
     init(host: String, next: SharedCounter, count: Int, uidPrefix: String, times: PollTimes, done: EventLoopPromise<Void>) {
         self.host = host
@@ -294,6 +255,7 @@ final class SubmitterHandler: PollRequestHandler {
 
     func start(context: ChannelHandlerContext) {
         let index = next.next()
+        current = index
         guard index < count else {
             done.succeed()
             context.close(promise: nil)
@@ -319,7 +281,11 @@ final class SubmitterHandler: PollRequestHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let response):
-            if response.status.code >= 300 { times.state.withLock { $0.errors += 1 } }
+            let now = monotonicNanoseconds()
+            let index = current
+            times.state.withLock { state in
+                if response.status.code >= 300 { state.errors += 1 } else { state.accepted[index] = now }
+            }
         case .body:
             break
         case .end:
@@ -416,15 +382,16 @@ struct PollRun {
             errors: failures, latenciesNanos: [], serverCPUSeconds: zip(cpuStart, cpuEnd).map { $1 - $0 },
             clientCPUSeconds: clientCPU, rssBeforeKB: rssBefore, rssAfterKB: rssParked, wireBytesIn: 0, payloadBytesIn: 0,
             messagesIn: 0, deflateNegotiated: 0)
-        // Latencies: the task's first event → the poll's answer (delivery). Submit → answer, which adds the REST
-        // submit and the wait for a pool worker, goes in the extra figures.
+        // Latencies: the submit's 202 → the poll's answer (delivery; 0 when the answer came first, as it can: the
+        // task may run before its 202 is read). Submit → answer, which adds the REST submit and the wait for a
+        // pool worker, goes in the extra figures. (Events no longer carry `startedAt` to time from.)
         var submitToAnswer: [UInt64] = []
         times.state.withLock { state in
             summary.errors += state.errors
             for index in 0..<count where state.answered[index] > 0 && state.submitted[index] > 0 {
                 submitToAnswer.append(state.answered[index] &- state.submitted[index])
-                if state.delivery[index] >= 0 {
-                    summary.latenciesNanos.append(UInt64(state.delivery[index] * 1e6))
+                if state.accepted[index] > 0 {
+                    summary.latenciesNanos.append(state.answered[index] > state.accepted[index] ? state.answered[index] - state.accepted[index] : 0)
                     summary.completed += 1
                 } else {
                     summary.errors += 1
@@ -444,8 +411,4 @@ struct PollRun {
 final class SharedCounter: Sendable {
     private let value = Atomic<Int>(0)
     func next() -> Int { value.add(1, ordering: .relaxed).oldValue }
-}
-
-enum ProcessInfoEnv {
-    static let debug = getenv("TASKGATE_LOAD_DEBUG") != nil
 }

@@ -20,9 +20,46 @@ struct SQLiteTaskStoreTests {
         }
         #expect(tables.contains("tasks") && tables.contains("events") && tables.contains("users"))
         #expect(mode == "wal")
-        #expect(migrations == ["1: tasks, events, users", "2: schedule ticks"])
+        #expect(migrations == ["1: tasks, events, users", "2: schedule ticks", "3: a task's state in columns"])
         // Opening again runs nothing new and keeps the data.
         _ = try SQLiteTaskStore(path: path)
+    }
+
+    /// A database written before migration 3 kept each task's state only in its record: the migration copies it into
+    /// the state columns, so every task reads back exactly as it was.
+    @Test func migrationThreeKeepsTheStateOfEarlierRecords() async throws {
+        let path = temporaryDatabasePath()
+        var finished = TaskRecord(
+            id: "done", cmd: "echo", uid: "u", args: ["n": 1], createdAt: Date(timeIntervalSince1970: 1_764_000_000.5))
+        finished.status = .succeeded
+        finished.progress = 1
+        finished.attempts = 2
+        finished.result = ["rows": [1, "two", nil], "text": "é"]
+        finished.startedAt = Date(timeIntervalSince1970: 1_764_000_001.123)
+        finished.finishedAt = Date(timeIntervalSince1970: 1_764_000_002.999)
+        finished.node = "node-a"
+        var failed = TaskRecord(id: "failed", cmd: "fail", uid: nil, args: [:], createdAt: Date(timeIntervalSince1970: 1_764_000_003))
+        failed.status = .failed
+        failed.error = "it \"broke\""
+        failed.result = .string("a plain string")
+        let queued = TaskRecord(id: "queued", cmd: "sleep", uid: "u", args: ["ms": 5], createdAt: Date(timeIntervalSince1970: 1_764_000_004))
+        let earlier = [finished, failed, queued]
+        let database = try DatabaseQueue(path: path)
+        try SQLiteTaskStore.migrator.migrate(database, upTo: "2: schedule ticks")
+        try await database.write { db in
+            for task in earlier {
+                try db.execute(
+                    sql: "INSERT INTO tasks (id, uid, status, created_at, record) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [task.id, task.uid, task.status.rawValue, task.createdAt.timeIntervalSince1970, WireJSON.encode(task)])
+            }
+        }
+        try database.close()
+        let store = try SQLiteTaskStore(path: path)
+        for task in earlier {
+            let stored = try #require(try await store.task(id: task.id))
+            #expect(WireJSON.encode(stored) == WireJSON.encode(task))
+        }
+        #expect(try await store.unfinishedTasks().map(\.id) == ["queued"])
     }
 
     @Test func everyStateTransitionIsRecorded() async throws {

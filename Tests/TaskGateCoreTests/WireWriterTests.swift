@@ -68,7 +68,8 @@ struct WireWriterTests {
         var full = ServerMessage(type: "reloaded", code: 200, info: "all \"fields\"", ref: "r/1")
         full.error = "bad_request"
         full.seq = UInt64.max
-        full.task = Self.task(finished: true)
+        full.head = 12
+        full.task = .whole(Self.task(finished: true))
         full.duplicate = true
         full.uid = "u1"
         full.transport = "websocket"
@@ -89,19 +90,38 @@ struct WireWriterTests {
         full.removed = ["r"]
         let messages: [ServerMessage] = [
             full, ServerMessage(type: "pong", code: 200, ref: "p1"), .error(.badRequest("no \\ way"), ref: nil),
-            .hello(uid: "u", transport: .sse, latestSeq: 3, admin: false, reset: false),
+            .hello(uid: "u", transport: .sse, head: 3, admin: false, reset: false),
             .submitted(Self.task(finished: false), duplicate: false, ref: nil), .done(Self.task(finished: true), seq: 9),
+            .done(Self.task(finished: false), seq: 10), .progress(Self.task(finished: true), seq: 11),
         ]
         for message in messages {
             #expect(WireJSON.encode(message) == (try foundation(message)))
         }
     }
 
+    /// Events say what changed: no args, no cmd, no timestamps; `hello` reports the latest seq as `head`.
+    @Test func eventsCarryOnlyWhatChanged() {
+        let task = Self.task(finished: true)
+        #expect(
+            WireJSON.encode(ServerMessage.progress(task, seq: 4))
+                == #"{"seq":4,"task":{"attempts":2,"id":"t-1","progress":0.3,"status":"timed_out"},"type":"progress"}"#)
+        #expect(
+            WireJSON.encode(ServerMessage.done(task, seq: 5))
+                == #"{"code":200,"info":"task finished","seq":5,"task":{"error":"timed out\nafter 5 ms","id":"t-1","#
+                + #""result":{"list":[1,2,3],"ok":true},"status":"timed_out"},"type":"done"}"#)
+        #expect(
+            WireJSON.encode(ServerMessage.done(Self.task(finished: false), seq: 6))
+                == #"{"code":200,"info":"task finished","seq":6,"task":{"error":null,"id":"t-1","result":null,"status":"queued"},"type":"done"}"#)
+        let hello = WireJSON.encode(ServerMessage.hello(uid: "u", transport: .webSocket, head: 7, admin: false, reset: false))
+        #expect(hello.contains(#""head":7"#) && !hello.contains(#""seq""#))
+        #expect(WireJSON.encode(ServerMessage.submitted(task, duplicate: false, ref: nil)).contains(#""args":{"a":1,"b":["x/y"]}"#))
+    }
+
     /// A property added to one of these types must be written by `WireWriter` too: this fails until it is (and the
     /// expected count here is updated).
     @Test func everyStoredPropertyIsWritten() {
         #expect(Mirror(reflecting: Self.task(finished: true)).children.count == 17)
-        #expect(Mirror(reflecting: ServerMessage(type: "x")).children.count == 19)
+        #expect(Mirror(reflecting: ServerMessage(type: "x")).children.count == 20)
         #expect(Mirror(reflecting: ClientInfo(id: "c", uid: "u", transport: .sse, remote: nil, admin: false)).children.count == 7)
     }
 }

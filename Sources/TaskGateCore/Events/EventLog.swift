@@ -259,7 +259,7 @@ public final class EventLog: Sendable {
     /// out of range), then every retained event after `cursor` when one is given, then live events.
     public func subscribe(
         uid: String, connection: any ClientConnection, after cursor: UInt64?,
-        greeting: (_ latestSeq: UInt64, _ reset: Bool) -> ServerMessage
+        greeting: (_ head: UInt64, _ reset: Bool) -> ServerMessage
     ) async throws {
         var subscribed = false
         while !subscribed {

@@ -6,8 +6,12 @@ public struct ServerMessage: Sendable, Encodable, Equatable {
     public var info: String?
     public var error: String?
     public var ref: String?
+    /// Only on events (`progress`, `done`): the event's number in its uid's log, the cursor to resume after.
     public var seq: UInt64?
-    public var task: TaskRecord?
+    /// Only on `hello`: the uid's latest seq. Not named `seq`, so that a client saving a cursor from every `seq` it
+    /// sees does not skip the events replayed after the hello.
+    public var head: UInt64?
+    public var task: TaskPayload?
     public var duplicate: Bool?
     public var uid: String?
     public var transport: String?
@@ -35,13 +39,13 @@ public struct ServerMessage: Sendable, Encodable, Equatable {
         return message
     }
 
-    /// The first message on a WebSocket or SSE connection: who it is, the latest seq, and whether the cursor it
-    /// resumed from was out of range. It has no `code`: a Swoole-era page reads `code` 200 as "your task is done".
-    public static func hello(uid: String, transport: Transport, latestSeq: UInt64, admin: Bool, reset: Bool) -> ServerMessage {
+    /// The first message on a WebSocket or SSE connection: who it is, the latest seq (`head`), and whether the cursor
+    /// it resumed from was out of range. It has no `code`: a Swoole-era page reads `code` 200 as "your task is done".
+    public static func hello(uid: String, transport: Transport, head: UInt64, admin: Bool, reset: Bool) -> ServerMessage {
         var message = ServerMessage(type: "hello", code: nil, info: "connected")
         message.uid = uid
         message.transport = transport.rawValue
-        message.seq = latestSeq
+        message.head = head
         message.admin = admin
         message.reset = reset
         return message
@@ -49,22 +53,24 @@ public struct ServerMessage: Sendable, Encodable, Equatable {
 
     public static func submitted(_ task: TaskRecord, duplicate: Bool, ref: String?) -> ServerMessage {
         var message = ServerMessage(type: "submitted", code: 202, info: duplicate ? "task already submitted" : "task submitted", ref: ref)
-        message.task = task
+        message.task = .whole(task)
         message.duplicate = duplicate
         return message
     }
 
+    /// Events say what changed: `progress` its status, progress and attempts, without args or result.
     public static func progress(_ task: TaskRecord, seq: UInt64) -> ServerMessage {
         var message = ServerMessage(type: "progress")
         message.seq = seq
-        message.task = task
+        message.task = .change(TaskChange(progressOf: task))
         return message
     }
 
+    /// `done`: the final status, result and error, without args.
     public static func done(_ task: TaskRecord, seq: UInt64) -> ServerMessage {
         var message = ServerMessage(type: "done", code: 200, info: "task finished")
         message.seq = seq
-        message.task = task
+        message.task = .change(TaskChange(doneOf: task))
         return message
     }
 }

@@ -63,13 +63,20 @@ struct WireWriter {
         if let error = message.error { key("error", &object); write(string: error) }
         if let generation = message.generation { key("generation", &object); write(integer: Int64(generation)) }
         if let handlers = message.handlers { key("handlers", &object); write(handlers) }
+        if let head = message.head { key("head", &object); write(unsigned: head) }
         if let info = message.info { key("info", &object); write(string: info) }
         if let nodes = message.nodes { key("nodes", &object); write(list: nodes) { $0.write($1) } }
         if let ref = message.ref { key("ref", &object); write(string: ref) }
         if let removed = message.removed { key("removed", &object); write(removed) }
         if let reset = message.reset { key("reset", &object); write(reset) }
         if let seq = message.seq { key("seq", &object); write(unsigned: seq) }
-        if let task = message.task { key("task", &object); write(task) }
+        if let task = message.task {
+            key("task", &object)
+            switch task {
+            case .whole(let record): write(record)
+            case .change(let change): write(change)
+            }
+        }
         if let transport = message.transport { key("transport", &object); write(string: transport) }
         key("type", &object)
         write(string: message.type)
@@ -97,6 +104,24 @@ struct WireWriter {
         key("status", &object); write(string: task.status.rawValue)
         key("traceparent", &object); write(optional: task.traceparent)
         key("uid", &object); write(optional: task.uid)
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    mutating func write(_ change: TaskChange) {
+        bytes.append(UInt8(ascii: "{"))
+        var object = Object()
+        switch change {
+        case .progress(let id, let status, let progress, let attempts):
+            key("attempts", &object); write(integer: Int64(attempts))
+            key("id", &object); write(string: id)
+            key("progress", &object); write(double: progress)
+            key("status", &object); write(string: status.rawValue)
+        case .done(let id, let status, let result, let error):
+            key("error", &object); write(optional: error)
+            key("id", &object); write(string: id)
+            key("result", &object); write(result ?? .null)
+            key("status", &object); write(string: status.rawValue)
+        }
         bytes.append(UInt8(ascii: "}"))
     }
 

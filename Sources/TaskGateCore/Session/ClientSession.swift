@@ -68,8 +68,8 @@ public final class ClientSession: Sendable {
         gateway.clients.add(ClientInfo(id: id, uid: uid, transport: transport, remote: remote, admin: isAdmin))
         Task {
             do {
-                try await gateway.events.subscribe(uid: uid, connection: connection, after: cursor) { latestSeq, reset in
-                    .hello(uid: uid, transport: transport, latestSeq: latestSeq, admin: isAdmin, reset: reset)
+                try await gateway.events.subscribe(uid: uid, connection: connection, after: cursor) { head, reset in
+                    .hello(uid: uid, transport: transport, head: head, admin: isAdmin, reset: reset)
                 }
                 let gone = state.withLock { state in
                     state.subscribed = true

@@ -60,11 +60,11 @@ public struct Session: Sendable {
         switch message.cmd {
         case "status":
             var reply = ServerMessage(type: "status", code: 200, ref: ref)
-            reply.task = try await gateway.task(id: try taskID(message), visibleTo: uid)
+            reply.task = .whole(try await gateway.task(id: try taskID(message), visibleTo: uid))
             return reply
         case "cancel":
             var reply = ServerMessage(type: "cancelling", code: 200, info: "cancel requested", ref: ref)
-            reply.task = try await gateway.cancel(id: try taskID(message), visibleTo: uid)
+            reply.task = .whole(try await gateway.cancel(id: try taskID(message), visibleTo: uid))
             return reply
         case "clients":
             try requireAdmin(message.cmd)

@@ -59,61 +59,122 @@ public final class SQLiteTaskStore: LocalTaskStore {
         migrator.registerMigration("2: schedule ticks") { db in
             try db.execute(sql: "CREATE TABLE schedule_ticks (name TEXT PRIMARY KEY NOT NULL, last_tick REAL NOT NULL)")
         }
+        migrator.registerMigration("3: a task's state in columns") { db in
+            // `record` keeps the task as submitted (its args written once); what changes as it runs has columns of
+            // its own, so a state change writes a few small values instead of re-encoding the whole record.
+            try db.execute(
+                sql: """
+                    ALTER TABLE tasks ADD COLUMN progress REAL NOT NULL DEFAULT 0;
+                    ALTER TABLE tasks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE tasks ADD COLUMN result TEXT;
+                    ALTER TABLE tasks ADD COLUMN error TEXT;
+                    ALTER TABLE tasks ADD COLUMN started_at REAL;
+                    ALTER TABLE tasks ADD COLUMN finished_at REAL;
+                    ALTER TABLE tasks ADD COLUMN node TEXT;
+                    UPDATE tasks SET
+                        progress = coalesce(record ->> '$.progress', 0),
+                        attempts = coalesce(record ->> '$.attempts', 0),
+                        result = nullif(record -> '$.result', 'null'),
+                        error = record ->> '$.error',
+                        started_at = (julianday(record ->> '$.startedAt') - 2440587.5) * 86400.0,
+                        finished_at = (julianday(record ->> '$.finishedAt') - 2440587.5) * 86400.0,
+                        node = record ->> '$.node';
+                    """)
+        }
         return migrator
     }
 
     public func insert(_ task: TaskRecord) async throws -> InsertOutcome {
         let record = WireJSON.encode(task)
-        let existing = try await writer.write { db -> String? in
-            if let existing = try String.fetchOne(db, sql: "SELECT record FROM tasks WHERE id = ?", arguments: [task.id]) {
-                return existing
+        let state = StateColumns(task)
+        let existing = try await writer.write { db -> TaskRecord? in
+            if let existing = try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM tasks WHERE id = ?", arguments: [task.id]) {
+                return try Self.task(from: existing)
             }
-            try db.execute(
-                sql: "INSERT INTO tasks (id, uid, status, created_at, record) VALUES (?, ?, ?, ?, ?)",
-                arguments: [task.id, task.uid, task.status.rawValue, task.createdAt.timeIntervalSince1970, record])
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO tasks (id, uid, created_at, record, progress, attempts, result, error, started_at,
+                        finished_at, node, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """
+            ).execute(arguments: [task.id, task.uid, task.createdAt.timeIntervalSince1970, record] + state.values)
             return nil
         }
-        return try existing.map { .existing(try Self.decode($0)) } ?? .inserted
+        return existing.map { .existing($0) } ?? .inserted
     }
 
     public func update(_ task: TaskRecord) async throws {
-        let record = WireJSON.encode(task)
-        try await writer.write(retriesUntilStored: true) { db in try Self.update(task, record: record, in: db) }
+        let state = StateColumns(task)
+        try await writer.write(retriesUntilStored: true) { db in try Self.update(task.id, state, in: db) }
     }
 
     public func append(_ event: UserEvent, task: TaskRecord) async throws {
-        let record = WireJSON.encode(task)
+        let state = StateColumns(task)
         try await writer.write(retriesUntilStored: true) { db in
-            try db.execute(
-                sql: "INSERT INTO events (uid, seq, json, created_at) VALUES (?, ?, ?, ?)",
-                arguments: [event.uid, Int64(event.seq), event.json, event.createdAt.timeIntervalSince1970])
-            try db.execute(
+            try db.cachedStatement(sql: "INSERT INTO events (uid, seq, json, created_at) VALUES (?, ?, ?, ?)")
+                .execute(arguments: [event.uid, Int64(event.seq), event.json, event.createdAt.timeIntervalSince1970])
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO users (uid, last_seq) VALUES (?, ?)
                     ON CONFLICT(uid) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)
-                    """,
-                arguments: [event.uid, Int64(event.seq)])
+                    """
+            ).execute(arguments: [event.uid, Int64(event.seq)])
             // Trim to the retained count now and then rather than on every event.
             if event.seq % 64 == 0, event.seq > UInt64(event.retainCount) {
-                try db.execute(
-                    sql: "DELETE FROM events WHERE uid = ? AND seq <= ?",
-                    arguments: [event.uid, Int64(event.seq) - Int64(event.retainCount)])
+                try db.cachedStatement(sql: "DELETE FROM events WHERE uid = ? AND seq <= ?")
+                    .execute(arguments: [event.uid, Int64(event.seq) - Int64(event.retainCount)])
             }
-            try Self.update(task, record: record, in: db)
+            try Self.update(task.id, state, in: db)
         }
     }
 
-    private static func update(_ task: TaskRecord, record: String, in db: Database) throws {
-        try db.execute(
-            sql: "UPDATE tasks SET status = ?, record = ? WHERE id = ?",
-            arguments: [task.status.rawValue, record, task.id])
+    /// What changes as a task runs, a column each (migration 3), in the order of `columns` after `record`: a state
+    /// change writes these, never the record.
+    private struct StateColumns: Sendable {
+        let values: StatementArguments
+
+        init(_ task: TaskRecord) {
+            // The result is encoded once, when the task ends; a progress change writes a handful of numbers.
+            values = [
+                task.progress.isFinite ? task.progress : 0, task.attempts, task.result.map { WireJSON.encode($0) }, task.error,
+                task.startedAt?.timeIntervalSince1970, task.finishedAt?.timeIntervalSince1970, task.node, task.status.rawValue,
+            ]
+        }
+    }
+
+    private static func update(_ id: String, _ state: StateColumns, in db: Database) throws {
+        try db.cachedStatement(
+            sql: """
+                UPDATE tasks SET progress = ?, attempts = ?, result = ?, error = ?, started_at = ?, finished_at = ?, node = ?,
+                    status = ? WHERE id = ?
+                """
+        ).execute(arguments: state.values + [id])
+    }
+
+    /// What a read selects: the record as submitted, then its state columns.
+    private static let columns = "record, progress, attempts, result, error, started_at, finished_at, node, status"
+
+    private static func task(from row: Row) throws -> TaskRecord {
+        var task = try decode(row["record"])
+        task.progress = row["progress"]
+        task.attempts = row["attempts"]
+        let result: String? = row["result"]
+        task.result = try result.map { try WireJSON.decoder.decode(JSONValue.self, from: Data($0.utf8)) }
+        if task.result == .null { task.result = nil }
+        task.error = row["error"]
+        task.startedAt = (row["started_at"] as Double?).map(Date.init(timeIntervalSince1970:))
+        task.finishedAt = (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:))
+        task.node = row["node"]
+        guard let status = TaskStatus(rawValue: row["status"]) else {
+            throw DatabaseError(message: "unknown task status in the database: \(String(describing: row["status"] as String?))")
+        }
+        task.status = status
+        return task
     }
 
     public func task(id: String) async throws -> TaskRecord? {
-        let record = try await database.read { db in
-            try String.fetchOne(db, sql: "SELECT record FROM tasks WHERE id = ?", arguments: [id])
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM tasks WHERE id = ?", arguments: [id]).map(Self.task(from:))
         }
-        return try record.map(Self.decode)
     }
 
     public func list(_ query: TaskQuery) async throws -> [TaskRecord] {
@@ -129,17 +190,19 @@ public final class SQLiteTaskStore: LocalTaskStore {
         }
         let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         arguments += [query.limit]
-        let sql = "SELECT record FROM tasks \(filter) ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        let records = try await database.read { [arguments] db in try String.fetchAll(db, sql: sql, arguments: arguments) }
-        return try records.map(Self.decode)
+        let sql = "SELECT \(Self.columns) FROM tasks \(filter) ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        return try await database.read { [arguments] db in
+            try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.task(from:))
+        }
     }
 
     public func unfinishedTasks() async throws -> [TaskRecord] {
-        let records = try await database.read { db in
-            try String.fetchAll(
-                db, sql: "SELECT record FROM tasks WHERE status IN ('scheduled', 'queued', 'running') ORDER BY created_at, rowid")
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT \(Self.columns) FROM tasks WHERE status IN ('scheduled', 'queued', 'running') ORDER BY created_at, rowid"
+            ).map(Self.task(from:))
         }
-        return try records.map(Self.decode)
     }
 
     public func loadEvents(uid: String, limit: Int) async throws -> StoredEvents {
