@@ -11,6 +11,8 @@
   var UID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
   var TERMINAL = { succeeded: 1, failed: 1, cancelled: 1, timed_out: 1 };
   var FORCED = { poll: 'long-poll', 'long-poll': 'long-poll', longpoll: 'long-poll', sse: 'sse', websocket: 'websocket', ws: 'websocket' };
+  var LOOKUP_EVERY_MS = 150;   // status lookups of tasks known only from events, spaced out (the server rate-limits)
+  var MAX_LOOKUPS = 500;
 
   // ---------------------------------------------------------------- helpers
 
@@ -110,7 +112,10 @@
   var uid = '';
   var retryAt = 0;
   var retryTick = null;
-  var tasks = {};      // id -> card record
+  var tasks = {};      // id -> card record; rec.task is the whole task, with the events' changes merged in
+  var lookups = [];    // ids of tasks seen only in events, to ask `status` for (their cmd, args, timestamps)
+  var lookingUp = {};  // id -> true while queued or asked
+  var lookupTimer = null;
 
   // ---------------------------------------------------------------- log
 
@@ -175,6 +180,7 @@
     log('info', 'Connecting as "' + uid + '" via ' + transports.join(' \u2192 ') +
       (stored ? ' (resuming after seq ' + stored + ')' : ''));
     // replay 'all': a uid seen for the first time in this tab shows its retained tasks too.
+    resetLookups();
     client = TaskGate.connect({ uid: uid, transports: transports, replay: 'all' });
     wire(client);
     setConnectButton();
@@ -185,6 +191,7 @@
     var c = client;
     client = null;
     c.close();
+    resetLookups();
     hideRetry();
     setState('disconnected');
     setConnectButton();
@@ -243,23 +250,61 @@
 
   // ------------------------------------------------------------ messages
 
+  /**
+   * An event says what changed (progress: status, progress, attempts; done: status, result, error): it is merged
+   * into the task the page has (from the submitted or status reply). A task the page has not seen (submitted in
+   * another tab or by a backend, or replayed) gets a card from the event, and its whole task is asked for.
+   */
   function handleEvent(ev) {
     showCursor(ev.seq);
-    var task = ev.task;
-    if (!isObject(task)) { return; }
-    upsertTask(task);
+    var change = ev.task;
+    if (!isObject(change) || typeof change.id !== 'string' || !change.id) { return; }
+    var rec = upsertTask(change, false);
+    var task = rec ? rec.task : change;
+    var cmd = typeof task.cmd === 'string' && task.cmd ? task.cmd : '?';
     if (ev.type === 'done') {
       var detail = '';
-      if (task.status === 'succeeded') {
-        detail = ' \u2192 ' + truncate(safeJson(task.result, false), 160);
-      } else if (task.error) {
-        detail = ': ' + task.error;
+      if (change.status === 'succeeded') {
+        detail = ' \u2192 ' + truncate(safeJson(change.result, false), 160);
+      } else if (change.error) {
+        detail = ': ' + change.error;
       }
-      log(task.status === 'succeeded' ? 'done' : 'fail',
-        'done #' + ev.seq + ' ' + task.cmd + ' ' + task.id + ' ' + task.status + detail);
+      log(change.status === 'succeeded' ? 'done' : 'fail',
+        'done #' + ev.seq + ' ' + cmd + ' ' + change.id + ' ' + change.status + detail);
     } else if (ui.logProgress.checked) {
-      log('progress', 'progress #' + ev.seq + ' ' + task.cmd + ' ' + task.id + ' ' + pct(task.progress) + '%');
+      log('progress', 'progress #' + ev.seq + ' ' + cmd + ' ' + change.id + ' ' + pct(change.progress) + '%');
     }
+  }
+
+  // ------------------------------------------------------------ tasks known only from events
+
+  function lookUp(id) {
+    if (hasOwn(lookingUp, id) || lookups.length >= MAX_LOOKUPS) { return; }
+    lookingUp[id] = true;
+    lookups.push(id);
+    // A little later: the submitted reply of a task this page sent may be on its way (SSE, long-poll).
+    if (!lookupTimer) { lookupTimer = setTimeout(nextLookup, 500); }
+  }
+
+  function nextLookup() {
+    lookupTimer = null;
+    if (!client || !lookups.length) { return; }
+    var id = lookups.shift();
+    var rec = tasks[id];
+    if (rec && rec.whole) {
+      delete lookingUp[id];
+    } else {
+      // The reply goes through handleReply (which merges it, without a log line); a task gone meanwhile stays as
+      // its events showed it.
+      client.status(id).then(function () { delete lookingUp[id]; }, function () { delete lookingUp[id]; });
+    }
+    if (lookups.length) { lookupTimer = setTimeout(nextLookup, LOOKUP_EVERY_MS); }
+  }
+
+  function resetLookups() {
+    lookups = [];
+    lookingUp = {};
+    if (lookupTimer) { clearTimeout(lookupTimer); lookupTimer = null; }
   }
 
   function handleReply(msg) {
@@ -267,16 +312,19 @@
     var code = msg.code !== undefined && msg.code !== null ? msg.code + ' ' : '';
     switch (msg.type) {
       case 'submitted':
-        if (isObject(msg.task)) { upsertTask(msg.task, true); }
+        if (isObject(msg.task)) { upsertTask(msg.task, true, true); }
         log('ok', code + (msg.duplicate ? 'duplicate \u2014 already known: ' : 'submitted ') +
           (msg.task ? msg.task.cmd + ' ' + msg.task.id + ' (' + msg.task.status + ')' : '') + refText);
         break;
       case 'cancelling':
-        if (isObject(msg.task)) { upsertTask(msg.task); }
+        if (isObject(msg.task)) { upsertTask(msg.task, true); }
         log('ok', code + 'cancelling ' + (msg.task ? msg.task.id : '') + refText);
         break;
       case 'status':
-        if (isObject(msg.task)) { upsertTask(msg.task); }
+        if (isObject(msg.task)) {
+          upsertTask(msg.task, true);
+          if (hasOwn(lookingUp, msg.task.id)) { break; }   // the page asked by itself: no log line
+        }
         log('ok', code + 'status ' + (msg.task ? msg.task.id + ' ' + msg.task.status : '') + refText);
         break;
       case 'pong':
@@ -427,6 +475,9 @@
     return {
       id: task.id,
       task: task,
+      whole: false,          // the task came from a reply (submitted, status, cancelling), not only from events
+      seenRunning: NaN,      // when an event first said running / final (events carry no timestamps)
+      seenFinished: NaN,
       created: parseTime(task.createdAt),
       firstSeen: new Date().getTime(),
       cancelling: false,
@@ -451,27 +502,51 @@
     ui.tasksEmpty.hidden = true;
   }
 
-  function upsertTask(task, fromSubmit) {
-    if (!isObject(task) || typeof task.id !== 'string' || !task.id) { return; }
+  /** Copies of a and b's fields over them: b wins. */
+  function merged(a, b) {
+    var out = {};
+    var k;
+    for (k in a) { if (hasOwn(a, k)) { out[k] = a[k]; } }
+    for (k in b) { if (hasOwn(b, k)) { out[k] = b[k]; } }
+    return out;
+  }
+
+  /**
+   * Stores a task on its card: `whole` for a reply's task (submitted, status, cancelling: every field), else an
+   * event's task (only what changed), which is merged into the stored one — never replaces it. Returns the record.
+   */
+  function upsertTask(task, whole, fromSubmit) {
+    if (!isObject(task) || typeof task.id !== 'string' || !task.id) { return null; }
     var rec = tasks[task.id];
+    var now = new Date().getTime();
     if (!rec) {
-      rec = createCard(task);
+      rec = createCard(merged({}, task));
+      rec.whole = !!whole;
       tasks[task.id] = rec;
       insertCard(rec);
+      if (!whole) { lookUp(task.id); }
     } else {
       var oldRank = rank(rec.task.status);
       var newRank = rank(task.status);
-      // A late reply (e.g. the "submitted" answer of a POST) must not undo newer events.
-      if (newRank < oldRank) { return; }
-      if (newRank === oldRank && newRank < 2 && typeof rec.task.progress === 'number' &&
-          typeof task.progress === 'number' && task.progress < rec.task.progress) {
-        task.progress = rec.task.progress;
+      if (newRank < oldRank || (oldRank === 2 && newRank === 2 && fromSubmit)) {
+        // A late reply (e.g. the "submitted" answer of a POST) must not undo newer events; it still brings the
+        // fields the events do not carry (cmd, args, timestamps).
+        if (whole) { rec.task = merged(task, rec.task); }
+      } else {
+        var change = merged({}, task);
+        if (newRank === oldRank && newRank < 2 && typeof rec.task.progress === 'number' &&
+            typeof change.progress === 'number' && change.progress < rec.task.progress) {
+          change.progress = rec.task.progress;
+        }
+        rec.task = merged(rec.task, change);
       }
-      if (oldRank === 2 && newRank === 2 && fromSubmit) { return; }
-      rec.task = task;
-      if (isNaN(rec.created)) { rec.created = parseTime(task.createdAt); }
+      if (whole) { rec.whole = true; }
+      if (isNaN(rec.created)) { rec.created = parseTime(rec.task.createdAt); }
     }
+    if (!whole && task.status === 'running' && isNaN(rec.seenRunning)) { rec.seenRunning = now; }
+    if (!whole && hasOwn(TERMINAL, task.status) && isNaN(rec.seenFinished)) { rec.seenFinished = now; }
     renderTask(rec);
+    return rec;
   }
 
   function renderTask(rec) {
@@ -523,6 +598,9 @@
     var created = parseTime(t.createdAt);
     var started = parseTime(t.startedAt);
     var finished = parseTime(t.finishedAt);
+    // Events carry no timestamps: when the stored task lacks them, the times the page saw the events stand in.
+    if (isNaN(started)) { started = rec.seenRunning; }
+    if (isNaN(finished) && hasOwn(TERMINAL, t.status)) { finished = rec.seenFinished; }
     var now = new Date().getTime();
     var text;
     var runAt = parseTime(t.runAt);

@@ -66,7 +66,10 @@ export type ErrorCode = 400 | 401 | 403 | 404 | 405 | 409 | 413 | 429 | 500 | 50
 /** The errors the client makes up itself (`TaskGateError.code` 0). */
 export type ClientErrorSlug = 'disconnected' | 'timeout' | 'closed' | 'bad_reply';
 
-/** A task as the server reports it (`Task` in openapi.yaml). */
+/**
+ * A whole task as the server reports it in the `submitted`, `status` and `cancelling` replies and the REST API
+ * (`Task` in openapi.yaml). Events carry only what changed: `TaskProgress`, `TaskDone`.
+ */
 export interface Task {
     /** `<uid>~<your args.id>` for a client-given id, or a server-generated `t-…`. */
     id: string;
@@ -101,6 +104,36 @@ export interface Task {
     traceparent?: string | null;
 }
 
+/**
+ * What a `progress` event's `task` carries (`TaskProgress` in openapi.yaml): exactly these fields, no `cmd`, `args`,
+ * `result` or timestamps. Merge it into the task of the `submitted` reply (`submit()` does).
+ */
+export interface TaskProgress {
+    id: string;
+    status: TaskStatus;
+    /** Fraction done, 0–1, as the handler reports it. */
+    progress: number;
+    /** How many times a worker has started the task. */
+    attempts: number;
+}
+
+/**
+ * What a `done` event's `task` carries (`TaskDone` in openapi.yaml): exactly these fields, no `cmd`, `args` or
+ * timestamps. The whole final task: `status(id)` (or the task `submit()` resolves with).
+ */
+export interface TaskDone {
+    id: string;
+    /** The outcome. */
+    status: FinalStatus;
+    /** The handler's result when `succeeded`; null otherwise. */
+    result: JSONValue;
+    /** The error text of a `failed`, `cancelled` or `timed_out` task; null when it succeeded. */
+    error: string | null;
+}
+
+/** What an event's `task` carries: the fields the event changed (a progress or a done event's). */
+export type TaskChange = TaskProgress | TaskDone;
+
 /** A submission's `args`: the handler's arguments plus the task options. */
 export interface TaskArgs {
     /** Your task id: 1–128 characters of `A-Z a-z 0-9 . _ : -`, or a non-negative whole number. Idempotent. */
@@ -132,8 +165,8 @@ export interface HelloMessage {
     info?: string;
     uid: string;
     transport: 'websocket' | 'sse';
-    /** The uid's latest event seq. */
-    seq: number;
+    /** The uid's latest event seq (before December 2026 the server called it `seq`; only events carry `seq` now). */
+    head: number;
     admin: boolean;
     /** The requested cursor could not be honoured (older than the retained log, or newer than the latest seq). */
     reset: boolean;
@@ -145,26 +178,30 @@ export interface SyntheticHello {
     info?: string;
     uid: string | null;
     transport: 'long-poll';
-    seq: number | null;
+    /** The client's cursor after the first poll. */
+    head: number | null;
     admin: boolean;
     reset: boolean;
     synthetic: true;
 }
 
-/** Sent while a task runs. Only events carry `seq`. */
+/** Sent while a task runs. Only events carry `seq`; `task` is what changed (`TaskProgress`), not the whole task. */
 export interface ProgressEvent {
     type: 'progress';
     seq: number;
-    task: Task;
+    task: TaskProgress;
 }
 
-/** Sent once, when a task reaches a final status (the outcome is `task.status`, not `code`). */
+/**
+ * Sent once, when a task reaches a final status (the outcome is `task.status`, not `code`); `task` is what changed
+ * (`TaskDone`: id, status, result, error), not the whole task.
+ */
 export interface DoneEvent {
     type: 'done';
     code: 200;
     info: string;
     seq: number;
-    task: Task;
+    task: TaskDone;
 }
 
 /** A progress or done event (kept in the uid's event log). */
@@ -383,7 +420,10 @@ export type ResolvedOptions = Readonly<
 
 /** `submit()`'s third argument. */
 export interface SubmitOptions {
-    /** Called for each progress event of the task. */
+    /**
+     * Called for each progress event of the task, with the whole task (the `submitted` reply's, with the events'
+     * fields merged in) and the event as the server sent it.
+     */
     onProgress?: (task: Task, event: ProgressEvent) => void;
     /** Called when the server accepted the task. */
     onSubmitted?: (task: Task, reply: SubmittedReply) => void;
@@ -524,7 +564,9 @@ export declare class Client extends EventTarget {
     /**
      * Submits a task and resolves with it once it `succeeded`. Rejects with a TaskGateError carrying `task` when it
      * failed, timed out or was cancelled (`error` is that status), or `code`/`error`/`info` when the server refused
-     * it; with a TypeError for an empty `cmd` or a server command.
+     * it; with a TypeError for an empty `cmd` or a server command. The task is the whole one of the `submitted` reply
+     * with its events' fields merged in (`status`, `progress`, `attempts`, `result`, `error`); the fields no event
+     * carries (`finishedAt`, …) are as in that reply: `status(id)` has them.
      */
     submit<C extends string>(cmd: HandlerName<C>, args?: TaskArgs | null, opts?: SubmitOptions): Promise<Task>;
     /** The task (404 `not_found` for an unknown id). */
@@ -608,6 +650,9 @@ type _ErrorSlug = ErrorSlug;
 type _ErrorCode = ErrorCode;
 type _ClientErrorSlug = ClientErrorSlug;
 type _Task = Task;
+type _TaskProgress = TaskProgress;
+type _TaskDone = TaskDone;
+type _TaskChange = TaskChange;
 type _TaskArgs = TaskArgs;
 type _ClientMessage = ClientMessage;
 type _HelloMessage = HelloMessage;
@@ -664,6 +709,9 @@ declare global {
         type ErrorCode = _ErrorCode;
         type ClientErrorSlug = _ClientErrorSlug;
         type Task = _Task;
+        type TaskProgress = _TaskProgress;
+        type TaskDone = _TaskDone;
+        type TaskChange = _TaskChange;
         type TaskArgs = _TaskArgs;
         type ClientMessage = _ClientMessage;
         type HelloMessage = _HelloMessage;

@@ -52,6 +52,18 @@
 
   function hasOwn(o, k) { return Object.prototype.hasOwnProperty.call(o, k); }
   function isObject(v) { return v !== null && typeof v === 'object' && !Array.isArray(v); }
+  function copy(o) { var out = {}; Object.keys(o).forEach(function (k) { out[k] = o[k]; }); return out; }
+
+  /**
+   * The whole task `base` (from a submitted or status reply) with the fields of an event's task merged in: an event
+   * carries only what changed (progress: status, progress, attempts; done: status, result, error). A new object;
+   * without a base, a copy of the event's task.
+   */
+  function mergeTask(base, change) {
+    var out = isObject(base) ? copy(base) : {};
+    Object.keys(change).forEach(function (k) { out[k] = change[k]; });
+    return out;
+  }
   function now() { return Date.now(); }
   function noop() {}
 
@@ -799,7 +811,8 @@
 
   Client.prototype._hello = function (link, msg) {
     if (link !== this._link && link !== this._probe) { return; }
-    var latest = typeof msg.seq === 'number' ? msg.seq : null;
+    // The uid's latest seq is `head` (a server from before December 2026 called it `seq`).
+    var latest = typeof msg.head === 'number' ? msg.head : (typeof msg.seq === 'number' ? msg.seq : null);
     var sent = link.sentCursor;
     var reset = !!msg.reset || (sent !== null && latest !== null && latest < sent);
     if (sent === null) {
@@ -837,7 +850,7 @@
       }
       this._established(link);
       this._emit('hello', {
-        type: 'hello', info: 'connected', uid: this._uid, transport: 'long-poll', seq: this._cursor, admin: !!this.options.admin,
+        type: 'hello', info: 'connected', uid: this._uid, transport: 'long-poll', head: this._cursor, admin: !!this.options.admin,
         reset: reset, synthetic: true
       });
       this._resumed(link, sent, this._cursor, reset);
@@ -875,7 +888,11 @@
     if (ev.type === 'progress') {
       if (watchers) {
         watchers.forEach(function (w) {
-          if (w.onProgress) { try { w.onProgress(task, ev); } catch (e) { setTimeout(function () { throw e; }, 0); } }
+          w.task = mergeTask(w.task, task);   // the whole task, as of this event
+          if (w.onProgress) {
+            var whole = w.task;
+            try { w.onProgress(whole, ev); } catch (e) { setTimeout(function () { throw e; }, 0); }
+          }
         });
       }
       return;
@@ -883,10 +900,11 @@
     this._rememberDone(task);
     if (watchers) {
       delete this._watchers[task.id];
-      watchers.forEach(function (w) { settleTask(w, task); });
+      watchers.forEach(function (w) { settleTask(w, mergeTask(w.task, task)); });
     }
   };
 
+  /** Remembers a done event's task (what it changed: status, result, error) for a submit() reply that comes later. */
   Client.prototype._rememberDone = function (task) {
     if (!hasOwn(this._doneCache, task.id)) { this._doneOrder.push(task.id); }
     this._doneCache[task.id] = task;
@@ -1037,7 +1055,9 @@
   /**
    * submit(cmd, args, {onProgress, onSubmitted, id, timeoutMs}) -> Promise<task>
    * Resolves with the final task when it succeeded; rejects with a TaskGateError carrying `task` when it failed,
-   * timed out or was cancelled, or carrying code/error/info when the server refused it.
+   * timed out or was cancelled, or carrying code/error/info when the server refused it. The task is the whole one of
+   * the submitted reply with its events' fields merged in (events carry only what changed: status, progress and
+   * attempts, then status, result and error); onProgress(task, event) gets it the same way.
    */
   Client.prototype.submit = function (cmd, args, opts) {
     var self = this;
@@ -1057,8 +1077,10 @@
           return;
         }
         if (opts.onSubmitted) { try { opts.onSubmitted(task, reply); } catch (e) { setTimeout(function () { throw e; }, 0); } }
-        var watcher = { resolve: resolve, reject: reject, onProgress: opts.onProgress };
-        var known = FINAL[task.status] ? task : self._doneCache[task.id];
+        var watcher = { resolve: resolve, reject: reject, onProgress: opts.onProgress, task: task };
+        // Final already (a duplicate id), or its done event came before this reply (SSE, long-poll): the done
+        // event says only what changed, so it is merged into the reply's whole task.
+        var known = FINAL[task.status] ? task : (hasOwn(self._doneCache, task.id) ? mergeTask(task, self._doneCache[task.id]) : null);
         if (known) { settleTask(watcher, known); return; }
         (self._watchers[task.id] = self._watchers[task.id] || []).push(watcher);
       }, reject);

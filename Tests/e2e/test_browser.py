@@ -63,18 +63,41 @@ def _run_sleep_on_page(drv, base_url: str, query: str, transport: str, shot_pref
     assert time.monotonic() - t0 >= 0.75, "an 800 ms sleep cannot succeed that fast"
     card = drv.find_element(By.CSS_SELECTOR, f'div.task[data-id="{task_id}"]')
     assert "slept_ms" in card.text and "800" in card.text, card.text
+    # Events carry what changed: merged into the submitted task, the card keeps its cmd and args.
+    assert card.find_element(By.CSS_SELECTOR, ".task-cmd").text == "sleep", card.text
+    assert card.find_element(By.CSS_SELECTOR, ".task-args").text == 'args {"ms":800}', card.text
+    assert card.find_element(By.CSS_SELECTOR, ".task-elapsed").text.startswith("took "), card.text
+    log = [li.text for li in drv.find_elements(By.CSS_SELECTOR, "#log li")]
+    assert any(f"sleep {task_id} succeeded" in line for line in log), log[:10]
     assert int(_text(drv, "cursor")) >= 2, "the page must advance its cursor from the events"
     drv.save_screenshot(str(SCREENSHOTS / f"{shot_prefix}-succeeded.png"))
     return task_id
 
 
 def test_demo_page_websocket(server, driver, api):
+    from selenium.webdriver.common.by import By
+
     uid = new_uid("br-ws")
     task_id = _run_sleep_on_page(driver, server.base_url, "", "websocket", "websocket", uid)
     task = api.get(f"{server.base_url}/api/v1/tasks/{task_id}").json()
     assert task["uid"] == uid and task["status"] == "succeeded" and task["args"]["ms"] == 800
     clients = api.get(f"{server.base_url}/api/v1/clients").json()["clients"]
     assert any(c["uid"] == uid and c["transport"] == "websocket" for c in clients), clients
+
+    # A task the page did not submit (a backend's, over REST): its events alone have no cmd or args, so the page
+    # asks for its status, and the card gets them.
+    r = api.post(f"{server.base_url}/api/v1/tasks", json={"cmd": "echo", "args": {"from": "rest"}, "uid": uid})
+    assert r.status_code == 202, r.text
+    rest_id = r.json()["id"]
+    card = f'div.task[data-id="{rest_id}"]'
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, card)
+          and d.find_element(By.CSS_SELECTOR, card).get_attribute("data-status") == "succeeded"
+          and d.find_element(By.CSS_SELECTOR, f"{card} .task-cmd").text == "echo", 10,
+          "the REST task's card, with its cmd from the status reply")
+    assert driver.find_element(By.CSS_SELECTOR, f"{card} .task-args").text == 'args {"from":"rest"}'
+    assert '"from": "rest"' in driver.find_element(By.CSS_SELECTOR, f"{card} .task-result").text
+    log = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#log li")]
+    assert not [line for line in log if f"status {rest_id}" in line], "the page's own lookup is not logged"
 
 
 def test_demo_page_long_poll(server, driver, api):

@@ -128,7 +128,7 @@ def test_sse_resume_with_last_event_id(server, contract):
     with SSEStream(base, uid=uid) as first:
         assert first.status == 200 and first.content_type.startswith("text/event-stream")
         hello = first.next_frame()
-        assert hello.event == "hello" and hello.id is None and hello.json["seq"] == 0
+        assert hello.event == "hello" and hello.id is None and hello.json["head"] == 0 and "seq" not in hello.json
         tid = _post(base, uid, {"cmd": "echo", "args": {"n": 1}})["task"]["id"]
         frames = first.events_until(lambda f: f.event == "done", 10)
         assert all(f.json["task"]["id"] == tid for f in frames)
@@ -145,7 +145,8 @@ def test_sse_resume_with_last_event_id(server, contract):
     # EventSource's reconnect: Last-Event-ID -> exactly the missed events, in order, then silence.
     with SSEStream(base, uid=uid, last_event_id=last_id) as again:
         hello = again.next_frame().json
-        assert hello["type"] == "hello" and hello["seq"] == latest and hello["reset"] is False, hello
+        assert hello["type"] == "hello" and hello["head"] == latest and hello["reset"] is False, hello
+        assert "seq" not in hello, hello
         frames = again.events_until(lambda f: int(f.id) == latest, 10)
         for f in frames:
             problems = contract.check_message("ServerMessage", f.json)
@@ -159,7 +160,7 @@ def test_sse_resume_with_last_event_id(server, contract):
 
     # No cursor: no replay. Last-Event-ID wins over ?cursor=. A cursor beyond the log: reset, replay from the start.
     with SSEStream(base, uid=uid) as live:
-        assert live.next_frame().json["seq"] == latest
+        assert live.next_frame().json["head"] == latest
         live.assert_silent(0.3)
     with SSEStream(base, uid=uid, cursor=0, last_event_id=latest) as both:
         assert both.next_frame().json["reset"] is False
@@ -180,23 +181,30 @@ def test_client_library_over_each_transport(server, driver, api, transport):
     connected = js(driver, """
         const [uid, transport] = arguments;
         const c = TaskGate.connect({uid, transports: [transport]});
-        window.__t = {c, states: [], seqs: [], resumed: []};
+        window.__t = {c, states: [], seqs: [], resumed: [], keys: {}, hellos: []};
+        const keys = (e) => { __t.keys[e.type + ':' + Object.keys(e.task).sort().join(',')] = true; };
         c.on('state', (s) => __t.states.push(s.state + ':' + s.transport));
         c.on('resumed', (r) => __t.resumed.push(r));
-        c.on('progress', (e) => __t.seqs.push(e.seq));
-        c.on('done', (e) => __t.seqs.push(e.seq));
+        c.on('hello', (h) => __t.hellos.push(h));
+        c.on('progress', (e) => { __t.seqs.push(e.seq); keys(e); });
+        c.on('done', (e) => { __t.seqs.push(e.seq); keys(e); });
         await c.ready(8000);
-        return {transport: c.transport, cursor: c.cursor, uid: c.uid};
+        return {transport: c.transport, cursor: c.cursor, uid: c.uid, hello: __t.hellos[0]};
     """, uid, transport)
+    hello = connected.pop("hello")
     assert connected == {"transport": transport, "cursor": 0, "uid": uid}
+    # The server's hello (or, on long-poll, the client's stand-in) says head, not seq.
+    assert hello["head"] == 0 and "seq" not in hello and hello["transport"] == transport, hello
+    assert hello.get("synthetic", False) is (transport == "long-poll"), hello
     if transport != "long-poll":  # a long-poll client is listed only while a GET /poll waits: racy, skip
         clients = api.get(f"{server.base_url}/api/v1/clients").json()["clients"]
         assert any(c["uid"] == uid and c["transport"] == transport for c in clients), clients
 
     out = js(driver, """
         const c = __t.c, uid = arguments[0];
-        const progress = [];
-        const task = await c.submit('sleep', {ms: 400}, {onProgress: (t) => progress.push(t.progress)});
+        const progress = [], progressCmds = [];
+        const task = await c.submit('sleep', {ms: 400}, {onProgress: (t) => {
+          progress.push(t.progress); progressCmds.push(t.cmd + ' ' + JSON.stringify(t.args)); }});
         const rtt = await c.ping();
         const status = await c.status(task.id);
         const handlers = await c.handlers();
@@ -205,14 +213,19 @@ def test_client_library_over_each_transport(server, driver, api, transport):
         const unknown = await failure(c.submit('nope', {}));
         const failed = await failure(c.submit('fail', {message: 'boom'}));
         const missing = await failure(c.status('missing-' + uid));
-        const result = {task, progress, rtt, status: status.status, handlers, unknown, failed, missing,
+        const result = {task, progress, progressCmds, rtt, status: status.status, handlers, unknown, failed, missing,
           transport: c.transport, cursor: c.cursor, seqs: __t.seqs, states: __t.states, resumed: __t.resumed,
-          stored: sessionStorage.getItem('taskgate.cursor.' + uid)};
+          keys: Object.keys(__t.keys).sort(), stored: sessionStorage.getItem('taskgate.cursor.' + uid)};
         c.close();
         return result;
     """, uid)
     task = out["task"]
     assert task["status"] == "succeeded" and task["result"] == {"slept_ms": 400} and task["uid"] == uid, task
+    # Events carry what changed; submit() resolves with the whole task (the submitted reply's, events merged in).
+    assert task["cmd"] == "sleep" and task["args"] == {"ms": 400} and task["error"] is None, task
+    assert task["createdAt"] and task["attempts"] == 1, task
+    assert out["keys"] == ["done:error,id,result,status", "progress:attempts,id,progress,status"], out["keys"]
+    assert set(out["progressCmds"]) == {'sleep {"ms":400}'}, out["progressCmds"]
     assert len(out["progress"]) >= 5 and out["progress"] == sorted(out["progress"]), out["progress"]
     assert out["status"] == "succeeded" and out["rtt"] >= 0
     assert sorted(out["handlers"]) == ["echo", "fail", "primes", "sleep"]
@@ -220,6 +233,7 @@ def test_client_library_over_each_transport(server, driver, api, transport):
                               "info": out["unknown"]["info"], "task": None}
     assert out["failed"]["error"] == "failed" and out["failed"]["info"] == "boom"
     assert out["failed"]["task"]["status"] == "failed" and out["failed"]["task"]["cmd"] == "fail"
+    assert out["failed"]["task"]["args"] == {"message": "boom"} and out["failed"]["task"]["error"] == "boom"
     assert out["missing"]["code"] == 404 and out["missing"]["error"] == "not_found"
     assert out["transport"] == transport
     assert out["states"][:2] == [f"connecting:{transport}", f"connected:{transport}"], out["states"]
@@ -316,7 +330,10 @@ def test_demo_page_sse(server, driver, api):
     tid = card.get_attribute("data-id")
     _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'div.task[data-id="{tid}"]')
           .get_attribute("data-status") == "succeeded", 10, "the card to succeed")
-    assert "slept_ms" in driver.find_element(By.CSS_SELECTOR, f'div.task[data-id="{tid}"]').text
+    text = driver.find_element(By.CSS_SELECTOR, f'div.task[data-id="{tid}"]').text
+    assert "slept_ms" in text, text
+    # The events merged into the task of the submitted reply: its cmd and args are still on the card.
+    assert text.startswith("sleep") and 'args {"ms":500}' in text, text
     assert int(driver.find_element(By.ID, "cursor").text) >= 2
     clients = api.get(f"{server.base_url}/api/v1/clients").json()["clients"]
     assert any(c["uid"] == uid and c["transport"] == "sse" for c in clients), clients

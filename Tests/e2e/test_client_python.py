@@ -294,7 +294,12 @@ def test_wait_follows_progress_on_a_uid_with_history(token_server, recorder, tg)
         sse_before = len(recorder.statuses("GET", "/sse"))
         done = fresh.wait(task.id, timeout=20, on_progress=progress.append)
         assert (done.status, done.result) == ("succeeded", {"slept_ms": 1500})
+        # Events carry what changed; wait() still returns the whole task, and on_progress gets it merged.
+        assert (done.cmd, done.uid, done.args) == ("sleep", uid, {"ms": 1500}), done
+        assert done.finished_at is not None and done.started_at is not None and done.attempts == 1, done
+        assert done.progress == pytest.approx(1.0) and set(done.raw) >= {"createdAt", "finishedAt", "args"}, done
         assert progress and all(p.id == task.id and p.status == "running" for p in progress), progress
+        assert all(p.cmd == "sleep" and p.args == {"ms": 1500} and p.uid == uid for p in progress), progress
         assert [p.progress for p in progress] == sorted(p.progress for p in progress)
         # Long-polled (the latest seq from the SSE hello, then GET /poll), not by reading the status over and over.
         assert recorder.statuses("GET", "/sse")[sse_before:] == [200], recorder.seen
@@ -650,19 +655,28 @@ def test_rs256_issuer_and_audience_are_checked(start_server, tmp_path):
 
 
 def fake_task(status: str, uid: str | None = "u1", id: str = "u1~job") -> dict:
-    return {"id": id, "cmd": "sleep", "uid": uid, "args": {}, "status": status, "progress": 1.0 if status != "running"
-            else 0.5, "result": {"ok": True} if status == "succeeded" else None, "error": None, "attempts": 1,
+    return {"id": id, "cmd": "sleep", "uid": uid, "args": {"ms": 2000}, "status": status,
+            "progress": 1.0 if status != "running" else 0.5,
+            "result": {"ok": True} if status == "succeeded" else None,
+            "error": "failed on purpose" if status == "failed" else None, "attempts": 1,
             "createdAt": "2026-11-25T20:00:00.123Z", "startedAt": "2026-11-25T20:00:00.130Z",
             "finishedAt": "2026-11-25T20:00:02.131Z" if status != "running" else None}
 
 
+def progress_event(seq: int, progress: float = 0.5, id: str = "u1~job") -> dict:
+    """A progress event as the server sends it: what changed, not the whole task."""
+    return {"seq": seq, "task": {"attempts": 1, "id": id, "progress": progress, "status": "running"},
+            "type": "progress"}
+
+
 class FakeServer:
     """A scripted TaskGate for httpx.MockTransport: `statuses` are the task's successive states (the last repeats),
-    `sse` the answer to GET /sse (a seq for its hello, or an HTTP status), `polls` the successive GET /poll answers
-    ((status, body); the last repeats)."""
+    `sse` the answer to GET /sse (the head of its hello, or an HTTP status), `polls` the successive GET /poll answers
+    ((status, body); the last repeats). `hello_key`: what the hello calls the latest seq (`seq` before December
+    2026)."""
 
-    def __init__(self, statuses: list[str], sse: int | str, polls: list[tuple[int, dict]]):
-        self.statuses, self.sse, self.polls = list(statuses), sse, list(polls)
+    def __init__(self, statuses: list[str], sse: int | str, polls: list[tuple[int, dict]], hello_key: str = "head"):
+        self.statuses, self.sse, self.polls, self.hello_key = list(statuses), sse, list(polls), hello_key
         self.log: list[str] = []
 
     def __call__(self, request: "httpx.Request") -> "httpx.Response":
@@ -675,8 +689,8 @@ class FakeServer:
             if isinstance(self.sse, str):
                 return httpx.Response(int(self.sse), json={"type": "error", "code": int(self.sse), "error": "x",
                                                            "info": "x"})
-            hello = json.dumps({"type": "hello", "code": 200, "uid": "u1", "transport": "sse", "seq": self.sse,
-                                "admin": True, "reset": False})
+            hello = json.dumps({"admin": True, self.hello_key: self.sse, "info": "connected", "reset": False,
+                                "transport": "sse", "type": "hello", "uid": "u1"})
             return httpx.Response(200, headers={"Content-Type": "text/event-stream"},
                                   content=f"event: hello\ndata: {hello}\n\n: heartbeat\n\n".encode())
         if path == "/poll":
@@ -689,27 +703,68 @@ def fake_client(fake: FakeServer) -> "Client":
     return Client("http://taskgate.invalid", "s3cret", http_client=httpx.Client(transport=httpx.MockTransport(fake)))
 
 
-def done_event(seq: int, status: str = "succeeded") -> dict:
-    return {"type": "done", "code": 200, "info": "task finished", "seq": seq, "task": fake_task(status)}
+def done_event(seq: int, status: str = "succeeded", id: str = "u1~job") -> dict:
+    """A done event as the server sends it: the outcome (id, status, result, error), not the whole task."""
+    task = fake_task(status, id=id)
+    return {"code": 200, "info": "task finished", "seq": seq,
+            "task": {k: task[k] for k in ("error", "id", "result", "status")}, "type": "done"}
 
 
-def test_wait_done_between_the_first_read_and_the_latest_seq():
-    fake = FakeServer(["running", "succeeded"], sse=7, polls=[(200, {"events": [], "cursor": 7, "reset": False})])
+@pytest.mark.parametrize("hello_key", ["head", "seq"], ids=["head", "older-server-seq"])
+def test_wait_done_between_the_first_read_and_the_latest_seq(hello_key):
+    fake = FakeServer(["running", "succeeded"], sse=7, polls=[(200, {"events": [], "cursor": 7, "reset": False})],
+                      hello_key=hello_key)
     assert fake_client(fake).wait("u1~job", timeout=5).status == "succeeded"
     assert fake.log == ["GET /api/v1/tasks/u1~job", "GET /sse", "GET /api/v1/tasks/u1~job"]   # no poll needed
 
 
+def test_wait_from_the_hellos_head_returns_the_whole_task_after_the_done_event():
+    fake = FakeServer(["running", "running", "succeeded"], sse=7, polls=[
+        (200, {"events": [progress_event(8, 0.25), progress_event(9, 0.75)], "cursor": 9, "reset": False}),
+        (200, {"events": [done_event(10)], "cursor": 10, "reset": False}),
+    ])
+    seen: list[Task] = []
+    done = fake_client(fake).wait("u1~job", timeout=5, on_progress=seen.append)
+    # The polls start at the hello's head; the progress tasks are the task read, the events merged in.
+    assert "cursor=7" in [line for line in fake.log if line.startswith("GET /poll")][0], fake.log
+    assert [(t.progress, t.cmd, t.args, t.status) for t in seen] == [(0.25, "sleep", {"ms": 2000}, "running"),
+                                                                     (0.75, "sleep", {"ms": 2000}, "running")]
+    # After the done event the task is read once more: the whole final task, as stored.
+    assert fake.log[-1] == "GET /api/v1/tasks/u1~job", fake.log
+    assert (done.status, done.result, done.cmd, done.args) == ("succeeded", {"ok": True}, "sleep", {"ms": 2000})
+    assert done.finished_at is not None and done.progress == 1.0, done
+
+
 def test_wait_without_sse_reads_the_log_from_zero():
-    fake = FakeServer(["running"], sse="403", polls=[
-        (200, {"events": [{"type": "progress", "seq": 1, "task": fake_task("running")}], "cursor": 1, "reset": True}),
+    fake = FakeServer(["running", "running", "failed"], sse="403", polls=[
+        (200, {"events": [progress_event(1)], "cursor": 1, "reset": True}),
         (200, {"events": [done_event(2, "failed")], "cursor": 2, "reset": False}),
     ])
     seen: list[float] = []
     done = fake_client(fake).wait("u1~job", timeout=5, on_progress=lambda t: seen.append(t.progress))
-    assert done.status == "failed" and seen == [0.5]
+    assert done.status == "failed" and done.error == "failed on purpose" and seen == [0.5]
+    assert done.cmd == "sleep" and done.finished_at is not None, done     # read after the done event
     polls = [line for line in fake.log if line.startswith("GET /poll")]
     assert "cursor=0" in polls[0] and "cursor=1" in polls[1], fake.log
-    assert fake.log.count("GET /api/v1/tasks/u1~job") == 2       # the first read, and one after the reset
+    # the first read, one after the reset, and one after the done event
+    assert fake.log.count("GET /api/v1/tasks/u1~job") == 3, fake.log
+
+
+def test_wait_merges_the_done_event_when_the_read_after_it_fails():
+    """The read after the done event fails (here: the task is gone, 404): wait() returns the task it had, with the
+    done event's outcome merged in, rather than failing a wait whose answer it already has."""
+    class Gone(FakeServer):
+        def __call__(self, request):
+            if request.url.path.startswith("/api/v1/tasks/") and self.log.count("GET /api/v1/tasks/u1~job") >= 2:
+                self.log.append(f"{request.method} {request.url.path}")
+                return httpx.Response(404, json={"type": "error", "code": 404, "error": "not_found", "info": "gone"})
+            return super().__call__(request)
+
+    fake = Gone(["running"], sse=3, polls=[(200, {"events": [done_event(4)], "cursor": 4, "reset": False})])
+    done = fake_client(fake).wait("u1~job", timeout=5)
+    assert (done.status, done.result, done.error) == ("succeeded", {"ok": True}, None), done
+    assert (done.cmd, done.args) == ("sleep", {"ms": 2000}), done   # from the task as read before
+    assert fake.log.count("GET /api/v1/tasks/u1~job") == 3, fake.log
 
 
 def test_wait_backs_off_while_the_uid_has_too_many_polls():

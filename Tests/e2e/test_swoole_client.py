@@ -55,6 +55,8 @@ def test_a_swoole_era_browser_on_the_root_path(start_server, tmp_path):
             accepted, done = await codes_until(ws, [202, 200])
             assert accepted["info"] and done["info"]
             assert done["task"]["result"] == {"id": 123, "status": True, "other": "report built"}
+            # The 202 has the whole task (the business id in its args); the 200 says what changed, without args.
+            assert accepted["task"]["args"] == {"id": 123} and "args" not in done["task"], (accepted, done)
             # A cmd with an id that no handler serves: 404, as method_exists() answered.
             await ws.send('{"cmd":"nosuchreport","args":{"id":124}}')
             (missing,) = await codes_until(ws, [404])

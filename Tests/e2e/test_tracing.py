@@ -218,8 +218,11 @@ def test_a_websocket_message_joins_its_callers_trace(traced_server, receiver, ws
         events = await ws.events_until_done(reply["task"]["id"], timeout=20)
         return events[-1]["task"]
 
-    done = run(body())
-    assert done["status"] == "succeeded", done
+    event = run(body())
+    assert event["status"] == "succeeded", event
+    # The done event says what changed (status, result, error); the stored task has its traceparent.
+    done = wait_task_final(requests.Session(), traced_server.base_url, event["id"], timeout=20)
+    assert done["result"] == event["result"], (done, event)
     spans = spans_named(receiver, caller_trace, {"task.submit", "task.run", "task.deliver"}, "the WebSocket task's spans")
     assert spans["task.submit"]["parent_id"] == caller_span
     assert spans["task.run"]["parent_id"] == spans["task.submit"]["span_id"]

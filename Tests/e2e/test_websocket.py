@@ -72,7 +72,8 @@ def test_hello_is_first_message_for_fresh_uid(server, ws_connect):
         assert hello["type"] == "hello"
         assert "code" not in hello  # a Swoole-era page would read code 200 as a finished task
         assert hello["uid"] == uid
-        assert hello["seq"] == 0
+        assert hello["head"] == 0  # the uid's latest seq
+        assert "seq" not in hello  # only events carry seq
         assert hello["transport"] == "websocket"
         assert hello["admin"] is False
         assert hello["reset"] is False
@@ -123,7 +124,7 @@ def test_plain_get_ws_without_upgrade_is_400_json(server, api):
 # --------------------------------------------------------------------------- task lifecycle
 
 
-def test_sleep_task_lifecycle(server, ws_connect):
+def test_sleep_task_lifecycle(server, ws_connect, api):
     uid = new_uid("life")
 
     async def body():
@@ -153,6 +154,8 @@ def test_sleep_task_lifecycle(server, ws_connect):
         assert len(progress) >= 1
         for e in progress:
             assert e["task"]["status"] == "running", strip(e)
+            assert set(e["task"]) == {"id", "status", "progress", "attempts"}, e  # what changed, no args
+            assert e["task"]["attempts"] == 1, e
             assert "code" not in e or e["code"] is None, e
             assert "ref" not in e or e["ref"] is None, e
         values = [e["task"]["progress"] for e in progress]
@@ -162,12 +165,14 @@ def test_sleep_task_lifecycle(server, ws_connect):
 
         d = done[0]
         assert d["code"] == 200
-        assert d["task"]["status"] == "succeeded"
-        assert d["task"]["result"] == {"slept_ms": 300}
-        assert d["task"]["error"] is None
-        assert d["task"]["progress"] == pytest.approx(1.0)
-        assert d["task"]["startedAt"] and d["task"]["finishedAt"]
+        assert d["task"] == {"id": tid, "status": "succeeded", "result": {"slept_ms": 300}, "error": None}, d
         assert "ref" not in d or d["ref"] is None
+        # The whole task, with what the events do not carry, is the REST one.
+        whole = (await asyncio.to_thread(api.get, f"{server.base_url}/api/v1/tasks/{tid}")).json()
+        assert whole["status"] == "succeeded" and whole["result"] == {"slept_ms": 300}
+        assert whole["progress"] == pytest.approx(1.0)
+        assert whole["startedAt"] and whole["finishedAt"]
+        assert whole["cmd"] == "sleep" and whole["args"] == {"ms": 300} and whole["uid"] == uid
 
     run(body())
 
@@ -244,7 +249,7 @@ def test_reconnect_with_cursor_replays_missed_events(server, ws_connect, api):
 
     async def body():
         ws = await ws_connect(uid)
-        assert (await ws.next())["seq"] == 0
+        assert (await ws.next())["head"] == 0
         tid = (await submit(ws, "sleep", {"ms": 1000}))["task"]["id"]
         first = await ws.wait_for(is_event_of(tid, "progress"), 5)
         last_seq = max(e["seq"] for e in ws.events())
@@ -257,8 +262,8 @@ def test_reconnect_with_cursor_replays_missed_events(server, ws_connect, api):
         ws2 = await ws_connect(uid, cursor=last_seq)
         hello = await ws2.next()
         assert hello["type"] == "hello"
-        assert hello["reset"] is False
-        latest = hello["seq"]
+        assert hello["reset"] is False and "seq" not in hello
+        latest = hello["head"]
         assert latest > last_seq
         replay = [await ws2.next() for _ in range(latest - last_seq)]
         seqs = [m["seq"] for m in replay]
@@ -271,7 +276,7 @@ def test_reconnect_with_cursor_replays_missed_events(server, ws_connect, api):
         # Without a cursor there is no replay at all.
         ws3 = await ws_connect(uid)
         hello3 = await ws3.next()
-        assert hello3["seq"] == latest and hello3["reset"] is False
+        assert hello3["head"] == latest and hello3["reset"] is False
         await ws3.assert_silent(0.5)
 
         # cursor=0 replays everything from seq 1 (the whole log is retained) without reset.
@@ -291,7 +296,7 @@ def test_cursor_newer_than_log_resets(server, ws_connect):
     async def body():
         ws = await ws_connect(fresh, cursor=999999)
         hello = await ws.next()
-        assert hello["type"] == "hello" and hello["reset"] is True and hello["seq"] == 0, hello
+        assert hello["type"] == "hello" and hello["reset"] is True and hello["head"] == 0, hello
 
         w = await ws_connect(used)
         await w.next()
@@ -301,7 +306,7 @@ def test_cursor_newer_than_log_resets(server, ws_connect):
 
         ws2 = await ws_connect(used, cursor=latest + 5)
         hello2 = await ws2.next()
-        assert hello2["reset"] is True and hello2["seq"] == latest, hello2
+        assert hello2["reset"] is True and hello2["head"] == latest, hello2
         # replay starts at the oldest retained event
         replay = [await ws2.next() for _ in range(latest)]
         assert [m["seq"] for m in replay] == list(range(1, latest + 1))

@@ -12,8 +12,22 @@ function render(task: TaskGate.Task): void {
     if (out && task.status === 'succeeded') out.textContent = JSON.stringify(task.result);
 }
 
-page.on('progress', (ev: TaskGate.ProgressEvent) => render(ev.task));
-page.on('done', (ev: TaskGate.DoneEvent) => render(ev.task));
+// Events carry what changed: merged into the whole task of the submitted reply.
+const tasks: { [id: string]: TaskGate.Task } = {};
+function merge(change: TaskGate.TaskChange): void {
+    const task = tasks[change.id];
+    if (task) render((tasks[change.id] = { ...task, ...change }));
+}
+page.on('reply', (reply: TaskGate.DirectReply) => {
+    if (reply.type === 'submitted') render((tasks[reply.task.id] = reply.task));
+});
+page.on('progress', (ev: TaskGate.ProgressEvent) => merge(ev.task));
+page.on('done', (ev: TaskGate.DoneEvent) => {
+    const change: TaskGate.TaskDone = ev.task;
+    merge(change);
+});
+const progressOnly: TaskGate.TaskProgress = { id: 'alice~x', status: 'running', progress: 0.5, attempts: 1 };
+merge(progressOnly);
 page.on('state', (s: TaskGate.StateDetail) => console.log(s.state + ' via ' + s.transport));
 
 async function run(): Promise<void> {

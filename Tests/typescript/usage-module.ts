@@ -13,6 +13,9 @@ import TaskGate, {
     type StateDetail,
     type SyntheticHello,
     type Task,
+    type TaskChange,
+    type TaskDone,
+    type TaskProgress,
     type TaskStatus,
     type Transport,
 } from '/taskgate.mjs';
@@ -78,7 +81,7 @@ void state, transport, cursor, uid, connected, url, transports, pollTimeout, key
 
 async function commands(): Promise<void> {
     const task: Task = await tg.submit('sleep', { ms: 2000 }, {
-        onProgress: (t, ev) => console.log(t.progress, ev.seq),
+        onProgress: (t, ev) => console.log(t.progress, t.args, ev.seq, ev.task.attempts),
         onSubmitted: (t, reply) => console.log(t.id, reply.duplicate, reply.code),
         id: 'export-4711',
         timeoutMs: 10000,
@@ -143,11 +146,26 @@ async function commands(): Promise<void> {
 
 const off: () => void = tg.on('done', (ev: DoneEvent, event) => {
     const outcome: TaskStatus = ev.task.status;
+    const change: TaskDone = ev.task;
     const detail: DoneEvent = event.detail;
-    console.log(outcome, detail.seq, ev.code, ev.info);
+    console.log(outcome, change.result, change.error, change.id, detail.seq, ev.code, ev.info);
 });
 off();
-tg.on('progress', (ev: ProgressEvent) => console.log(ev.task.progress));
+tg.on('progress', (ev: ProgressEvent) => {
+    const change: TaskProgress = ev.task;
+    console.log(change.id, change.status, change.progress, change.attempts);
+});
+// Events say what changed: merged into the whole task of the submitted (or status) reply.
+const known: { [id: string]: Task } = {};
+function merge(change: TaskChange): Task | undefined {
+    const task = known[change.id];
+    return task ? (known[change.id] = { ...task, ...change }) : undefined;
+}
+tg.on('reply', (reply) => {
+    if (reply.type === 'submitted' || reply.type === 'status') known[reply.task.id] = reply.task;
+});
+tg.on('progress', (ev) => console.log(merge(ev.task)?.cmd));
+tg.on('done', (ev) => console.log(merge(ev.task)?.args));
 tg.on('state', function (s: StateDetail) {
     const self: Client = this;
     console.log(self.state, s.state, s.transport, s.retryIn, s.attempt, s.upgraded, s.from, s.closed, s.reason);
@@ -155,10 +173,11 @@ tg.on('state', function (s: StateDetail) {
 tg.on('hello', (h: HelloMessage | SyntheticHello) => {
     if (h.transport === 'long-poll') {
         const synthetic: true = h.synthetic;
-        console.log(synthetic, h.seq);
+        const head: number | null = h.head;
+        console.log(synthetic, head);
     } else {
-        const seq: number = h.seq;
-        console.log(seq, h.admin, h.reset, h.uid);
+        const head: number = h.head;
+        console.log(head, h.admin, h.reset, h.uid);
     }
 });
 tg.on('resumed', (r: ResumedDetail) => {
@@ -222,5 +241,9 @@ TaskGate.connect({});
 tg.submit('ping');
 // @ts-expect-error there is no 'finished' event
 tg.on('finished', () => undefined);
+// @ts-expect-error a done event's task is what changed, not the whole task: no args
+tg.on('done', (ev) => ev.task.args);
+// @ts-expect-error hello reports the latest seq as head: only events carry seq
+tg.on('hello', (h) => h.seq);
 
 export {};

@@ -11,7 +11,10 @@ TaskGate.connect({ uid: 'alice', reconectDelay: 100 });          // error TS2345
 tg.submit('status', { id: 'x' });                                // error TS2345
 tg.submit('sleep', { ms: 1 }, { onProgres: () => undefined });   // error TS2345
 tg.on('finished', () => undefined);                              // error TS2345
-tg.on('done', (ev) => ev.task.progres);                          // error TS2551
+tg.on('progress', (ev) => ev.task.progres);                      // error TS2551
+tg.on('done', (ev) => ev.task.cmd);                              // error TS2339
+tg.on('progress', (ev) => ev.task.args);                         // error TS2339
+tg.on('hello', (h) => h.seq);                                    // error TS2339
 tg.on('state', (s) => s.state === 'open');                       // error TS2367
 const state: 'open' | 'closed' = tg.state;                       // error TS2322
 const n: number = tg.cursor;                                     // error TS2322

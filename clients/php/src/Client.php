@@ -173,7 +173,13 @@ class Client
      * from that seq, so any later done event comes after it. A task without a uid has no events: its status is read
      * at growing intervals (0.1 s to 1 s).
      *
-     * @param callable(Task): void|null $onProgress called with the task of each progress event seen while waiting
+     * Events carry only what changed (progress: `status`, `progress`, `attempts`; done: `status`, `result`, `error`):
+     * `$onProgress` gets the task as last read with the event's fields merged in, and after the done event the task is
+     * read once more and returned whole, as stored (if that read fails: the task as last read with the done event's
+     * fields merged in).
+     *
+     * @param callable(Task): void|null $onProgress called with the task (whole, as of the event) of each progress
+     *                                             event seen while waiting
      * @throws WaitTimeoutException
      * @throws TaskGateException 404 not_found for an unknown id, ...
      * @throws TransportException
@@ -239,10 +245,13 @@ class Client
                     continue;
                 }
                 if (($event['type'] ?? null) === 'done') {
-                    return self::toTask($eventTask);
+                    return $this->finalTask($task, $eventTask);
                 }
-                if ($onProgress !== null && ($event['type'] ?? null) === 'progress') {
-                    $onProgress(self::toTask($eventTask));
+                if (($event['type'] ?? null) === 'progress') {
+                    $task = self::merged($task, $eventTask);
+                    if ($onProgress !== null) {
+                        $onProgress($task);
+                    }
                 }
             }
             if (!empty($batch['reset'])) {
@@ -261,6 +270,34 @@ class Client
         throw new WaitTimeoutException($task, $timeoutSeconds);
     }
 
+    /**
+     * The whole final task after its done event, which carries only `id`, `status`, `result` and `error`: read once
+     * more (a task's final state is stored before its done event is handed out); if that read fails or is not final
+     * (it should not be), the task as last known with the done event's fields merged in.
+     *
+     * @param array<string, mixed> $done the done event's task
+     */
+    private function finalTask(Task $task, array $done): Task
+    {
+        $merged = self::merged($task, $done);
+        try {
+            $final = $this->task($task->id);
+        } catch (TaskGateException | TransportException) {
+            return $merged;
+        }
+        return $final->isFinished() ? $final : $merged;
+    }
+
+    /**
+     * $task with an event's fields (what the event changed) put over its own.
+     *
+     * @param array<string, mixed> $change
+     */
+    private static function merged(Task $task, array $change): Task
+    {
+        return self::toTask(array_replace($task->toArray(), $change));
+    }
+
     private function waitByStatus(Task $task, float $deadline, float $timeoutSeconds): Task
     {
         $interval = 0.1;
@@ -276,9 +313,9 @@ class Client
     }
 
     /**
-     * The uid's latest event seq, or null when it cannot be learnt within `$budget` seconds. It is the `seq` of
+     * The uid's latest event seq, or null when it cannot be learnt within `$budget` seconds. It is the `head` of
      * the `hello` frame that opens a Server-Sent Events stream (`GET /sse`, which without a cursor replays
-     * nothing); the stream is closed as soon as that frame is in. (Long-poll has no such cheap answer: a poll from
+     * nothing; a server older than December 2026 called it `seq`); the stream is closed as soon as that frame is in. (Long-poll has no such cheap answer: a poll from
      * cursor 0 returns the whole retained log.)
      */
     protected function latestSeq(string $uid, float $budget): ?int
@@ -306,8 +343,9 @@ class Client
             }
             if ($event === 'hello') {
                 $hello = json_decode($data, true);
-                if (is_array($hello) && is_int($hello['seq'] ?? null) && $hello['seq'] >= 0) {
-                    $seq = $hello['seq'];
+                $head = is_array($hello) ? ($hello['head'] ?? $hello['seq'] ?? null) : null;
+                if (is_int($head) && $head >= 0) {
+                    $seq = $head;
                 }
             }
             return 0;  // the first frame is all we wanted: end the stream

@@ -178,11 +178,21 @@ $t->add('admin', 'wait() returns the finished task with its result', static func
     $progress = [];
     $started = now();
     $slept = $c->wait($c->submit('sleep', ['ms' => 500], uid())->id, 10, static function (Task $t) use (&$progress): void {
+        // Events carry only what changed; the callback still gets the whole task, the event merged in.
+        assertSame('sleep', $t->cmd, 'a progress task has its cmd');
+        assertSame(['ms' => 500], $t->args, 'a progress task has its args');
+        assertSame('running', $t->status, 'a progress task is running');
         $progress[] = $t->progress;
     });
     assertSame(['slept_ms' => 500], $slept->result, 'sleep result');
     assertTrue(elapsed($started) < 3, 'wait() answers when the task is done, not at its timeout');
     assertTrue(count($progress) >= 1, 'progress events were passed on');
+    // The done event has no args or timestamps: wait() returns the whole task as stored.
+    assertSame('sleep', $slept->cmd, 'the finished task has its cmd');
+    assertSame(['ms' => 500], $slept->args, 'the finished task has its args');
+    assertTrue($slept->finishedAt !== null && $slept->startedAt !== null, 'the finished task has its timestamps');
+    assertSame(1.0, $slept->progress, 'the finished task has its progress');
+    assertTrue($slept->attempts >= 1, 'the finished task has its attempts');
 
     $failed = $c->wait($c->submit('fail', ['message' => 'on purpose', 'max_attempts' => 1], uid())->id, 10);
     assertSame('failed', $failed->status, 'a failed task is returned, not thrown');

@@ -46,7 +46,7 @@ class Pause:
 
 @dataclass(frozen=True)
 class LatestSeq:
-    """Asks for the uid's latest event seq: the `seq` of the `hello` frame that opens `GET /sse?uid=…` (without a
+    """Asks for the uid's latest event seq: the `head` of the `hello` frame that opens `GET /sse?uid=…` (without a
     cursor the stream replays nothing, and it is closed right after that frame). Answered with an int, or None when
     it cannot be had within `budget` seconds (any error: the caller then reads the log from the start)."""
     uid: str
@@ -175,9 +175,14 @@ class Operations:
         uid's events (`GET /poll?uid=…`, which the admin token may do for any uid) for its `done` event, from a
         cursor that was current before the task was last read: so a done event published in between is either
         after the cursor or already in the status. The cursor is the last one this client saw for the uid (taken
-        before the first read), else the `seq` of the `hello` that opens `GET /sse?uid=…` (then the task is read
+        before the first read), else the `head` of the `hello` that opens `GET /sse?uid=…` (then the task is read
         once more), else 0 (the uid's retained events are read through). A task without uid has no events: its
-        status is read again and again instead (every 0.1 s, slowing down to every 1 s)."""
+        status is read again and again instead (every 0.1 s, slowing down to every 1 s).
+
+        Events carry only what changed (progress: status, progress, attempts; done: status, result, error), so
+        `on_progress` gets the task as last read with the event's fields merged in, and after the done event the
+        task is read once more and returned whole (as stored, final; should that read fail, the task as last read
+        with the done event's fields merged in)."""
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
             raise ValueError("timeout must be a non-negative number of seconds")
         if on_progress is not None and not callable(on_progress):
@@ -234,9 +239,11 @@ class Operations:
                 if not isinstance(seen, dict) or seen.get("id") != task.id:
                     continue
                 if event.get("type") == "done":
-                    return Task.from_json(seen)
-                if event.get("type") == "progress" and on_progress is not None:
-                    yield Notify(on_progress, Task.from_json(seen))
+                    return (yield from self._final(task, seen))
+                if event.get("type") == "progress":
+                    task = merge_change(task, seen)
+                    if on_progress is not None:
+                        yield Notify(on_progress, task)
             if doc.get("reset"):
                 # The log did not go on from our cursor (pruned, or a restarted in-memory server): the done event
                 # may be gone, so ask for the task itself.
@@ -255,6 +262,17 @@ class Operations:
             return task
         raise WaitTimeout(task, float(timeout))
 
+    def _final(self, task: Task, done: Mapping[str, Any]) -> Op[Task]:
+        """The whole final task after its done event (which carries only id, status, result and error): read once
+        more, as stored (a task's final state is stored before its done event is handed out); if that read fails or
+        is not final (it should not be), the task as last known with the done event's fields merged in."""
+        merged = merge_change(task, done)
+        try:
+            final: Task = yield from self.task(task.id)
+        except (TaskGateError, TransportError):
+            return merged
+        return final if final.is_final else merged
+
     def _wait_by_status(self, task: Task, deadline: float, timeout: float) -> Op[Task]:
         interval = STATUS_POLL_FIRST
         while True:
@@ -266,6 +284,13 @@ class Operations:
             task = yield from self.task(task.id)
             if task.is_final:
                 return task
+
+
+def merge_change(task: Task, change: Mapping[str, Any]) -> Task:
+    """`task` with the fields of an event's task (what the event changed) put over its own; `raw` is the merged JSON."""
+    whole = dict(task.raw) if task.raw else {}
+    whole.update(change)
+    return Task.from_json(whole)
 
 
 def request_headers(admin_token: Optional[str], user_agent: str, call: Call) -> Dict[str, str]:
@@ -284,8 +309,9 @@ def encode_body(call: Call) -> Optional[bytes]:
 
 
 def sse_hello_seq(buffer: bytes) -> Tuple[bool, Optional[int]]:
-    """Looks at the start of an SSE stream: (False, None) while its first frame is incomplete; (True, seq) once it
-    is in and is a `hello` with a whole-number `seq`; (True, None) for anything else (comments are skipped)."""
+    """Looks at the start of an SSE stream: (False, None) while its first frame is incomplete; (True, head) once it
+    is in and is a `hello` with a whole-number `head`, the uid's latest seq (`seq` from a server older than December
+    2026, whose hello called it so); (True, None) for anything else (comments are skipped)."""
     text = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     while True:
         end = text.find(b"\n\n")
@@ -310,6 +336,8 @@ def sse_hello_seq(buffer: bytes) -> Tuple[bool, Optional[int]]:
             hello = json.loads(b"\n".join(data))
         except ValueError:
             return (True, None)
-        seq = hello.get("seq") if isinstance(hello, dict) else None
-        ok = isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0
-        return (True, seq if ok else None)
+        if not isinstance(hello, dict):
+            return (True, None)
+        head = hello.get("head", hello.get("seq"))
+        ok = isinstance(head, int) and not isinstance(head, bool) and head >= 0
+        return (True, head if ok else None)
