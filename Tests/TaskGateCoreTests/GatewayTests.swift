@@ -417,3 +417,32 @@ struct ConnectionLimitTests {
         #expect(backlog.messages == 0 && backlog.bytes == 0)
     }
 }
+
+/// A handler that answers inline: its `run` would never return, so a task that finishes took the inline path.
+private struct InlineOnly: TaskHandler {
+    let name = "inline"
+    let summary = "answers inline; its run never returns"
+    func run(_ context: TaskContext) async throws -> JSONValue {
+        try await Task.sleep(for: .seconds(3600))
+        return .null
+    }
+    func resultInline(_ context: TaskContext) throws -> JSONValue? {
+        if let message = context.args["fail"]?.stringValue { throw TaskFailure(message) }
+        return ["inline": true, "n": context.args["n"] ?? .null]
+    }
+}
+
+@Suite("Inline handlers", .timeLimit(.minutes(1)))
+struct InlineHandlerTests {
+    @Test func anInlineResultEndsTheTaskWithoutRunningOnTheWorkers() async throws {
+        let gateway = Gateway(registry: try SwiftHandlerRegistry { [InlineOnly()] + BuiltinHandlers.all() })
+        let ok = try await gateway.submit(cmd: "inline", args: ["n": 7], uid: "u").task.id
+        let done = try await gateway.finished(ok)
+        #expect(done.status == .succeeded && done.result == ["inline": true, "n": 7] && done.attempts == 1)
+        let failing = try await gateway.submit(cmd: "inline", args: ["fail": "no"], uid: "u").task.id
+        let failed = try await gateway.finished(failing)
+        #expect(failed.status == .failed && failed.error == "no")
+        // Echo answers inline too, with its args.
+        #expect(try EchoHandler().resultInline(TaskContext(taskID: "t", uid: nil, args: ["a": 1]) { _ in }) == ["a": 1])
+    }
+}

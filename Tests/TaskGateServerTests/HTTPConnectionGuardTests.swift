@@ -135,7 +135,9 @@ struct UpgradePipelineTests {
             gateway: gateway, admission: admission, configuration: .init(maxMessageBytes: 1024, frameLimit: 4096),
             inbound: InboundLimits(maxMessageBytes: 1024, messagesPerSecond: limits.messagesPerSecond), enableEcho: true, metrics: nil, logger: .init(label: "test"))
         let server = GatewayHTTPChannel(
-            responder: { _, _, _ in }, webSockets: webSockets, limits: HTTPLimits(), drain: ServerDrain(), logger: .init(label: "test"))
+            responder: { _, _, _ in }, webSockets: webSockets,
+            longPoll: LongPollEndpoint(gateway: gateway, admission: admission, metrics: nil), limits: HTTPLimits(), drain: ServerDrain(),
+            logger: .init(label: "test"))
         let channel = EmbeddedChannel()
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         return (channel, try server.setup(channel: channel, logger: .init(label: "test")).wait())

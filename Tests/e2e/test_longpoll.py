@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import threading
 import time
 import uuid
 
 import pytest
+import requests
 
 from conftest import new_uid, run, strip
 from sse_client import SSEStream
@@ -65,7 +67,7 @@ def test_longpoll_sequence_matches_websocket(server, api, ws_connect):
     async def body():
         ws = await ws_connect(uid)
         hello = await ws.next()
-        assert hello["seq"] == 0
+        assert hello["head"] == 0 and "seq" not in hello
 
         r = await asyncio.to_thread(post, api, server, uid, {"cmd": "sleep", "args": {"ms": 300}, "ref": "lp-r1"})
         assert r.status_code == 202, r.text
@@ -88,9 +90,10 @@ def test_longpoll_sequence_matches_websocket(server, api, ws_connect):
         assert any(e["type"] == "progress" for e in lp_events)
         for e in lp_events[:-1]:
             assert e["type"] == "progress" and e["task"]["status"] == "running"
-        # identical stream on both transports
-        key = lambda e: (e["seq"], e["type"], e["task"]["status"], e["task"]["progress"])  # noqa: E731
+        # identical stream on both transports: the same events, in the same (new) shapes
+        key = lambda e: (e["seq"], e["type"], e["task"]["status"], e["task"].get("progress"))  # noqa: E731
         assert [key(e) for e in lp_events] == [key(e) for e in ws_events]
+        assert lp_events == ws_events, ([strip(e) for e in lp_events], [strip(e) for e in ws_events])
         # the submitted reply is never part of GET /poll
         assert all(e["type"] in ("progress", "done") for e in lp_events)
 
@@ -341,7 +344,9 @@ def _sse_messages(contract, frames):
         problems = contract.check_message("ServerMessage", msg)
         assert not problems, "SSE data does not match openapi ServerMessage:\n" + "\n".join(problems)
         assert f.event == msg["type"], f"event name {f.event!r} but data type {msg['type']!r}"
-        if "seq" in msg and msg["type"] != "hello":
+        if msg["type"] == "hello":
+            assert "seq" not in msg and f.id is None, f"a hello has no seq and no id: {f}"
+        else:
             assert f.id == str(msg["seq"]), f"id: {f.id!r} must be the seq {msg['seq']}"
         msgs.append(msg)
     return msgs
@@ -356,7 +361,7 @@ def test_sse_stream_matches_long_poll(server, api, contract):
         contract.covered.add(("/sse", "get", "200"))  # a stream: checked here frame by frame, not by `api`
         (hello,) = _sse_messages(contract, [sse.next_frame()])
         assert hello["type"] == "hello" and hello["transport"] == "sse" and hello["uid"] == uid, hello
-        assert hello["seq"] == 0 and hello["reset"] is False and hello["admin"] is False
+        assert hello["head"] == 0 and hello["reset"] is False and hello["admin"] is False
 
         reply = submit(api, server, uid, "sleep", {"ms": 200}, ref="sse-1")
         tid = reply["task"]["id"]
@@ -370,9 +375,10 @@ def test_sse_stream_matches_long_poll(server, api, contract):
         stats = api.get(f"{server.base_url}/api/v1/stats").json()
         assert stats["connections"]["sse"] >= 1
 
-    # the same events, the same seqs, in the long-poll log
+    # the same events, the same seqs, in the same shapes, in the long-poll log
     r = poll(api, server, uid, 0, timeout=0)
     assert [(e["seq"], e["type"]) for e in r.json()["events"]] == [(e["seq"], e["type"]) for e in events]
+    assert r.json()["events"] == events
 
 
 @pytest.mark.parametrize("params,headers", [
@@ -388,3 +394,68 @@ def test_sse_bad_parameters_are_400(server, api, params, headers):
     assert r.status_code == 400, r.text
     assert r.headers["Content-Type"].startswith("application/json")
     assert r.json()["error"] == "bad_request"
+
+
+# --------------------------------------------------------------------------- where a GET /poll waits
+# A GET /poll that opens its connection is parked on the event loop (no task); one that follows other requests on a
+# kept-alive connection waits in the router. Both must wake on the same event, time out alike and free their place.
+
+
+def test_get_poll_after_other_requests_on_one_connection_is_woken(server, api):
+    uid = new_uid("lp-keepalive")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+    try:
+        conn.request("POST", f"/poll?uid={uid}", body=b'{"cmd":"ping"}', headers={"Content-Type": "application/json"})
+        first = conn.getresponse()
+        assert first.status == 200 and first.getheader("Connection", "").lower() != "close"
+        first.read()
+        conn.request("GET", f"/poll?uid={uid}&cursor=0&timeout=10")  # the same connection: the router's poll
+        time.sleep(0.3)
+        tid = submit(api, server, uid, "echo", {"n": 1})["task"]["id"]
+        answer = conn.getresponse()
+        body = answer.read()
+    finally:
+        conn.close()
+    assert answer.status == 200 and answer.getheader("Connection", "").lower() == "close"
+    events = json.loads(body)["events"]
+    assert events and events[0]["task"]["id"] == tid, body
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["own-connection", "kept-alive"])
+def test_a_parked_poll_whose_client_leaves_frees_its_place(start_server, reuse):
+    """--max-polls-per-uid 2: two polls parked and dropped by their clients, then two more fit again."""
+    srv = start_server("--max-polls-per-uid", "2")
+    uid = new_uid("lp-leave")
+
+    def park():
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        if reuse:
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+        conn.request("GET", f"/poll?uid={uid}&cursor=0&timeout=30")
+        return conn
+
+    def parked_count():
+        clients = requests.get(f"{srv.base_url}/api/v1/clients", timeout=5).json()["clients"]
+        return sum(1 for c in clients if c["uid"] == uid)
+
+    held = [park(), park()]
+    deadline = time.monotonic() + 10
+    while parked_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # A third is over the limit while both wait.
+    over = requests.get(f"{srv.base_url}/poll", params={"uid": uid, "timeout": 1}, timeout=10)
+    assert over.status_code == 429, over.text
+    for conn in held:
+        conn.close()
+    # Their places come back once the server sees them gone (the 429 turns into a wait again).
+    deadline = time.monotonic() + 10
+    while True:
+        again = requests.get(f"{srv.base_url}/poll", params={"uid": uid, "timeout": 0}, timeout=10)
+        if again.status_code == 200:
+            break
+        assert time.monotonic() < deadline, f"the dropped polls still hold their places: {again.status_code} {again.text}"
+        time.sleep(0.1)
+    held = [park(), park()]
+    for conn in held:
+        conn.close()

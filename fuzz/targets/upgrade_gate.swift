@@ -51,9 +51,12 @@ struct Server {
             allowedOrigins: ["https://app.example"], limits: limits, clients: gateway.clients)
         let webSockets = GatewayHTTPChannel.WebSockets(
             gateway: gateway, admission: admission, configuration: .init(maxMessageBytes: 1024, frameLimit: 4096),
-            enableEcho: true, metrics: nil, logger: quiet)
+            inbound: InboundLimits(maxMessageBytes: 1024, messagesPerSecond: limits.messagesPerSecond), enableEcho: true,
+            metrics: nil, logger: quiet)
         channel = GatewayHTTPChannel(
-            responder: { _, _, _ in }, webSockets: webSockets, limits: HTTPLimits(), drain: ServerDrain(), logger: quiet)
+            responder: { _, _, _ in }, webSockets: webSockets,
+            longPoll: LongPollEndpoint(gateway: gateway, admission: admission, metrics: nil), limits: HTTPLimits(),
+            drain: ServerDrain(), logger: quiet)
     }
 }
 
@@ -104,7 +107,7 @@ public func upgradeGateFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         if !isEchoRequest(input) {
             fail("a WebSocket other than /ws/echo was admitted past a connection limit of 0", input)
         }
-    case .success(.refused)?, .success(.notUpgraded)?, .failure?, nil:
+    case .success(.refused)?, .success(.notUpgraded)?, .success(.longPoll)?, .failure?, nil:
         if sent101 { fail("101 went out but the pipeline reports \(String(describing: upgrade))", input) }
     }
     _ = try? channel.finish(acceptAlreadyClosed: true)

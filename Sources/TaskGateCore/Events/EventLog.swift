@@ -67,7 +67,8 @@ public final class EventLog: Sendable {
         /// Stored events waiting for an earlier seq to be stored first.
         var ready: [UInt64: LoggedEvent] = [:]
         var subscribers: [String: any ClientConnection] = [:]
-        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        /// Parked polls, each woken once when an event after its cursor is delivered.
+        var waiters: [UInt64: @Sendable () -> Void] = [:]
         var lastActivity = ContinuousClock.now
         /// A cluster node fetching events other nodes stored; `catchUpAgain` asks it for one more round.
         var catchingUp = false
@@ -134,8 +135,9 @@ public final class EventLog: Sendable {
     ///
     /// In a cluster the store numbers the event, only if `condition` still holds for the task (else it throws
     /// `WriteConditionFailed`); a failed store write delivers nothing, since the event has no number yet.
+    /// Runs in its caller's turn (the pool's actor) up to the store's write: no hop to the global executor and back.
     @discardableResult
-    public func append(
+    nonisolated(nonsending) public func append(
         uid: String, task: TaskRecord, condition: WriteCondition = .runningHere,
         _ makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
     ) async throws -> UInt64 {
@@ -147,7 +149,7 @@ public final class EventLog: Sendable {
     }
 
     /// The uid's next seq on this node, its log loaded first.
-    private func assignSeq(_ uid: String) async throws -> UInt64 {
+    nonisolated(nonsending) private func assignSeq(_ uid: String) async throws -> UInt64 {
         while true {
             try await ensureLoaded(uid)
             let seq = state.withLock { state -> UInt64? in
@@ -161,8 +163,8 @@ public final class EventLog: Sendable {
     }
 
     private func deliver(_ event: LoggedEvent, to uid: String) {
-        let (waiters, gap) = state.withLock { state -> ([CheckedContinuation<Void, Never>], Bool) in
-            state.modifyUser(uid) { log -> ([CheckedContinuation<Void, Never>], Bool) in
+        let (waiters, gap) = state.withLock { state -> ([@Sendable () -> Void], Bool) in
+            state.modifyUser(uid) { log -> ([@Sendable () -> Void], Bool) in
                 guard event.seq > log.deliveredSeq else { return ([], false) }  // a cluster node hears its own events too
                 log.ready[event.seq] = event
                 var delivered = false
@@ -183,7 +185,7 @@ public final class EventLog: Sendable {
                 return (waiters, gap)
             } ?? ([], false)
         }
-        for waiter in waiters { waiter.resume() }
+        for wake in waiters { wake() }
         if gap { Task { await self.catchUp(uid) } }
     }
 
@@ -309,11 +311,38 @@ public final class EventLog: Sendable {
         }
     }
 
-    /// Long-poll: returns as soon as there is an event after `cursor`, or with an empty batch after `timeout`.
-    /// Cancelling the calling task (the client went away) ends the wait at once.
+    /// The events after `cursor` that memory holds now, without loading anything: what a woken poll answers with
+    /// (its `events(uid:after:)` call loaded the log before it parked).
+    public func currentEvents(uid: String, after cursor: UInt64) -> EventBatch {
+        batch(uid: uid, after: cursor)
+    }
+
+    /// Parks a poll without a task: `wake` runs once, on the thread that delivers, as soon as an event after
+    /// `cursor` is delivered. Returns `nil` without parking when there is one already (or the log is not loaded:
+    /// call `events(uid:after:)` first), else the ticket for `stopWaiting`.
+    public func waitForEvent(uid: String, after cursor: UInt64, wake: @escaping @Sendable () -> Void) -> UInt64? {
+        state.withLock { state -> UInt64? in
+            guard state.users[uid] != nil else { return nil }
+            state.nextWaiterID += 1
+            let ticket = state.nextWaiterID
+            let parked = state.modifyUser(uid) { log -> Bool in
+                guard log.deliveredSeq <= cursor else { return false }
+                log.waiters[ticket] = wake
+                return true
+            }
+            return parked == true ? ticket : nil
+        }
+    }
+
+    /// Unparks a poll (answered by its timeout, or its client went away); `wake` is not called.
+    public func stopWaiting(uid: String, ticket: UInt64) {
+        state.withLock { _ = $0.users[uid]?.waiters.removeValue(forKey: ticket) }
+    }
+
+    /// Long-poll from a task: returns as soon as there is an event after `cursor`, or with an empty batch after
+    /// `timeout`. Cancelling the calling task (the client went away) ends the wait at once.
     public func waitForEvents(uid: String, after cursor: UInt64, timeout: Duration) async throws -> EventBatch {
-        try await ensureLoaded(uid)
-        let first = batch(uid: uid, after: cursor, older: try await olderEvents(uid: uid, after: cursor))
+        let first = try await events(uid: uid, after: cursor)
         if !first.events.isEmpty || first.reset || timeout <= .zero { return first }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.park(uid: uid, after: cursor) }
@@ -330,29 +359,26 @@ public final class EventLog: Sendable {
     }
 
     private func park(uid: String, after cursor: UInt64) async {
-        let waiterID = state.withLock { state in
-            state.nextWaiterID += 1
-            return state.nextWaiterID
-        }
+        // One resume, whoever gets there first: the event, the cancel, or finding nothing to wait for.
+        let waiting = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        let wake: @Sendable () -> Void = { waiting.withLock { $0.take() }?.resume() }
+        let ticket = Mutex<UInt64?>(nil)
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state -> Bool in
-                    // Checked under the lock: a cancel that ran before we registered has already set the flag.
-                    guard !Task.isCancelled, var log = state.users[uid], log.deliveredSeq <= cursor else { return true }
-                    log.waiters[waiterID] = continuation
-                    state.users[uid] = log
-                    return false
-                }
-                if resumeNow { continuation.resume() }
+                waiting.withLock { $0 = continuation }
+                let parked = waitForEvent(uid: uid, after: cursor, wake: wake)
+                ticket.withLock { $0 = parked }
+                // Checked after parking: a cancel that ran before found no continuation to resume.
+                if parked == nil || Task.isCancelled { wake() }
             }
         } onCancel: {
-            let waiter = state.withLock { $0.users[uid]?.waiters.removeValue(forKey: waiterID) }
-            waiter?.resume()
+            wake()
         }
+        if let parked = ticket.withLock({ $0 }) { stopWaiting(uid: uid, ticket: parked) }
     }
 
     /// Brings a user's log into memory (its last seq and retained events) from the store.
-    private func ensureLoaded(_ uid: String) async throws {
+    nonisolated(nonsending) private func ensureLoaded(_ uid: String) async throws {
         let loaded = state.withLock { state -> Bool in
             if state.users[uid] != nil { return true }
             if sequencer.numbersAcrossNodes, state.loading[uid] == nil { state.loading[uid] = 0 }

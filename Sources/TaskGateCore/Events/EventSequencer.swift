@@ -12,7 +12,7 @@ protocol EventSequencer: Sendable {
     /// `nextLocalSeq` hands out this node's next seq for the uid (a single node numbers with it). Returns the event
     /// and, if it was numbered but the store failed, that failure: the event is delivered to live clients anyway,
     /// so nobody waits for a result that exists.
-    func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent
+    nonisolated(nonsending) func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent
 
     /// The last stored seq of each uid: what a node compares with what it delivered.
     func lastSeqs(uids: [String]) async throws -> [String: UInt64]
@@ -37,7 +37,7 @@ struct LocalSequencer: EventSequencer {
     let store: any LocalTaskStore
     var numbersAcrossNodes: Bool { false }
 
-    func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent {
+    nonisolated(nonsending) func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent {
         let seq = try await nextLocalSeq()
         let message = write.makeMessage(seq)
         let event = LoggedEvent(seq: seq, json: WireJSON.encode(message), type: message.type)
@@ -60,7 +60,7 @@ struct SharedSequencer: EventSequencer {
     var numbersAcrossNodes: Bool { true }
 
     /// A failed store write throws: the event has no number, so there is nothing to deliver.
-    func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent {
+    nonisolated(nonsending) func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent {
         let event = try await coordinator.appendNumbered(
             uid: write.uid, task: write.task, condition: write.condition, retainCount: write.retainCount,
             makeMessage: write.makeMessage)

@@ -14,6 +14,10 @@ public struct EchoHandler: TaskHandler {
     public func run(_ context: TaskContext) async throws -> JSONValue {
         .object(context.args)
     }
+
+    public func resultInline(_ context: TaskContext) throws -> JSONValue? {
+        .object(context.args)
+    }
 }
 
 public struct SleepHandler: TaskHandler {

@@ -21,6 +21,10 @@ public protocol TaskHandler: Sendable {
     /// Rejects bad arguments up front, so that the client gets a `400` instead of a task that fails later.
     func validate(_ args: [String: JSONValue]) throws(GatewayError)
     func run(_ context: TaskContext) async throws -> JSONValue
+    /// A handler whose work is a few microseconds of synchronous code (echo) gives its result here, and the pool
+    /// takes it in its own turn: no hop to a worker thread and back, no timeout timer (nothing in it can wait or
+    /// hang). `nil`, the default: the task runs `run` on the task workers.
+    func resultInline(_ context: TaskContext) throws -> JSONValue?
 }
 
 extension TaskHandler {
@@ -30,6 +34,7 @@ extension TaskHandler {
     public var defaultPriority: Int { 0 }
     public var rateLimit: RateLimit? { nil }
     public func validate(_ args: [String: JSONValue]) throws(GatewayError) {}
+    public func resultInline(_ context: TaskContext) throws -> JSONValue? { nil }
 }
 
 /// What a running handler sees of its task.

@@ -34,8 +34,13 @@ extension TaskPool {
         ) { fraction in
             await self.publishProgress(tracker.update(fraction))
         }
-        let outcome = await ServiceContext.withValue(runSpan.context) {
-            await Self.run(job.handler, context: context, timeout: job.options.timeout, on: executor)
+        let outcome: Result<JSONValue, any Error>
+        if let inline = Self.runInline(job.handler, context: context) {
+            outcome = inline
+        } else {
+            outcome = await ServiceContext.withValue(runSpan.context) {
+                await Self.run(job.handler, context: context, timeout: job.options.timeout, on: executor)
+            }
         }
         record.progress = tracker.current.progress
         record.finishedAt = Date()
@@ -112,6 +117,16 @@ extension TaskPool {
     }
 
     struct TimeoutError: Error {}
+
+    /// The outcome of a handler that answers inline (`TaskHandler.resultInline`), or `nil` for one that runs on the
+    /// workers.
+    private nonisolated static func runInline(_ handler: any TaskHandler, context: TaskContext) -> Result<JSONValue, any Error>? {
+        do {
+            return try handler.resultInline(context).map { .success($0) }
+        } catch {
+            return .failure(error)
+        }
+    }
 
     /// Runs the handler on the worker threads, racing it against its timeout.
     private nonisolated static func run(

@@ -42,8 +42,8 @@ public func buildApplication(
     MetricsRoutes(gateway: gateway, metrics: metrics).addRoutes(to: router)
     let webSocketPaths = Set(WebSocketPaths.always + arguments.webSocketPaths)
     WebSocketPlainRoute(admission: admission, paths: webSocketPaths).addRoutes(to: router)
-    LongPollRoutes(gateway: gateway, admission: admission, inbound: arguments.inboundLimits, metrics: metrics)
-        .addRoutes(to: router)
+    let longPoll = LongPollEndpoint(gateway: gateway, admission: admission, metrics: metrics)
+    LongPollRoutes(endpoint: longPoll, inbound: arguments.inboundLimits).addRoutes(to: router)
     SSERoutes(gateway: gateway, admission: admission, inbound: arguments.inboundLimits).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
 
@@ -61,7 +61,8 @@ public func buildApplication(
     let webSockets = gatewaySockets
     let httpLimits = arguments.httpLimits
     let server = HTTPServerBuilder { responder in
-        GatewayHTTPChannel(responder: responder, webSockets: webSockets, limits: httpLimits, drain: drain, logger: logger)
+        GatewayHTTPChannel(
+            responder: responder, webSockets: webSockets, longPoll: longPoll, limits: httpLimits, drain: drain, logger: logger)
     }
     let connectionBudget = httpLimits.connectionBudget(openFileLimit: OpenFileLimit.current)
     logger.info("accepting connections", metadata: ["max": "\(connectionBudget)"])

@@ -13,10 +13,12 @@ import TaskGateCore
 
 /// HTTP/1.1 with TaskGate's own WebSocket upgrade: ordinary requests go to Hummingbird's router as usual; an upgraded
 /// connection is served by `WebSocketChannelHandler` on the event loop, and its Swift task ends with the upgrade,
-/// so an idle WebSocket costs a few KB of channel state and no task.
+/// so an idle WebSocket costs a few KB of channel state and no task. A connection whose first request is
+/// `GET /poll` is served the same way, by `LongPollChannelHandler` (its answer closes the connection).
 struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     enum UpgradeResult: Sendable {
         case webSocket
+        case longPoll
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, GatewayError)
     }
@@ -83,13 +85,18 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
 
     let responder: HTTPChannelHandler.Responder
     let webSockets: WebSockets
+    let longPoll: LongPollEndpoint
     let limits: HTTPLimits
     let drain: ServerDrain
     let logger: Logger
 
-    init(responder: @escaping HTTPChannelHandler.Responder, webSockets: WebSockets, limits: HTTPLimits, drain: ServerDrain, logger: Logger) {
+    init(
+        responder: @escaping HTTPChannelHandler.Responder, webSockets: WebSockets, longPoll: LongPollEndpoint, limits: HTTPLimits,
+        drain: ServerDrain, logger: Logger
+    ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.webSockets = webSockets
+        self.longPoll = longPoll
         self.limits = limits
         self.drain = drain
         self.logger = logger
@@ -107,6 +114,10 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             // What the gate decided, for `upgradePipelineHandler` or the refusal (all see only the request head).
             let accepted = NIOLoopBoundBox<WebSocketChannelHandler?>(nil, eventLoop: channel.eventLoop)
             let refusal = NIOLoopBoundBox<GatewayError?>(nil, eventLoop: channel.eventLoop)
+            let firstHeadHandler = FirstRequestHead()
+            let firstHead = NIOLoopBound(firstHeadHandler, eventLoop: channel.eventLoop)
+            let longPoll = self.longPoll
+            let pollLogger = self.logger
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
                 maxFrameSize: webSockets.configuration.frameLimit,
                 shouldUpgrade: { channel, head in
@@ -140,6 +151,10 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if refusal.value == nil, let head = firstHead.value.head, LongPollChannelHandler.serves(head) {
+                            try channel.pipeline.syncOperations.addHandler(LongPollChannelHandler(endpoint: longPoll, logger: pollLogger))
+                            return UpgradeResult.longPoll
+                        }
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(logger: logger))
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
@@ -163,6 +178,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
             let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
             try channel.pipeline.syncOperations.addHandler(connectionGuard, position: .after(decoder))
+            try channel.pipeline.syncOperations.addHandler(firstHeadHandler, position: .after(connectionGuard))
             return Value(upgradeResult: result, channel: channel)
         }
     }
@@ -170,7 +186,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     func handle(value: Value, logger: Logger) async {
         do {
             switch try await value.upgradeResult.get() {
-            case .webSocket:
+            case .webSocket, .longPoll:
                 // The channel lives on in its handlers; nothing to wait for here.
                 return
             case .notUpgraded(let http):
@@ -213,6 +229,25 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             try await responseWriter.writeResponse(HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
             throw RedirectedUpgrade()
         }
+    }
+}
+
+/// Notes a connection's first request head on its way to the upgrade handler, which decides what serves the
+/// connection before that head goes any further; then steps aside.
+final class FirstRequestHead: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+
+    private(set) var head: HTTPRequestHead?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if head == nil, case .head(let first) = unwrapInboundIn(data) {
+            head = first
+            context.fireChannelRead(data)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
     }
 }
 
