@@ -22,6 +22,21 @@ def load(results: Path) -> dict[tuple[str, str], dict]:
     return runs
 
 
+def skipped(results: Path, scenario: str, smoke: bool) -> str | None:
+    """The line that stands for a scenario bench/run.sh could not run here, or None."""
+    path = results / f"{scenario}.skipped"
+    if not path.exists():
+        return None
+    reason = path.read_text().strip()
+    return f"*Skipped (smoke run): {reason}.*" if smoke else f"**NOT RUN: {reason}.**"
+
+
+def kb_or_mb(kb) -> str:
+    if kb is None:
+        return "–"
+    return f"{kb / 1024:,.1f} MB" if kb >= 10 * 1024 else f"{kb:,} KB"
+
+
 def fmt(value, digits=1, suffix=""):
     if value is None:
         return "–"
@@ -100,6 +115,9 @@ def main() -> None:
         f"{version(['swift', '--version'])}; node {version(['node', '--version'])} with Debian's `ws`; "
         f"Python {platform.python_version()} `websockets` "
         f"{version(['python3', '-c', 'import websockets; print(websockets.__version__)'])}. "
+        "Sections 7–9 (the Swoole seed server, the steady run, the cluster) drive TaskGate and Swoole alike with "
+        "`bench/ws_tasks.py`, one Python process on picows "
+        f"{version(['python3', '-c', 'import picows; print(picows.__version__)'])}. "
         "TaskGate runs on its own WebSocket engine (channel handlers on swift-nio's frame codec). The bare "
         "Hummingbird echo is the separate program under `bench/peers/hummingbird-echo` (Hummingbird and "
         "hummingbird-websocket with the settings TaskGate's `/ws` had on that engine, since removed from TaskGate: "
@@ -211,6 +229,18 @@ def main() -> None:
             add(f"| {name}{suffix} | {run['connected']} | {fmt(run['per_second'], 0)} | {fmt(wire_per_reply, 0)} | "
                 f"{fmt(ratio, 2, '×')} | {fmt(run['server_cpu_us_per_op'], 1)} | {fmt(per16, 1)} |")
     add("")
+    sixteen = {}
+    for suffix in ["", "-deflate"]:
+        task_cpu = get("compression", "taskgate" + suffix, "server_cpu_us_per_op")
+        node_echo = get("compression", "node-echo" + suffix, "server_cpu_us_per_op")
+        sixteen[suffix] = (task_cpu, node_echo, task_cpu / node_echo if task_cpu and node_echo else None)
+    if any(r for _, _, r in sixteen.values()):
+        add("A 16 KB echo task against node `ws` echoing the same 16 KB, server CPU per operation: "
+            f"{fmt(sixteen[''][0], 1)} vs {fmt(sixteen[''][1], 1)} µs = **{fmt(sixteen[''][2], 2, '×')}** without "
+            f"deflate, {fmt(sixteen['-deflate'][0], 1)} vs {fmt(sixteen['-deflate'][1], 1)} µs = "
+            f"{fmt(sixteen['-deflate'][2], 2, '×')} with (target ≤ 4×). The task is the whole path: the 16 KB "
+            "message parsed, stored, run and sent back in three replies; node's is one message echoed.")
+        add("")
 
     # 6. REST
     add("## 6. REST with `wrk` (1 thread, 50 connections)")
@@ -222,6 +252,130 @@ def main() -> None:
         if figures:
             add(f"| {label} | {fmt(figures['per_second'], 0)} | {fmt(figures['p50_ms'], 3)} | {fmt(figures['p99_ms'], 3)} | "
                 f"{fmt(figures['cpu_us'], 1)} | {figures['non2xx']} |")
+    add("")
+
+    smoke = options.smoke == "1"
+
+    # 7. Swoole
+    add("## 7. Echo tasks: TaskGate against the Swoole seed server")
+    add("")
+    add("The same client for both sides, `bench/ws_tasks.py` (one Python process, picows): one echo task in flight per "
+        "connection, a unique `args.id` per task, latency from the submit to the final reply (`code` 200: TaskGate's "
+        "`done` after `submitted` and `progress`; Swoole's `onFinish` push after its 202). The Swoole server is "
+        "`../shared/peers/swoole/seed_swoole_tasks.php`, the seed tutorial's task server without ThinkPHP and its "
+        "database: SWOOLE_PROCESS with the seed's options (a master, a manager, 2 workers, 4 task workers, "
+        "task_max_request 1000), and the same in SWOOLE_BASE. Server CPU is summed over every process of the "
+        "server's tree (`/proc/PID/stat` utime + stime, plus cutime + cstime for recycled workers), read at the start "
+        "and the end of the window; RSS is summed over the processes too (shared pages count once per process). "
+        "Not the same work per task: Swoole sends two short frames and keeps nothing; TaskGate sends three, each "
+        "with the task, and keeps the record (and, with SQLite, writes it before the 202).")
+    add("")
+    line = skipped(options.results, "swoole", smoke)
+    if line:
+        add(line)
+    else:
+        version_file = options.results / "swoole.version"
+        if version_file.exists():
+            add(f"Swoole {version_file.read_text().strip()}, PHP {version(['php', '-r', 'echo PHP_VERSION;'])}.")
+            add("")
+        swoole_cpu = get("swoole", "swoole", "server_cpu_us_per_op")
+        add("| server | connections | tasks/s | p50 ms | p99 ms | server CPU µs/task | × Swoole's CPU/task | "
+            "replies/task | processes | RSS | errors | client CPU s |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for name, label in [("taskgate-memory", "TaskGate, memory store"), ("taskgate-sqlite", "TaskGate, SQLite store"),
+                            ("swoole", "Swoole seed server (SWOOLE_PROCESS)"), ("swoole-base", "Swoole, SWOOLE_BASE")]:
+            run = runs.get(("swoole", name))
+            if not run:
+                continue
+            cpu = run.get("server_cpu_us_per_op")
+            add(f"| {label} | {run['connected']} | {fmt(run['per_second'], 0)} | {fmt(run['p50_ms'], 2)} | "
+                f"{fmt(run['p99_ms'], 2)} | {fmt(cpu, 1)} | {fmt(cpu / swoole_cpu if cpu and swoole_cpu else None, 2, '×')} | "
+                f"{fmt(run.get('replies_per_task'), 2)} | {run.get('server_processes', '–')} | "
+                f"{kb_or_mb(run.get('rss_after_kb'))} | {run['errors']} | {fmt(run['client_cpu_s'], 2)} |")
+    add("")
+
+    # 8. Steady run
+    add("## 8. Steady run: echo tasks at a steady rate, SQLite store")
+    add("")
+    line = skipped(options.results, "steady", smoke)
+    run = runs.get(("steady", "taskgate-sqlite"))
+    if line:
+        add(line)
+    elif run:
+        flags_file = options.results / "steady.flags"
+        flags = flags_file.read_text().strip() if flags_file.exists() else ""
+        retention = (f"retention lowered so that the pruning shows within the run: `{flags}`" if flags else
+                     "the server's default retention (`--task-retention-count 100000` finished tasks, "
+                     "`--event-retention-count 1000` events per uid, pruned every `--maintenance-interval 60` s)")
+        add(f"{run['connections']} WebSocket connections of `bench/ws_tasks.py` start "
+            f"{fmt(run.get('target_rate'), 0)} tasks/s in all (each on its own schedule, one task in flight at a time) "
+            f"for {fmt(run['seconds'], 0)} s; {retention}. RSS is the server's; the database is the SQLite files in "
+            "`--data-dir` (`taskgate.sqlite`, `-wal`, `-shm`), and its rows are counted read-only.")
+        add("")
+        samples = run.get("samples") or []
+        first, last = (samples[0], samples[-1]) if samples else ({}, {})
+        peak_rss = max((x.get("rss_kb") or 0 for x in samples), default=None)
+        peak_db = max((x.get("db_bytes") or 0 for x in samples), default=None)
+        add("| | start | end | peak |")
+        add("|---|---|---|---|")
+        add(f"| RSS | {kb_or_mb(first.get('rss_kb'))} | {kb_or_mb(last.get('rss_kb'))} | {kb_or_mb(peak_rss)} |")
+        add(f"| database (all files) | {kb_or_mb(first.get('db_bytes', 0) // 1024 if 'db_bytes' in first else None)} | "
+            f"{kb_or_mb(last.get('db_bytes', 0) // 1024 if 'db_bytes' in last else None)} | "
+            f"{kb_or_mb(peak_db // 1024 if peak_db is not None else None)} |")
+        wal = [x.get("db_files", {}).get("taskgate.sqlite-wal") for x in (first, last)]
+        add(f"| of it, `-wal` | {kb_or_mb(wal[0] // 1024 if wal[0] is not None else None)} | "
+            f"{kb_or_mb(wal[1] // 1024 if wal[1] is not None else None)} | |")
+        for table in ("tasks", "events"):
+            key = f"{table}_rows"
+            add(f"| rows in `{table}` | {fmt(first.get(key))} | {fmt(last.get(key))} | "
+                f"{fmt(max((x.get(key) or 0 for x in samples), default=None))} |")
+        add("")
+        add(f"Tasks done: {fmt(run['completed'])} ({fmt(run['per_second'], 0)}/s, target "
+            f"{fmt(run.get('target_rate'), 0)}/s), errors: {run['errors']} ({run.get('lost', 0)} lost, "
+            f"{run.get('unexpected_finals', 0)} answered twice), sends behind schedule: "
+            f"{fmt(run.get('behind_schedule'))}; latency p50 {fmt(run['p50_ms'], 2)} ms, p99 {fmt(run['p99_ms'], 2)} ms; "
+            f"server CPU {fmt(run.get('server_cpu_us_per_op'), 1)} µs per task.")
+        if len(samples) > 2:
+            add("")
+            add("Over the run (t s: RSS, database): " + "; ".join(
+                f"{x['t']:.0f}: {kb_or_mb(x.get('rss_kb'))}, {kb_or_mb(x.get('db_bytes', 0) // 1024)}"
+                for x in samples))
+    else:
+        add("*Did not run to the end: bench/run.sh printed why.*")
+    add("")
+
+    # 9. Cluster
+    add("## 9. Cluster: 1 node and 3 nodes on one PostgreSQL")
+    add("")
+    line = skipped(options.results, "cluster", smoke)
+    cluster = runs.get(("cluster", "nodes"))
+    if line:
+        add(line)
+    elif cluster:
+        add("`bench/cluster_bench.py`: a throwaway PostgreSQL (`Tests/e2e/pg.py`) and a fresh database per row; the "
+            "WebSocket connections of `bench/ws_tasks.py` spread round-robin over the nodes, one echo task in flight "
+            "each, wherever it runs. Exactly once: every task submitted got one final reply (none lost, none twice), "
+            "and the database holds each once, succeeded, after one attempt, with one `done` event. Delivery: an "
+            "echo task submitted by REST on one node (the second, if any) reaching its owner's WebSocket on the "
+            "first as `done`. Everything shares the same cores, so more nodes add coordination, not capacity.")
+        add("")
+        add("| nodes | connections | tasks/s | p50 ms | p99 ms | tasks | exactly once | delivery p50 / p99 ms | "
+            "node CPU µs/task | PostgreSQL CPU µs/task |")
+        add("|---|---|---|---|---|---|---|---|---|---|")
+        for r in cluster:
+            db = ("database not read" if "db_error" in r else
+                  f"db: {fmt(r['db_tasks'])} tasks, {fmt(r['db_done_events'])} done events")
+            once = "yes" if r["exactly_once"] else "**NO**"
+            add(f"| {r['nodes']} | {r['connections']} | {fmt(r['tasks_per_second'])} | {fmt(r['p50_ms'], 2)} | "
+                f"{fmt(r['p99_ms'], 2)} | {fmt(r['submitted'])} | {once} ({r['lost']} lost, {r['duplicate_finals']} "
+                f"twice; {db}) | {fmt(r['delivery_p50_ms'], 2)} / {fmt(r['delivery_p99_ms'], 2)} | "
+                f"{fmt(r['node_cpu_us_per_task'], 1)} | {fmt(r['db_cpu_us_per_task'], 1)} |")
+        if len(cluster) == 2 and cluster[0]["tasks_per_second"]:
+            add("")
+            add(f"{cluster[1]['nodes']} nodes / {cluster[0]['nodes']} node, tasks/s: "
+                f"{fmt(cluster[1]['tasks_per_second'] / cluster[0]['tasks_per_second'], 2, '×')}.")
+    else:
+        add("*Did not run to the end: bench/run.sh printed why.*")
     add("")
 
     # Targets
@@ -273,6 +427,25 @@ def main() -> None:
         f"{verdict(None if c.get('ratio') is None else c['ratio'] >= 5)} |")
     add(f"| CPU per 16 KB JSON message with deflate ≤ Swoole's ≈ 130 µs | {fmt(c.get('per16'), 1)} µs | "
         f"{fmt(ratio(c.get('per16'), 130), 2, '×')} | {verdict(None if c.get('per16') is None else c['per16'] <= 130)} |")
+    task16, node16, r = sixteen[""]
+    add(f"| 16 KB echo task CPU ≤ 4× node `ws` echoing 16 KB | {fmt(task16, 1)} vs {fmt(node16, 1)} µs | "
+        f"{fmt(r, 2, '×')} | {verdict(None if r is None else r <= 4)} |")
+    swoole_cpu = get("swoole", "swoole", "server_cpu_us_per_op")
+    for store in ["memory", "sqlite"]:
+        cpu = get("swoole", f"taskgate-{store}", "server_cpu_us_per_op")
+        add(f"| echo task ({store}) CPU/task against the Swoole seed server, same client, same run | "
+            f"{fmt(cpu, 1)} vs {fmt(swoole_cpu, 1)} µs | {fmt(ratio(cpu, swoole_cpu), 2, '×')} | – |")
+    steady = runs.get(("steady", "taskgate-sqlite"))
+    if steady:
+        add(f"| steady run: every task done, no error | {fmt(steady['completed'])} done, {steady['errors']} errors | | "
+            f"{verdict(steady['errors'] == 0 and steady['completed'] > 0)} |")
+        target = steady.get("target_rate")
+        r = ratio(steady["per_second"], target)
+        add(f"| steady run holds its rate (≥ 95 % of {fmt(target, 0)} tasks/s) | {fmt(steady['per_second'], 0)} tasks/s | "
+            f"{fmt(r, 2, '×')} of target | {verdict(None if r is None else r >= 0.95)} |")
+    for r in runs.get(("cluster", "nodes")) or []:
+        add(f"| cluster, {r['nodes']} node{'s' if r['nodes'] > 1 else ''}: every task done exactly once | "
+            f"{fmt(r['submitted'])} tasks, {fmt(r['tasks_per_second'])}/s | | {verdict(r['exactly_once'])} |")
     add("")
 
     text = "\n".join(lines) + "\n"

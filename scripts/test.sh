@@ -57,6 +57,16 @@ python3 -m pytest Tests/e2e -q
 scripts/autobahn.sh --cases "1.*,2.*,3.*,4.*,5.*,6.*,7.*,10.*,12.1.1,12.1.2,12.1.3,12.1.4,12.1.5,12.1.6,12.1.7,12.1.8,13.1.1,13.1.2,13.1.3,13.1.4,13.1.5,13.1.6,13.1.7,13.1.8" --timeout 900
 scripts/schemathesis.sh
 # The benchmark suite, CI-sized: a few seconds per scenario; checks that every scenario runs, asserts no figures.
+# Its Swoole peer (../shared/peers/swoole/swoole.so, loaded by php-cli) needs libbrotli1 as well, and its Python
+# client picows (bench/requirements.txt).
+if ! dpkg -s libbrotli1 >/dev/null 2>&1; then
+    echo "installing Debian packages: libbrotli1"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libbrotli1 >/dev/null
+fi
+python3 -c 'import picows' 2>/dev/null || python3 -m pip install -q -r bench/requirements.txt
 bench/run.sh --smoke
 # A minute of the soak (bench/soak.sh runs ten): mixed load, reloads and slow consumers; fails if a task is lost or
 # duplicated or the server dies.
