@@ -96,7 +96,9 @@ extension PostgresTaskStore {
 
     public func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
         // Fair share counts the uid's tasks running for the same handler in the whole cluster, then prefers the lane
-        // claimed longest ago, so claiming stays fair across nodes; a handler whose rate this node has used up is
+        // claimed longest ago, so claiming stays fair across nodes (a lane is `coalesce(uid, '')` and `cmd`, the keys
+        // of migration 4's indexes: `IS NOT DISTINCT FROM` could use no index, so each waiting task scanned every
+        // task of its handler); a handler whose rate this node has used up is
         // left to the others.
         let fairShare = rules.fairShare
         let excluded = rules.excludedCommands
@@ -116,11 +118,11 @@ extension PostgresTaskStore {
                     ORDER BY priority,
                         CASE WHEN \(fairShare) THEN (
                             SELECT count(*) FROM tasks AS busy
-                            WHERE busy.status = 'running' AND busy.uid IS NOT DISTINCT FROM waiting.uid AND busy.cmd = waiting.cmd
+                            WHERE busy.status = 'running' AND coalesce(busy.uid, '') = coalesce(waiting.uid, '') AND busy.cmd = waiting.cmd
                         ) ELSE 0 END,
                         CASE WHEN \(fairShare) THEN (
                             SELECT max(served.claimed_at) FROM tasks AS served
-                            WHERE served.uid IS NOT DISTINCT FROM waiting.uid AND served.cmd = waiting.cmd
+                            WHERE coalesce(served.uid, '') = coalesce(waiting.uid, '') AND served.cmd = waiting.cmd
                         ) END NULLS FIRST,
                         position
                     LIMIT 1 FOR UPDATE SKIP LOCKED

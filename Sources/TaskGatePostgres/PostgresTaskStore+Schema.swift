@@ -88,5 +88,16 @@ extension PostgresTaskStore {
                 """,
             ]
         ),
+        (
+            4,
+            [
+                // Fair share's lanes by `coalesce(uid, '')` (no uid is empty, so '' stands for none), which an index
+                // can serve; the claim compared uids with `IS NOT DISTINCT FROM`, which none can.
+                "CREATE INDEX tasks_running_by_lane ON tasks ((coalesce(uid, '')), cmd) WHERE status = 'running'",
+                "CREATE INDEX tasks_lane_claimed ON tasks ((coalesce(uid, '')), cmd, claimed_at)",
+                "DROP INDEX tasks_running_by_uid",
+                "DROP INDEX tasks_lane_claims",
+            ]
+        ),
     ]
 }

@@ -446,3 +446,18 @@ struct InlineHandlerTests {
         #expect(try EchoHandler().resultInline(TaskContext(taskID: "t", uid: nil, args: ["a": 1]) { _ in }) == ["a": 1])
     }
 }
+
+@Suite("Generated task ids", .timeLimit(.minutes(1)))
+struct GeneratedTaskIDTests {
+    @Test func sixteenBase36DigitsAndNoRepeats() {
+        let ids = (0..<10_000).map { _ in Gateway.makeTaskID() }
+        #expect(Set(ids).count == ids.count)
+        let digits = Set("0123456789abcdefghijklmnopqrstuvwxyz")
+        #expect(ids.allSatisfy { $0.hasPrefix("t-") && $0.count == 18 && $0.dropFirst(2).allSatisfy(digits.contains) })
+        #expect(ids.allSatisfy(Identifier.isValidTaskID))
+        // Every digit turns up in every position (10,000 ids: a missing one would be a broken draw).
+        for position in 2..<18 {
+            #expect(Set(ids.map { Array($0)[position] }).count == 36, "position \(position)")
+        }
+    }
+}

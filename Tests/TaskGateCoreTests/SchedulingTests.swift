@@ -303,6 +303,7 @@ struct PoolSchedulingTests {
         let gateway = Gateway.forTests(workers: 4, registry: registry)
         var paced: [String] = []
         for _ in 0..<4 { paced.append(try await gateway.submit(cmd: "paced", args: [:], uid: "a").task.id) }
+        let echoSubmitted = Date()
         let echo = try await gateway.submit(cmd: "echo", args: [:], uid: "a").task.id
         var starts: [Date] = []
         for id in paced { starts.append(try #require(try await gateway.finished(id).startedAt)) }
@@ -312,8 +313,10 @@ struct PoolSchedulingTests {
         // task's first step, which a loaded machine makes long for any one of them: never faster than the rate
         // allows is what holds, within one interval.
         #expect(starts.last!.timeIntervalSince(starts.first!) >= 1.0, "\(gaps)")
-        // The unlimited handler was not held behind the paced ones (submitted well within the second they take).
-        #expect(try #require(try await gateway.finished(echo).startedAt) < starts.last!)
+        // The unlimited handler was not held behind the paced ones: it started before the last of them, or (a loaded
+        // machine can make the submits themselves take past it) well within one interval of its own submit.
+        let echoStarted = try #require(try await gateway.finished(echo).startedAt)
+        #expect(echoStarted < starts.last! || echoStarted.timeIntervalSince(echoSubmitted) < 0.4, "\(echoStarted) \(starts)")
     }
 }
 

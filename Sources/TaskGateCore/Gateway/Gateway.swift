@@ -249,10 +249,22 @@ public final class Gateway: Sendable {
         "\(uid ?? "")~\(id)"
     }
 
+    /// `t-` and 16 base-36 digits from two random 64-bit numbers: two reads of the system's generator, where a
+    /// draw per digit made id generation 6 % of an echo task's CPU.
     static func makeTaskID() -> String {
         var generator = SystemRandomNumberGenerator()
-        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz".utf8)
-        let suffix = (0..<16).map { _ in alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))] }
-        return "t-" + String(decoding: suffix, as: UTF8.self)
+        var id: [UInt8] = [UInt8(ascii: "t"), UInt8(ascii: "-")]
+        id.reserveCapacity(18)
+        for _ in 0..<2 {
+            // 8 digits of each: 36^8 ≈ 2^41, so the digits of a 64-bit number are as good as uniform.
+            var random = generator.next() as UInt64
+            for _ in 0..<8 {
+                id.append(idDigits[Int(random % 36)])
+                random /= 36
+            }
+        }
+        return String(decoding: id, as: UTF8.self)
     }
+
+    private static let idDigits = Array("0123456789abcdefghijklmnopqrstuvwxyz".utf8)
 }

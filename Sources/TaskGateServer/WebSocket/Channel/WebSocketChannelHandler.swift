@@ -44,6 +44,8 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     private var isCounted = false
     private var context: ChannelHandlerContext?
     private var state = State.open
+    /// A flush is queued on the event loop for the frames written in this turn.
+    private var flushScheduled = false
     private var session: ClientSession?
 
     // The message being reassembled.
@@ -281,8 +283,21 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             overflow()
             return false
         }
-        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        context.write(wrapOutboundOut(frame), promise: nil)
+        scheduleFlush(context)
         return true
+    }
+
+    /// Frames written in one turn of the event loop go out with one flush, one `writev`: a task's `submitted`,
+    /// `progress` and `done` often come in the same turn.
+    private func scheduleFlush(_ context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            handler.value.flushScheduled = false
+            handler.value.context?.flush()
+        }
     }
 
     /// The client stopped reading: close (1013, it resumes from its cursor; its events are in the log) and drop the
