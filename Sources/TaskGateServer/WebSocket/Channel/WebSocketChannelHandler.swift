@@ -44,8 +44,9 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     private var isCounted = false
     private var context: ChannelHandlerContext?
     private var state = State.open
-    /// A flush is queued on the event loop for the frames written in this turn.
-    private var flushScheduled = false
+    /// Inside a read burst (`channelRead` until `channelReadComplete`): frames wait for its end to be flushed.
+    private var reading = false
+    private var flushPending = false
     private var session: ClientSession?
 
     // The message being reassembled.
@@ -136,7 +137,17 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
 
     // MARK: reading
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        if flushPending {
+            flushPending = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reading = true
         let frame = unwrapInboundIn(data)
         readSinceLastPing = true
         guard state != .closed else { return }
@@ -283,21 +294,15 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             overflow()
             return false
         }
-        context.write(wrapOutboundOut(frame), promise: nil)
-        scheduleFlush(context)
-        return true
-    }
-
-    /// Frames written in one turn of the event loop go out with one flush, one `writev`: a task's `submitted`,
-    /// `progress` and `done` often come in the same turn.
-    private func scheduleFlush(_ context: ChannelHandlerContext) {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.eventLoop.execute {
-            handler.value.flushScheduled = false
-            handler.value.context?.flush()
+        if reading {
+            // Answers to what this read brought (pongs, errors, replies given on the loop) go out together when
+            // the read ends: one `writev` for the burst.
+            context.write(wrapOutboundOut(frame), promise: nil)
+            flushPending = true
+        } else {
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         }
+        return true
     }
 
     /// The client stopped reading: close (1013, it resumes from its cursor; its events are in the log) and drop the
