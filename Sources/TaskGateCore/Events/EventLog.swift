@@ -322,7 +322,6 @@ public final class EventLog: Sendable {
     /// call `events(uid:after:)` first), else the ticket for `stopWaiting`.
     public func waitForEvent(uid: String, after cursor: UInt64, wake: @escaping @Sendable () -> Void) -> UInt64? {
         state.withLock { state -> UInt64? in
-            guard state.users[uid] != nil else { return nil }
             state.nextWaiterID += 1
             let ticket = state.nextWaiterID
             let parked = state.modifyUser(uid) { log -> Bool in

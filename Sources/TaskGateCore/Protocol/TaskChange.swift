@@ -21,12 +21,6 @@ public enum TaskChange: Sendable, Equatable, Encodable {
         }
     }
 
-    public var status: TaskStatus {
-        switch self {
-        case .progress(_, let status, _, _), .done(_, let status, _, _): status
-        }
-    }
-
     enum CodingKeys: String, CodingKey {
         case id, status, progress, attempts, result, error
     }
@@ -52,18 +46,6 @@ public enum TaskPayload: Sendable, Equatable, Encodable {
         case .whole(let task): task.id
         case .change(let change): change.id
         }
-    }
-
-    public var status: TaskStatus {
-        switch self {
-        case .whole(let task): task.status
-        case .change(let change): change.status
-        }
-    }
-
-    /// The whole record, for the messages that carry one.
-    public var record: TaskRecord? {
-        if case .whole(let task) = self { task } else { nil }
     }
 
     public func encode(to encoder: any Encoder) throws {

@@ -187,10 +187,7 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let status = HTTPResponseStatus(statusCode: error.code)
         let body = context.channel.allocator.buffer(string: WireJSON.encode(ServerMessage.error(error, ref: nil)))
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "application/json; charset=utf-8")
-        headers.add(name: "content-length", value: "\(body.readableBytes)")
-        headers.add(name: "connection", value: "close")
+        let headers = HTTPHeaders.closingJSON(length: body.readableBytes)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         let channel = context.channel
@@ -203,5 +200,13 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     static func headerBytes(_ headers: HTTPHeaders) -> Int {
         headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+    }
+}
+
+extension HTTPHeaders {
+    /// A JSON body of `length` bytes on a connection that closes after it: the head of the answers given below the
+    /// router (the guard's refusals, a parked long-poll's answer).
+    static func closingJSON(length: Int) -> HTTPHeaders {
+        HTTPHeaders([("content-type", "application/json; charset=utf-8"), ("content-length", "\(length)"), ("connection", "close")])
     }
 }

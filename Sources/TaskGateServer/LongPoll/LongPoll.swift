@@ -14,6 +14,8 @@ struct LongPollEndpoint: Sendable {
     static let defaultTimeout = 25
     static let maxTimeout = 60
     static let path = "/poll"
+    /// The answer when the uid's events cannot be read (the store is away).
+    static let eventsUnavailable = GatewayError(.unavailable, "events unavailable; try again")
 
     /// Checks the request and takes its place among the uid's polls; `start` parks it.
     func begin(_ candidate: Admission.Candidate, remote: String?) throws(GatewayError) -> LongPoll {
@@ -97,13 +99,9 @@ final class LongPoll: Sendable {
     }
 
     private func park(on eventLoop: any EventLoop) {
-        let ticket = events.waitForEvent(uid: uid, after: cursor) { [self] in
-            finish(events.currentEvents(uid: uid, after: cursor))
-        }
-        guard let ticket else { return finish(events.currentEvents(uid: uid, after: cursor)) }
-        let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) { [self] in
-            finish(events.currentEvents(uid: uid, after: cursor))
-        }
+        let ticket = events.waitForEvent(uid: uid, after: cursor) { [self] in finishNow() }
+        guard let ticket else { return finishNow() }
+        let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) { [self] in finishNow() }
         let finishedMeanwhile = state.withLock { state -> Bool in
             state.ticket = ticket
             state.timer = timer
@@ -115,7 +113,8 @@ final class LongPoll: Sendable {
         }
     }
 
-    /// Answers now with what there is: the server is shutting down, or the client went away (then nobody reads it).
+    /// Answers now with what there is: an event came, the timeout ran out, the server is shutting down, or the
+    /// client went away (then nobody reads it).
     func finishNow() {
         finish(events.currentEvents(uid: uid, after: cursor))
     }

@@ -86,7 +86,7 @@ final class LongPollChannelHandler: ChannelInboundHandler {
 
     private func answer(_ batch: EventBatch?, context: ChannelHandlerContext) {
         guard let batch else {
-            let error = GatewayError(.unavailable, "events unavailable; try again")
+            let error = LongPollEndpoint.eventsUnavailable
             return respond(status: error.code, body: WireJSON.encode(ServerMessage.error(error, ref: nil)), context: context)
         }
         respond(status: 200, body: LongPollEndpoint.render(batch), context: context)
@@ -97,11 +97,8 @@ final class LongPollChannelHandler: ChannelInboundHandler {
         guard !answered, context.channel.isActive else { return }
         answered = true
         let body = context.channel.allocator.buffer(string: text)
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "application/json; charset=utf-8")
+        var headers = HTTPHeaders.closingJSON(length: body.readableBytes)
         headers.add(name: "cache-control", value: "no-store")
-        headers.add(name: "content-length", value: "\(body.readableBytes)")
-        headers.add(name: "connection", value: "close")
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)

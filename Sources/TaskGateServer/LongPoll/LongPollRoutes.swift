@@ -48,7 +48,7 @@ struct LongPollRoutes {
                 poll.finishNow()
                 throw error
             }
-            guard let batch else { throw GatewayError(.unavailable, "events unavailable; try again") }
+            guard let batch else { throw LongPollEndpoint.eventsUnavailable }
             var response = Response.jsonText(LongPollEndpoint.render(batch))
             // Watching for the client going away consumes the connection, so it closes after this answer: say so.
             response.headers[.connection] = "close"
