@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
+import socket
 import threading
 import time
 import uuid
@@ -459,3 +461,42 @@ def test_a_parked_poll_whose_client_leaves_frees_its_place(start_server, reuse):
     held = [park(), park()]
     for conn in held:
         conn.close()
+
+
+def test_a_poll_answer_nobody_reads_does_not_hold_the_connection(start_server):
+    """A parked poll's answer of several MB to a client that never reads it: the server closes the connection
+    within its answer deadline (10 s) instead of keeping it, and its buffers, forever."""
+    srv = start_server()
+    uid = new_uid("lp-unread")
+    rows = [{"n": i, "text": "x" * 200} for i in range(200)]  # ≈ 45 KB of args, echoed back as each done's result
+    for _ in range(150):
+        r = requests.post(f"{srv.base_url}/api/v1/tasks", json={"cmd": "echo", "uid": uid, "args": {"rows": rows}},
+                          timeout=10)
+        assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 30
+    while True:
+        tasks = requests.get(f"{srv.base_url}/api/v1/tasks", params={"uid": uid, "limit": 200}, timeout=10).json()["tasks"]
+        if len(tasks) == 150 and all(t["status"] == "succeeded" for t in tasks):
+            break
+        assert time.monotonic() < deadline, "the echo tasks did not finish"
+        time.sleep(0.1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", srv.port))
+    sock.sendall(f"GET /poll?uid={uid}&cursor=0&timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    time.sleep(15)  # not reading: the answer (≈ 7 MB) cannot all be sent
+    sock.settimeout(10)
+    received = b""
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            received += chunk
+    except (ConnectionResetError, socket.timeout) as e:
+        assert not isinstance(e, socket.timeout), f"the connection was still open after 25 s ({len(received)} bytes read)"
+    finally:
+        sock.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+    assert len(body) < length, "the whole answer arrived: the test did not exercise an unread answer"

@@ -104,5 +104,10 @@ final class LongPollChannelHandler: ChannelInboundHandler {
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        // A client that does not read its answer does not hold the connection: the write may never complete.
+        context.eventLoop.scheduleTask(in: Self.answerDeadline) { channel.close(promise: nil) }
     }
+
+    /// How long an answer may take to be read before the connection is closed anyway.
+    static let answerDeadline = TimeAmount.seconds(10)
 }
