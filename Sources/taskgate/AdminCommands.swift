@@ -142,7 +142,7 @@ func printTask(_ task: TaskRecord) {
     print("uid:      \(task.uid ?? "-")")
     print("status:   \(task.status.rawValue)")
     print("progress: \(Int(task.progress * 100))%")
-    if let result = task.result, result != .null { print("result:   \(WireJSON.encode(result))") }
+    if let result = task.result, !result.isNull { print("result:   \(result.text)") }
     if let error = task.error { print("error:    \(error)") }
     print("created:  \(WireJSON.formatTimestamp(task.createdAt))")
     if let started = task.startedAt { print("started:  \(WireJSON.formatTimestamp(started))") }

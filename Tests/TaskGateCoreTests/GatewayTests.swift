@@ -426,7 +426,7 @@ private struct InlineOnly: TaskHandler {
         try await Task.sleep(for: .seconds(3600))
         return .null
     }
-    func resultInline(_ context: TaskContext) throws -> JSONValue? {
+    func resultInline(_ context: TaskContext) throws -> JSONText? {
         if let message = context.args["fail"]?.stringValue { throw TaskFailure(message) }
         return ["inline": true, "n": context.args["n"] ?? .null]
     }

@@ -41,7 +41,7 @@ struct SQLiteTaskStoreTests {
         var failed = TaskRecord(id: "failed", cmd: "fail", uid: nil, args: [:], createdAt: Date(timeIntervalSince1970: 1_764_000_003))
         failed.status = .failed
         failed.error = "it \"broke\""
-        failed.result = .string("a plain string")
+        failed.result = "a plain string"
         let queued = TaskRecord(id: "queued", cmd: "sleep", uid: "u", args: ["ms": 5], createdAt: Date(timeIntervalSince1970: 1_764_000_004))
         let earlier = [finished, failed, queued]
         let database = try DatabaseQueue(path: path)

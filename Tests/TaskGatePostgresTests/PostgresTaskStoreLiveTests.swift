@@ -620,7 +620,7 @@ extension TaskRecord {
         return copy
     }
 
-    func with(status: TaskStatus, result: JSONValue? = nil) -> TaskRecord {
+    func with(status: TaskStatus, result: JSONText? = nil) -> TaskRecord {
         var copy = self
         copy.status = status
         copy.result = result

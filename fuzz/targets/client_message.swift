@@ -6,7 +6,9 @@
 //      an explanation; a `ref` it carries is at most 256 bytes;
 //   2. a decoded message keeps the protocol's bounds (`cmd` 1-64 bytes, `ref` at most 256 bytes) and agrees with
 //      `WireParser` on the same bytes (the input was a JSON object whose `cmd` is that string);
-//   3. a decoded message written back as `{"cmd":…,"args":…,"ref":…}` decodes to the same message.
+//   3. a decoded message written back as `{"cmd":…,"args":…,"ref":…}` decodes to the same message;
+//   4. args kept as the client's text (`argsText`) read back as exactly the parsed args, are compact (validating
+//      them again keeps them as they are), and `members(named:)` finds every member in them.
 
 @inline(never)
 func fail(_ what: String, _ input: UnsafeBufferPointer<UInt8>) -> Never {
@@ -36,6 +38,18 @@ public func clientMessageFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt
             fail("decoded a message from bytes that WireParser does not read as an object", input)
         }
         if object["cmd"] != .string(message.cmd) { fail("decoded cmd \(message.cmd.debugDescription) is not the input's", input) }
+
+        if let kept = message.argsText {
+            guard let again = try? WireParser.parse(Array(kept.text.utf8)), again == .object(message.args) else {
+                fail("argsText \(kept.text.debugDescription) does not read back as the parsed args", input)
+            }
+            guard let validated = try? JSONText(validating: kept.text), validated.text == kept.text else {
+                fail("argsText \(kept.text.debugDescription) is not compact", input)
+            }
+            if kept.members(named: Set(message.args.keys)) != message.args {
+                fail("members(named:) misses members of \(kept.text.debugDescription)", input)
+            }
+        }
 
         var members: [String: JSONValue] = ["cmd": .string(message.cmd), "args": .object(message.args)]
         if let ref = message.ref { members["ref"] = .string(ref) }

@@ -86,9 +86,11 @@ public final class Gateway: Sendable {
     ///
     /// `privileged`: the admin (REST, an admin connection, a recurring schedule), who may raise a task's priority
     /// above its handler's default; `schedule` names the recurring schedule that submits it.
+    ///
+    /// `argsText`: `args` as the client wrote them (`ClientMessage.argsText`), kept instead of writing them out again.
     @discardableResult
     public func submit(
-        cmd: String, args: [String: JSONValue], uid: String?, taskID: String? = nil, traceparent: String? = nil,
+        cmd: String, args: [String: JSONValue], argsText: JSONText? = nil, uid: String?, taskID: String? = nil, traceparent: String? = nil,
         privileged: Bool = true, schedule: String? = nil, accepted: (Submission) -> Void = { _ in }
     ) async throws(GatewayError) -> Submission {
         let parent = TaskTracing.context(fromTraceparent: traceparent) ?? ServiceContext.current ?? .topLevel
@@ -98,7 +100,7 @@ public final class Gateway: Sendable {
         if let uid { span.attributes["taskgate.uid"] = uid }
         do {
             let submission = try await submitTask(
-                cmd: cmd, args: args, uid: uid, taskID: taskID, traceparent: TaskTracing.traceparent(of: span.context),
+                cmd: cmd, args: args, argsText: argsText, uid: uid, taskID: taskID, traceparent: TaskTracing.traceparent(of: span.context),
                 privileged: privileged, schedule: schedule, accepted: accepted)
             span.attributes["taskgate.task.id"] = submission.task.id
             return submission
@@ -110,7 +112,7 @@ public final class Gateway: Sendable {
     }
 
     private func submitTask(
-        cmd: String, args: [String: JSONValue], uid: String?, taskID: String?, traceparent: String?,
+        cmd: String, args: [String: JSONValue], argsText: JSONText?, uid: String?, taskID: String?, traceparent: String?,
         privileged: Bool, schedule: String?, accepted: (Submission) -> Void
     ) async throws(GatewayError) -> Submission {
         let table = registry.current
@@ -129,12 +131,14 @@ public final class Gateway: Sendable {
         guard JSONValue.object(args).fitsDepthLimit(at: 1) else {
             throw .badRequest("'args' nests deeper than \(JSONLimits.maxDepth - 1) levels")
         }
-        guard WireJSON.encode(JSONValue.object(args)).utf8.count <= configuration.maxArgsBytes else {
+        // The args are written out once, here, unless the client's own text is kept; nothing after this re-encodes them.
+        let text = argsText ?? JSONText.object(args)
+        guard text.text.utf8.count <= configuration.maxArgsBytes else {
             throw GatewayError(.tooLarge, "'args' is larger than \(configuration.maxArgsBytes) bytes")
         }
 
         let record = TaskRecord(
-            id: id, cmd: cmd, uid: uid, args: .object(args), status: scheduling.runAt == nil ? .queued : .scheduled,
+            id: id, cmd: cmd, uid: uid, args: text, status: scheduling.runAt == nil ? .queued : .scheduled,
             traceparent: traceparent, priority: scheduling.priority, runAt: scheduling.runAt, schedule: schedule)
         let outcome = try await pool.admit(record)
         switch outcome {

@@ -15,8 +15,9 @@ public struct EchoHandler: TaskHandler {
         .object(context.args)
     }
 
-    public func resultInline(_ context: TaskContext) throws -> JSONValue? {
-        .object(context.args)
+    /// The args' own text: an echo costs no parse and no encode.
+    public func resultInline(_ context: TaskContext) throws -> JSONText? {
+        context.argsText
     }
 }
 

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A task handler: the code that runs when a client sends `{"cmd": name}`.
 ///
 /// To add one in your own package, conform to this protocol and pass it to `HandlerTable` (see README).
@@ -23,8 +25,9 @@ public protocol TaskHandler: Sendable {
     func run(_ context: TaskContext) async throws -> JSONValue
     /// A handler whose work is a few microseconds of synchronous code (echo) gives its result here, and the pool
     /// takes it in its own turn: no hop to a worker thread and back, no timeout timer (nothing in it can wait or
-    /// hang). `nil`, the default: the task runs `run` on the task workers.
-    func resultInline(_ context: TaskContext) throws -> JSONValue?
+    /// hang). `nil`, the default: the task runs `run` on the task workers. A text, so that a result made of the args
+    /// (`context.argsText`) is not written out again.
+    func resultInline(_ context: TaskContext) throws -> JSONText?
 }
 
 extension TaskHandler {
@@ -34,14 +37,18 @@ extension TaskHandler {
     public var defaultPriority: Int { 0 }
     public var rateLimit: RateLimit? { nil }
     public func validate(_ args: [String: JSONValue]) throws(GatewayError) {}
-    public func resultInline(_ context: TaskContext) throws -> JSONValue? { nil }
+    public func resultInline(_ context: TaskContext) throws -> JSONText? { nil }
 }
 
 /// What a running handler sees of its task.
 public struct TaskContext: Sendable {
     public let taskID: String
     public let uid: String?
-    public let args: [String: JSONValue]
+    /// The args as the client wrote them, for handlers that pass them on (an external process, a result).
+    public let argsText: JSONText
+    /// The args, parsed the first time a handler asks (most never do, or read only a few keys).
+    public var args: [String: JSONValue] { parsedArgs.value }
+    private let parsedArgs: ParsedOnce
     /// 1 on the first run, 2 on the first retry, …
     public let attempt: Int
     /// The W3C `traceparent` of this run's `task.run` span when tracing is on (`nil` otherwise), for handlers that
@@ -50,20 +57,50 @@ public struct TaskContext: Sendable {
     let progressSink: @Sendable (Double) async -> Void
 
     public init(
-        taskID: String, uid: String?, args: [String: JSONValue], attempt: Int = 1, traceparent: String? = nil,
+        taskID: String, uid: String?, argsText: JSONText, attempt: Int = 1, traceparent: String? = nil,
         progressSink: @escaping @Sendable (Double) async -> Void
     ) {
         self.taskID = taskID
         self.uid = uid
-        self.args = args
+        self.argsText = argsText
+        self.parsedArgs = ParsedOnce(argsText)
         self.attempt = attempt
         self.traceparent = traceparent
         self.progressSink = progressSink
     }
 
+    public init(
+        taskID: String, uid: String?, args: [String: JSONValue], attempt: Int = 1, traceparent: String? = nil,
+        progressSink: @escaping @Sendable (Double) async -> Void
+    ) {
+        self.init(
+            taskID: taskID, uid: uid, argsText: .object(args), attempt: attempt, traceparent: traceparent,
+            progressSink: progressSink)
+    }
+
     /// Reports progress between 0 and 1; the owner's connections get a `progress` event.
     public func reportProgress(_ fraction: Double) async {
         await progressSink(min(1, max(0, fraction)))
+    }
+}
+
+/// A task's args parsed on first use and kept. Behind a lock: copies of a context share it, and a handler may read
+/// `args` from child tasks of its own at once.
+private final class ParsedOnce: Sendable {
+    private let text: JSONText
+    private let parsed = Mutex<[String: JSONValue]?>(nil)
+
+    init(_ text: JSONText) {
+        self.text = text
+    }
+
+    var value: [String: JSONValue] {
+        parsed.withLock { cached in
+            if let cached { return cached }
+            let value = text.objectValue ?? [:]
+            cached = value
+            return value
+        }
     }
 }
 

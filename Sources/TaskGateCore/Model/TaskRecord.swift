@@ -23,10 +23,11 @@ public struct TaskRecord: Sendable, Codable, Equatable {
     public var id: String
     public var cmd: String
     public var uid: String?
-    public var args: JSONValue
+    /// As the client wrote them (or as the server wrote them out once, see `JSONText`).
+    public var args: JSONText
     public var status: TaskStatus
     public var progress: Double
-    public var result: JSONValue?
+    public var result: JSONText?
     public var error: String?
     /// How many times a worker has started this task (retries and restarts add to it).
     public var attempts: Int
@@ -47,8 +48,8 @@ public struct TaskRecord: Sendable, Codable, Equatable {
     public var schedule: String?
 
     public init(
-        id: String, cmd: String, uid: String?, args: JSONValue, status: TaskStatus = .queued, progress: Double = 0,
-        result: JSONValue? = nil, error: String? = nil, attempts: Int = 0, createdAt: Date = Date(), startedAt: Date? = nil,
+        id: String, cmd: String, uid: String?, args: JSONText, status: TaskStatus = .queued, progress: Double = 0,
+        result: JSONText? = nil, error: String? = nil, attempts: Int = 0, createdAt: Date = Date(), startedAt: Date? = nil,
         finishedAt: Date? = nil, traceparent: String? = nil, priority: Int = 0, runAt: Date? = nil, schedule: String? = nil
     ) {
         self.id = id
@@ -74,11 +75,11 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         id = try container.decode(String.self, forKey: .id)
         cmd = try container.decode(String.self, forKey: .cmd)
         uid = try container.decodeIfPresent(String.self, forKey: .uid)
-        args = try container.decode(JSONValue.self, forKey: .args)
+        args = try container.decode(JSONText.self, forKey: .args)
         status = try container.decode(TaskStatus.self, forKey: .status)
         progress = try container.decode(Double.self, forKey: .progress)
-        result = try container.decodeIfPresent(JSONValue.self, forKey: .result)
-        if result == .null { result = nil }
+        result = try container.decodeIfPresent(JSONText.self, forKey: .result)
+        if result?.isNull == true { result = nil }
         error = try container.decodeIfPresent(String.self, forKey: .error)
         attempts = try container.decodeIfPresent(Int.self, forKey: .attempts) ?? 0
         createdAt = try container.decode(Date.self, forKey: .createdAt)
@@ -101,7 +102,7 @@ public struct TaskRecord: Sendable, Codable, Equatable {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(all: [
             .id: id, .cmd: cmd, .uid: uid, .args: args, .status: status, .progress: progress,
-            .result: result ?? .null, .error: error, .attempts: attempts, .createdAt: createdAt,
+            .result: result ?? JSONText.null, .error: error, .attempts: attempts, .createdAt: createdAt,
             .startedAt: startedAt, .finishedAt: finishedAt, .node: node, .traceparent: traceparent,
             .priority: priority, .runAt: runAt, .schedule: schedule
         ])

@@ -4,6 +4,8 @@ import Foundation
 public struct TaskOptions: Sendable, Equatable {
     public var timeout: Duration
     public var maxAttempts: Int
+    /// The args these options are read from: a stored task's args are scanned for only these.
+    public static let argumentNames: Set<String> = ["timeout_ms", "max_attempts"]
 
     public init(args: [String: JSONValue], handler: any TaskHandler) throws(GatewayError) {
         timeout = handler.defaultTimeout

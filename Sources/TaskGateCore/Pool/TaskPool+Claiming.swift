@@ -50,7 +50,7 @@ extension TaskPool {
     /// A stored task's options, as validated when it was submitted; the handler's defaults if its handler changed
     /// so much that they no longer validate.
     static func options(of record: TaskRecord, on handler: any TaskHandler) -> TaskOptions {
-        (try? TaskOptions(args: record.args.objectValue ?? [:], handler: handler))
+        (try? TaskOptions(args: record.args.members(named: TaskOptions.argumentNames), handler: handler))
             ?? (try! TaskOptions(args: [:], handler: handler))  // no overrides: cannot fail
     }
 

@@ -29,12 +29,12 @@ extension TaskPool {
 
         let tracker = ProgressTracker(record: record)
         let context = TaskContext(
-            taskID: record.id, uid: record.uid, args: record.args.objectValue ?? [:], attempt: record.attempts,
+            taskID: record.id, uid: record.uid, argsText: record.args, attempt: record.attempts,
             traceparent: TaskTracing.traceparent(of: runSpan.context)
         ) { fraction in
             await self.publishProgress(tracker.update(fraction))
         }
-        let outcome: Result<JSONValue, any Error>
+        let outcome: Result<JSONText, any Error>
         if let inline = Self.runInline(job.handler, context: context) {
             outcome = inline
         } else {
@@ -52,7 +52,7 @@ extension TaskPool {
             return
         }
         switch outcome {
-        case .success(let result) where !result.fitsDepthLimit(at: 1):
+        case .failure(is ResultTooDeep):
             // Results are held to the limit args are held to (a value one level inside a message).
             record.status = .failed
             record.error = "the handler's result nests deeper than \(JSONLimits.maxDepth - 1) levels"
@@ -117,12 +117,22 @@ extension TaskPool {
     }
 
     struct TimeoutError: Error {}
+    struct ResultTooDeep: Error {}
+
+    /// A handler's result, written out once, here; or `ResultTooDeep`.
+    private nonisolated static func text(of value: JSONValue) -> Result<JSONText, any Error> {
+        value.fitsDepthLimit(at: 1) ? .success(JSONText(value)) : .failure(ResultTooDeep())
+    }
 
     /// The outcome of a handler that answers inline (`TaskHandler.resultInline`), or `nil` for one that runs on the
     /// workers.
-    private nonisolated static func runInline(_ handler: any TaskHandler, context: TaskContext) -> Result<JSONValue, any Error>? {
+    private nonisolated static func runInline(_ handler: any TaskHandler, context: TaskContext) -> Result<JSONText, any Error>? {
         do {
-            return try handler.resultInline(context).map { .success($0) }
+            guard let result = try handler.resultInline(context) else { return nil }
+            // The args' own text is within the limit; anything else is checked as `run`'s results are.
+            if result.text == context.argsText.text { return .success(result) }
+            guard let value = try? WireParser.parse(result.text.utf8) else { return .failure(ResultTooDeep()) }
+            return text(of: value)
         } catch {
             return .failure(error)
         }
@@ -131,10 +141,11 @@ extension TaskPool {
     /// Runs the handler on the worker threads, racing it against its timeout.
     private nonisolated static func run(
         _ handler: any TaskHandler, context: TaskContext, timeout: Duration, on executor: TaskWorkerExecutor
-    ) async -> Result<JSONValue, any Error> {
-        await withTaskGroup(of: Result<JSONValue, any Error>?.self) { group in
+    ) async -> Result<JSONText, any Error> {
+        await withTaskGroup(of: Result<JSONText, any Error>?.self) { group in
             group.addTask(executorPreference: executor) {
-                do { return .success(try await handler.run(context)) } catch { return .failure(error) }
+                // Written out on the worker's thread, not in the pool's turn.
+                do { return text(of: try await handler.run(context)) } catch { return .failure(error) }
             }
             group.addTask {
                 do {
@@ -144,7 +155,7 @@ extension TaskPool {
                     return nil  // cancelled because the handler finished first
                 }
             }
-            var outcome: Result<JSONValue, any Error> = .failure(CancellationError())
+            var outcome: Result<JSONText, any Error> = .failure(CancellationError())
             if let first = await group.next(), let result = first {
                 outcome = result
             }

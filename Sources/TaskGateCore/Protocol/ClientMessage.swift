@@ -4,13 +4,19 @@ import Foundation
 public struct ClientMessage: Sendable, Equatable {
     public var cmd: String
     public var args: [String: JSONValue]
+    /// `args` as the client wrote them, when that text can be kept (see `WireParser.parseMessage`): the task keeps
+    /// these bytes instead of writing the parsed args out again. `nil`: built in code, or not kept.
+    public var argsText: JSONText?
     public var ref: String?
     /// The caller's W3C trace context: a task it submits joins that trace. Anything but a valid one is ignored.
     public var traceparent: String?
 
-    public init(cmd: String, args: [String: JSONValue] = [:], ref: String? = nil, traceparent: String? = nil) {
+    public init(
+        cmd: String, args: [String: JSONValue] = [:], argsText: JSONText? = nil, ref: String? = nil, traceparent: String? = nil
+    ) {
         self.cmd = cmd
         self.args = args
+        self.argsText = argsText
         self.ref = ref
         self.traceparent = traceparent
     }
@@ -19,8 +25,9 @@ public struct ClientMessage: Sendable, Equatable {
     /// `ref` is recovered even from a message that is otherwise invalid, so the error reply can still carry it.
     public static func decode(_ bytes: some Collection<UInt8>) -> Result<ClientMessage, DecodeFailure> {
         let value: JSONValue
+        let argsText: JSONText?
         do {
-            value = try WireParser.parse(bytes)
+            (value, argsText) = try WireParser.parseMessage(bytes)
         } catch {
             return .failure(.init(ref: nil, error: .badRequest("message is not valid JSON")))
         }
@@ -57,7 +64,12 @@ public struct ClientMessage: Sendable, Equatable {
         // Never an error: a traceparent that is not a valid one only means the task starts a new trace.
         var traceparent: String?
         if case .string(let text)? = object["traceparent"], W3CTraceparent.isValid(text) { traceparent = text }
-        return .success(ClientMessage(cmd: cmd, args: args, ref: ref, traceparent: traceparent))
+        return .success(ClientMessage(cmd: cmd, args: args, argsText: args.isEmpty ? nil : argsText, ref: ref, traceparent: traceparent))
+    }
+
+    /// `argsText` is how `args` were written, not part of the message's meaning.
+    public static func == (lhs: ClientMessage, rhs: ClientMessage) -> Bool {
+        lhs.cmd == rhs.cmd && lhs.args == rhs.args && lhs.ref == rhs.ref && lhs.traceparent == rhs.traceparent
     }
 
     public struct DecodeFailure: Error, Sendable, Equatable {

@@ -5,7 +5,7 @@ public enum TaskChange: Sendable, Equatable, Encodable {
     /// A `progress` event: the task started (again) or reported how far it got.
     case progress(id: String, status: TaskStatus, progress: Double, attempts: Int)
     /// A `done` event: the final status with the result or the error (each written as `null` when absent).
-    case done(id: String, status: TaskStatus, result: JSONValue?, error: String?)
+    case done(id: String, status: TaskStatus, result: JSONText?, error: String?)
 
     public init(progressOf task: TaskRecord) {
         self = .progress(id: task.id, status: task.status, progress: task.progress, attempts: task.attempts)
@@ -31,7 +31,7 @@ public enum TaskChange: Sendable, Equatable, Encodable {
         case .progress(let id, let status, let progress, let attempts):
             try container.encode(all: [.id: id, .status: status, .progress: progress, .attempts: attempts])
         case .done(let id, let status, let result, let error):
-            try container.encode(all: [.id: id, .status: status, .result: result ?? .null, .error: error])
+            try container.encode(all: [.id: id, .status: status, .result: result ?? JSONText.null, .error: error])
         }
     }
 }

@@ -22,26 +22,149 @@ public enum WireParser {
 
     static func parse(buffer: UnsafeBufferPointer<UInt8>) throws(SyntaxError) -> JSONValue {
         var parser = Parser(bytes: buffer)
-        // Like JSONDecoder: a UTF-8 byte order mark is skipped.
-        if buffer.count >= 3, buffer[0] == 0xEF, buffer[1] == 0xBB, buffer[2] == 0xBF { parser.index = 3 }
-        parser.skipWhitespace()
-        let value = try parser.value(depth: 0)
-        parser.skipWhitespace()
-        guard parser.index == buffer.count else { throw SyntaxError(offset: parser.index) }
-        return value
+        return try parser.document()
+    }
+
+    /// A client message, and the text of its top-level `args` as sent when that can be kept (see `keptText`), so
+    /// that the args are parsed once and then travel as bytes.
+    public static func parseMessage(_ bytes: some Collection<UInt8>) throws(SyntaxError) -> (value: JSONValue, args: JSONText?) {
+        try withBuffer(bytes) { buffer throws(SyntaxError) in
+            var parser = Parser(bytes: buffer, capturesArgs: true)
+            let value = try parser.document()
+            return (value, parser.capturedArgs.flatMap { parser.keptText($0) })
+        }
+    }
+
+    /// A whole text, and that text as a `JSONText` when it can be kept as it is.
+    static func parseKeepingText(_ bytes: some Collection<UInt8>) throws(SyntaxError) -> (value: JSONValue, text: JSONText?) {
+        try withBuffer(bytes) { buffer throws(SyntaxError) in
+            var parser = Parser(bytes: buffer)
+            let value = try parser.document()
+            let whole = Parser.Capture(range: 0..<buffer.count, isCompact: parser.whitespaceRuns == 0 && parser.repeatedKeys == 0)
+            return (value, parser.keptText(whole))
+        }
+    }
+
+    /// The members of a top-level object named in `keys`, parsing only those and stepping over the rest. For text
+    /// already validated (`JSONText`): anything else gives what could be read before the first surprise.
+    static func members(of bytes: some Collection<UInt8>, named keys: Set<String>) -> [String: JSONValue] {
+        (try? withBuffer(bytes) { buffer throws(SyntaxError) in
+            var parser = Parser(bytes: buffer)
+            return parser.topLevelMembers(named: keys)
+        }) ?? [:]
+    }
+
+    private static func withBuffer<T>(
+        _ bytes: some Collection<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) throws(SyntaxError) -> T
+    ) throws(SyntaxError) -> T {
+        let result: Result<T, SyntaxError>? = bytes.withContiguousStorageIfAvailable { buffer in
+            Result { () throws(SyntaxError) -> T in try body(buffer) }
+        }
+        if let result { return try result.get() }
+        let copy = Array(bytes)
+        return try copy.withUnsafeBufferPointer { buffer throws(SyntaxError) -> T in try body(buffer) }
     }
 
     private struct Parser {
         let bytes: UnsafeBufferPointer<UInt8>
         var index = 0
+        /// Counted so that a captured value can tell whether its text is compact and free of repeated keys.
+        var whitespaceRuns = 0
+        var repeatedKeys = 0
+        let capturesArgs: Bool
+        var capturedArgs: Capture?
 
-        init(bytes: UnsafeBufferPointer<UInt8>) {
+        struct Capture {
+            var range: Range<Int>
+            /// No whitespace between its tokens and no repeated keys.
+            var isCompact: Bool
+        }
+
+        init(bytes: UnsafeBufferPointer<UInt8>, capturesArgs: Bool = false) {
             self.bytes = bytes
+            self.capturesArgs = capturesArgs
         }
 
         var error: SyntaxError { SyntaxError(offset: index) }
 
+        mutating func document() throws(SyntaxError) -> JSONValue {
+            // Like JSONDecoder: a UTF-8 byte order mark is skipped.
+            if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF {
+                index = 3
+                whitespaceRuns += 1  // not part of any value's text
+            }
+            skipWhitespace()
+            let value = try self.value(depth: 0)
+            skipWhitespace()
+            guard index == bytes.count else { throw SyntaxError(offset: index) }
+            return value
+        }
+
+        /// The captured text, when it is compact; `nil`: the caller writes the parsed value out instead.
+        func keptText(_ capture: Capture) -> JSONText? {
+            guard capture.isCompact else { return nil }
+            return JSONText(trusted: String(decoding: UnsafeBufferPointer(rebasing: bytes[capture.range]), as: UTF8.self))
+        }
+
+        /// See `WireParser.members(of:named:)`.
+        mutating func topLevelMembers(named keys: Set<String>) -> [String: JSONValue] {
+            var found: [String: JSONValue] = [:]
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return found }
+            index += 1
+            while found.count < keys.count {
+                skipWhitespace()
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), let key = try? string() else { return found }
+                skipWhitespace()
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return found }
+                index += 1
+                skipWhitespace()
+                if keys.contains(key), found[key] == nil {
+                    guard let member = try? value(depth: 1) else { return found }
+                    found[key] = member
+                } else {
+                    guard skipValue() else { return found }
+                }
+                skipWhitespace()
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ",") else { return found }
+                index += 1
+            }
+            return found
+        }
+
+        /// Steps over one value of text known to be valid, reading only its brackets and string quotes.
+        mutating func skipValue() -> Bool {
+            var depth = 0
+            while index < bytes.count {
+                switch bytes[index] {
+                case UInt8(ascii: "\""):
+                    index += 1
+                    while index < bytes.count, bytes[index] != UInt8(ascii: "\"") {
+                        index += bytes[index] == UInt8(ascii: "\\") ? 2 : 1
+                    }
+                    index += 1
+                    if depth == 0 { return index <= bytes.count }
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    depth += 1
+                    index += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    if depth == 0 { return true }  // the end of the enclosing object: a scalar ended here
+                    depth -= 1
+                    index += 1
+                    if depth == 0 { return true }
+                case UInt8(ascii: ","), 0x20, 0x09, 0x0A, 0x0D:
+                    if depth == 0 { return true }
+                    index += 1
+                default:
+                    index += 1
+                }
+            }
+            return depth == 0
+        }
+
         mutating func skipWhitespace() {
+            let start = index
+            defer { if index != start { whitespaceRuns += 1 } }
             while index < bytes.count {
                 switch bytes[index] {
                 case 0x20, 0x09, 0x0A, 0x0D: index += 1
@@ -93,9 +216,18 @@ public enum WireParser {
                 guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error }
                 index += 1
                 skipWhitespace()
+                let start = index, runs = whitespaceRuns, repeats = repeatedKeys
                 let member = try value(depth: depth)
                 // As JSONDecoder decoding a dictionary: of repeated keys, the first one counts.
-                if members[key] == nil { members[key] = member }
+                if members[key] == nil {
+                    members[key] = member
+                    if capturesArgs, depth == 1, key == "args" {
+                        let isCompact = whitespaceRuns == runs && repeatedKeys == repeats
+                        capturedArgs = Capture(range: start..<index, isCompact: isCompact)
+                    }
+                } else {
+                    repeatedKeys += 1
+                }
                 skipWhitespace()
                 guard index < bytes.count else { throw error }
                 switch bytes[index] {

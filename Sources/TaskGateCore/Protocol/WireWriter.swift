@@ -39,11 +39,21 @@ struct WireWriter {
 
     // MARK: - Objects with known keys, in sorted order
 
-    private struct Object {
+    struct Object {
         var first = true
     }
 
-    private mutating func key(_ name: StaticString, _ object: inout Object) {
+    /// For writers of other types in other files: `{`, then `key` and a value for each member, then `endObject`.
+    mutating func beginObject() -> Object {
+        bytes.append(UInt8(ascii: "{"))
+        return Object()
+    }
+
+    mutating func endObject() {
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    mutating func key(_ name: StaticString, _ object: inout Object) {
         if object.first { object.first = false } else { bytes.append(UInt8(ascii: ",")) }
         bytes.append(UInt8(ascii: "\""))
         name.withUTF8Buffer { bytes.append(contentsOf: $0) }
@@ -87,7 +97,7 @@ struct WireWriter {
     mutating func write(_ task: TaskRecord) {
         bytes.append(UInt8(ascii: "{"))
         var object = Object()
-        key("args", &object); write(task.args)
+        key("args", &object); write(text: task.args)
         key("attempts", &object); write(integer: Int64(task.attempts))
         key("cmd", &object); write(string: task.cmd)
         key("createdAt", &object); write(date: task.createdAt)
@@ -97,7 +107,7 @@ struct WireWriter {
         key("node", &object); write(optional: task.node)
         key("priority", &object); write(integer: Int64(task.priority))
         key("progress", &object); write(double: task.progress)
-        key("result", &object); write(task.result ?? .null)
+        key("result", &object); write(text: task.result ?? .null)
         key("runAt", &object); write(date: task.runAt)
         key("schedule", &object); write(optional: task.schedule)
         key("startedAt", &object); write(date: task.startedAt)
@@ -119,7 +129,7 @@ struct WireWriter {
         case .done(let id, let status, let result, let error):
             key("error", &object); write(optional: error)
             key("id", &object); write(string: id)
-            key("result", &object); write(result ?? .null)
+            key("result", &object); write(text: result ?? .null)
             key("status", &object); write(string: status.rawValue)
         }
         bytes.append(UInt8(ascii: "}"))
@@ -153,6 +163,11 @@ struct WireWriter {
     }
 
     // MARK: - Free-form values
+
+    /// Copied as it is: a `JSONText` is already compact JSON.
+    mutating func write(text: JSONText) {
+        bytes.append(contentsOf: text.text.utf8)
+    }
 
     mutating func write(_ value: JSONValue) {
         switch value {

@@ -93,7 +93,8 @@ public struct Session: Sendable {
         default:
             let traceparent = message.traceparent
             _ = try await gateway.submit(
-                cmd: message.cmd, args: message.args, uid: uid, traceparent: traceparent, privileged: isAdmin
+                cmd: message.cmd, args: message.args, argsText: message.argsText, uid: uid, traceparent: traceparent,
+                privileged: isAdmin
             ) { submission in
                 reply(.submitted(submission.task, duplicate: submission.duplicate, ref: ref))
             }

@@ -133,9 +133,9 @@ public final class SQLiteTaskStore: LocalTaskStore {
         let values: StatementArguments
 
         init(_ task: TaskRecord) {
-            // The result is encoded once, when the task ends; a progress change writes a handful of numbers.
+            // The result is the text the handler's value was written to once; a progress change writes a handful of numbers.
             values = [
-                task.progress.isFinite ? task.progress : 0, task.attempts, task.result.map { WireJSON.encode($0) }, task.error,
+                task.progress.isFinite ? task.progress : 0, task.attempts, task.result?.text, task.error,
                 task.startedAt?.timeIntervalSince1970, task.finishedAt?.timeIntervalSince1970, task.node, task.status.rawValue,
             ]
         }
@@ -158,8 +158,9 @@ public final class SQLiteTaskStore: LocalTaskStore {
         task.progress = row["progress"]
         task.attempts = row["attempts"]
         let result: String? = row["result"]
-        task.result = try result.map { try WireJSON.decoder.decode(JSONValue.self, from: Data($0.utf8)) }
-        if task.result == .null { task.result = nil }
+        // Checked, not trusted: migration 3 filled this column from old records with SQLite's own JSON functions.
+        task.result = try result.map { try JSONText(validating: $0) }
+        if task.result?.isNull == true { task.result = nil }
         task.error = row["error"]
         task.startedAt = (row["started_at"] as Double?).map(Date.init(timeIntervalSince1970:))
         task.finishedAt = (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:))

@@ -37,7 +37,7 @@ public struct CommandHandler: ConfiguredTaskHandler {
 
     private func runProcess(_ context: TaskContext) async throws -> JSONValue {
         try Task.checkCancellation()
-        let input = try WireJSON.encode(TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.args)) + "\n"
+        let input = TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.argsText).line + "\n"
         let killer = ProcessGroupKiller()
         let stderr = StderrTail()
         let execution = try await withTaskCancellationHandler {

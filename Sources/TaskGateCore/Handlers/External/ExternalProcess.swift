@@ -6,14 +6,33 @@ import Synchronization
 import Glibc
 #endif
 
-/// What an external handler is given: the task, as one JSON object.
-struct TaskInput: Encodable {
+/// What an external handler is given: the task, as one JSON object on one line (`line`), its args the client's
+/// own text. Sorted keys; `uid` and `traceparent` are left out when absent.
+struct TaskInput {
     var id: String
     var cmd: String
     var uid: String?
-    var args: [String: JSONValue]
+    var args: JSONText
     /// Only in a worker's task line, and only when tracing is on (absent otherwise).
     var traceparent: String? = nil
+
+    var line: String {
+        var writer = WireWriter(capacity: args.text.utf8.count + 128)
+        writer.write(self)
+        return writer.string
+    }
+}
+
+extension WireWriter {
+    mutating func write(_ input: TaskInput) {
+        var object = beginObject()
+        key("args", &object); write(text: input.args)
+        key("cmd", &object); write(string: input.cmd)
+        key("id", &object); write(string: input.id)
+        if let traceparent = input.traceparent { key("traceparent", &object); write(string: traceparent) }
+        if let uid = input.uid { key("uid", &object); write(string: uid) }
+        endObject()
+    }
 }
 
 /// One line an external handler writes to stdout. Progress lines come any number of times; a result or an error

@@ -26,8 +26,7 @@ public final class WorkerPoolHandler: ConfiguredTaskHandler, RetirableHandler {
 
     public func run(_ context: TaskContext) async throws -> JSONValue {
         let worker = try await pool.acquire()
-        let input = try WireJSON.encode(
-            TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.args, traceparent: context.traceparent))
+        let input = TaskInput(id: context.taskID, cmd: name, uid: context.uid, args: context.argsText, traceparent: context.traceparent).line
         do {
             let result = try await withTaskCancellationHandler {
                 try await worker.perform(id: context.taskID, line: input) { await context.reportProgress($0) }

@@ -1,0 +1,83 @@
+/// A JSON value kept as its text. Task args and results are written to the wire and the store several times per task
+/// but read by the server only for a few top-level options, so they are parsed once, when they arrive, and then
+/// travel as these bytes: `value` and `members(named:)` parse on demand.
+///
+/// The text is always valid JSON with no whitespace outside strings (an SSE `data:` line may not break), nesting
+/// within `JSONLimits.maxDepth`. Two texts are equal when their values are (`{"a":1,"b":2}` equals `{"b":2,"a":1}`).
+public struct JSONText: Sendable, Hashable, CustomStringConvertible {
+    public let text: String
+
+    /// Text the caller knows to be valid and compact: a slice the parser has just validated, or a store's column
+    /// written from a `JSONText`.
+    init(trusted text: String) {
+        self.text = text
+    }
+
+    /// The value written compactly with sorted keys, as `WireJSON` writes everything.
+    public init(_ value: JSONValue) {
+        text = WireJSON.encode(value)
+    }
+
+    /// `text` if it is valid JSON: kept as it is when it is compact and has no repeated keys, else written out again
+    /// (other parsers keep the last of repeated keys, this one the first: the server and a handler must agree).
+    public init(validating text: String) throws(WireParser.SyntaxError) {
+        let parsed = try WireParser.parseKeepingText(text.utf8)
+        self = parsed.text ?? JSONText(parsed.value)
+    }
+
+    public static func object(_ members: [String: JSONValue]) -> JSONText { JSONText(.object(members)) }
+
+    public static let null = JSONText(trusted: "null")
+    public static let emptyObject = JSONText(trusted: "{}")
+
+    public var isNull: Bool { text == "null" }
+
+    /// The value, parsed now (the text is valid, so this does not fail).
+    public var value: JSONValue { (try? WireParser.parse(text.utf8)) ?? .null }
+
+    public var objectValue: [String: JSONValue]? { value.objectValue }
+
+    /// The top-level members of an object named in `keys`, parsing only those: the pool reads `timeout_ms` and
+    /// `max_attempts` out of kilobytes of args this way.
+    public func members(named keys: Set<String>) -> [String: JSONValue] {
+        WireParser.members(of: text.utf8, named: keys)
+    }
+
+    /// One top-level member of an object, parsed alone.
+    public subscript(key: String) -> JSONValue? {
+        members(named: [key])[key]
+    }
+
+    public var description: String { text }
+
+    public static func == (lhs: JSONText, rhs: JSONText) -> Bool {
+        lhs.text == rhs.text || lhs.value == rhs.value
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(value)
+    }
+}
+
+extension JSONText: Codable {
+    /// Decoded through `JSONValue` (stores and REST bodies; the wire's hot path keeps the text it was sent).
+    public init(from decoder: any Decoder) throws {
+        self.init(try JSONValue(from: decoder))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try value.encode(to: encoder)
+    }
+}
+
+extension JSONText: ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByStringLiteral,
+    ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral
+{
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        self.init(.object(Dictionary(elements, uniquingKeysWith: { first, _ in first })))
+    }
+    public init(arrayLiteral elements: JSONValue...) { self.init(.array(elements)) }
+    public init(stringLiteral value: String) { self.init(.string(value)) }
+    public init(integerLiteral value: Int) { self.init(.number(Double(value))) }
+    public init(booleanLiteral value: Bool) { self.init(.bool(value)) }
+}
