@@ -200,6 +200,18 @@ def main() -> None:
             f"{fmt(run.get('submit_to_answer_p50_ms'), 0)} / {fmt(run.get('submit_to_answer_p99_ms'), 0)} | "
             f"{fmt(run['rss_per_connection_kb'], 2)} | {run['errors']} |")
     add("")
+    add("Event streams (`bench/sse_streams.py`): `GET /sse?uid=U` open for every uid at once, each on its own connection "
+        "(as a browser's EventSource opens one), so it is served on the event loop with no task; then one echo task per "
+        "uid over REST, and every stream must get its `done`. RSS per stream: RSS with every stream open (greeted) "
+        "minus RSS before, per stream.")
+    add("")
+    add("| streams | delivered | delivery p50 ms | delivery p99 ms | KB per open stream | errors |")
+    add("|---|---|---|---|---|---|")
+    run = runs.get(("sse", "taskgate"))
+    if run:
+        add(f"| {run['connections']} | {run['completed']} | {fmt(run['p50_ms'], 2)} | {fmt(run['p99_ms'], 2)} | "
+            f"{fmt(run['rss_per_connection_kb'], 2)} | {run['errors']} |")
+    add("")
 
     # 5. compression
     add("## 5. Compression: ≈ 16 KB of JSON rows")
@@ -453,6 +465,10 @@ def main() -> None:
     kb = get("poll", "taskgate", "rss_per_connection_kb")
     add(f"| a parked long-poll ≤ 10 KB RSS | {fmt(kb, 2)} KB | {fmt(ratio(kb, 10), 2, '×')} of target | "
         f"{verdict(None if kb is None else kb <= 10)} |")
+    kb = get("sse", "taskgate", "rss_per_connection_kb")
+    if kb is not None:
+        add(f"| an open SSE stream, parked on the event loop (no target; a long-poll's 10 KB for scale) | {fmt(kb, 2)} KB | "
+            f"{fmt(ratio(kb, 10), 2, '×')} of 10 KB | (no target) |")
     steady = runs.get(("steady", "taskgate-sqlite"))
     if steady:
         add(f"| steady run: every task done, no error | {fmt(steady['completed'])} done, {steady['errors']} errors | | "

@@ -177,10 +177,13 @@ run() {
 }
 
 # run_py SCENARIO NAME WS_TASKS-ARGS... — one bench/ws_tasks.py run against the server started last.
-run_py() {
-    local scenario="$1" name="$2"; shift 2
+run_py() { run_script bench/ws_tasks.py "$@"; }
+
+# run_script SCRIPT SCENARIO NAME ARGS... — one run of a Python client (--server-pid, --label, --json-out).
+run_script() {
+    local script="$1" scenario="$2" name="$3"; shift 3
     echo "bench: $scenario / $name"
-    if ! python3 bench/ws_tasks.py --server-pid "$server_pid" --label "$name" \
+    if ! python3 "$script" --server-pid "$server_pid" --label "$name" \
         --json-out "$results/$scenario--$name.json" "$@" >"$work/$scenario--$name.out" 2>"$work/$scenario--$name.err"; then
         echo "bench: $scenario / $name FAILED" >&2; tail -5 "$work/$scenario--$name.err" >&2
         failed+=("$scenario/$name")
@@ -274,6 +277,9 @@ done
 start_taskgate taskgate-poll --store memory --task-workers 4
 run poll taskgate --mode poll --url "http://127.0.0.1:$port" --connections "$polls" --settle "$settle" --duration 10 \
     --threads 2
+stop
+start_taskgate taskgate-sse --store memory --task-workers 4
+run_script bench/sse_streams.py sse taskgate --url "http://127.0.0.1:$port" --connections "$polls" --settle "$settle"
 stop
 
 # 5. Compression: echo tasks carrying ≈ 16 KB of JSON rows; the same without deflate gives the bytes of JSON.

@@ -136,7 +136,9 @@ struct UpgradePipelineTests {
             inbound: InboundLimits(maxMessageBytes: 1024, messagesPerSecond: limits.messagesPerSecond), enableEcho: true, metrics: nil, logger: .init(label: "test"))
         let server = GatewayHTTPChannel(
             responder: { _, _, _ in }, webSockets: webSockets,
-            longPoll: LongPollEndpoint(gateway: gateway, admission: admission, metrics: nil), limits: HTTPLimits(), drain: ServerDrain(),
+            longPoll: LongPollEndpoint(gateway: gateway, admission: admission, metrics: nil),
+            eventStream: SSEEndpoint(gateway: gateway, admission: admission, inbound: webSockets.inbound, metrics: nil),
+            limits: HTTPLimits(), drain: ServerDrain(),
             logger: .init(label: "test"))
         let channel = EmbeddedChannel()
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()

@@ -3,9 +3,9 @@ import Testing
 @testable import TaskGateServer
 
 @Suite("Open WebSockets at shutdown", .timeLimit(.minutes(1)))
-struct OpenWebSocketsTests {
+struct OpenStreamsTests {
     @Test func theWaitEndsWhenTheLastSocketCloses() async {
-        let sockets = OpenWebSockets()
+        let sockets = OpenStreams()
         sockets.opened()
         sockets.opened()
         let clock = ContinuousClock()
@@ -20,13 +20,13 @@ struct OpenWebSocketsTests {
     }
 
     @Test func theWaitIsBoundedWhileSocketsStayOpen() async {
-        let sockets = OpenWebSockets()
+        let sockets = OpenStreams()
         sockets.opened()
         await sockets.waitUntilAllClosed(timeout: .milliseconds(50))
         #expect(sockets.count == 1)
     }
 
     @Test func nothingOpenMeansNoWait() async {
-        await OpenWebSockets().waitUntilAllClosed(timeout: .seconds(30))
+        await OpenStreams().waitUntilAllClosed(timeout: .seconds(30))
     }
 }

@@ -9,7 +9,7 @@ import TaskGateCore
 /// page and the health check, all sharing one `Gateway`. The CLI and the tests both call this.
 public func buildApplication(
     _ arguments: ServerSettings, gateway existingGateway: Gateway? = nil, tokens existingTokens: UserTokens? = nil,
-    metrics: GatewayMetrics = GatewayMetrics(), drain: ServerDrain = ServerDrain(), openSockets: OpenWebSockets = OpenWebSockets()
+    metrics: GatewayMetrics = GatewayMetrics(), drain: ServerDrain = ServerDrain(), openStreams: OpenStreams = OpenStreams()
 ) async throws -> some ApplicationProtocol {
     let logger = makeLogger(arguments)
     var tokens = existingTokens
@@ -44,7 +44,8 @@ public func buildApplication(
     WebSocketPlainRoute(admission: admission, paths: webSocketPaths).addRoutes(to: router)
     let longPoll = LongPollEndpoint(gateway: gateway, admission: admission, metrics: metrics)
     LongPollRoutes(endpoint: longPoll, inbound: arguments.inboundLimits).addRoutes(to: router)
-    SSERoutes(gateway: gateway, admission: admission, inbound: arguments.inboundLimits).addRoutes(to: router)
+    let eventStream = SSEEndpoint(gateway: gateway, admission: admission, inbound: arguments.inboundLimits, metrics: metrics)
+    SSERoutes(endpoint: eventStream, outbound: arguments.limits.outbound).addRoutes(to: router)
     AdminRoutes(gateway: gateway, auth: auth, maxBodyBytes: arguments.maxMessageBytes).addRoutes(to: router)
 
     // Frames may be larger than a message may be, so that an oversized message gets a `413` reply rather than a
@@ -57,12 +58,13 @@ public func buildApplication(
         inbound: arguments.inboundLimits,
         enableEcho: arguments.enableEchoRoute, metrics: metrics, logger: logger)
     gatewaySockets.paths = webSocketPaths
-    gatewaySockets.openSockets = openSockets
+    gatewaySockets.openStreams = openStreams
     let webSockets = gatewaySockets
     let httpLimits = arguments.httpLimits
     let server = HTTPServerBuilder { responder in
         GatewayHTTPChannel(
-            responder: responder, webSockets: webSockets, longPoll: longPoll, limits: httpLimits, drain: drain, logger: logger)
+            responder: responder, webSockets: webSockets, longPoll: longPoll, eventStream: eventStream, limits: httpLimits,
+            drain: drain, logger: logger)
     }
     let connectionBudget = httpLimits.connectionBudget(openFileLimit: OpenFileLimit.current)
     logger.info("accepting connections", metadata: ["max": "\(connectionBudget)"])
@@ -128,9 +130,9 @@ public func buildServer(_ arguments: ServerSettings, backend: TaskBackend? = nil
     let tokens = try await loadUserTokens(arguments)
     let gateway = try buildGateway(arguments, backend: backend, metrics: metrics, tokens: tokens)
     let drain = ServerDrain()
-    let openSockets = OpenWebSockets()
+    let openStreams = OpenStreams()
     let app = try await buildApplication(
-        arguments, gateway: gateway, tokens: tokens, metrics: metrics, drain: drain, openSockets: openSockets)
+        arguments, gateway: gateway, tokens: tokens, metrics: metrics, drain: drain, openStreams: openStreams)
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
     if arguments.tracing {
         // First in, last out: it flushes the spans of everything that stops before it.
@@ -141,7 +143,7 @@ public func buildServer(_ arguments: ServerSettings, backend: TaskBackend? = nil
             // First in, last out: a cluster node's database work outlives the draining of its pool.
             .init(service: ClusterService(gateway: gateway)),
             // Stops after the HTTP server: the WebSockets' closing handshakes (1001) finish before the process ends.
-            .init(service: WebSocketDrainService(sockets: openSockets, timeout: .seconds(5))),
+            .init(service: StreamDrainService(streams: openStreams, timeout: .seconds(5))),
             .init(service: app),
             .init(
                 service: GatewayService(

@@ -92,22 +92,9 @@ final class LongPollChannelHandler: ChannelInboundHandler {
         respond(status: 200, body: LongPollEndpoint.render(batch), context: context)
     }
 
-    /// The whole answer, then close: the same headers as the router's JSON responses.
     private func respond(status: Int, body text: String, context: ChannelHandlerContext) {
         guard !answered, context.channel.isActive else { return }
         answered = true
-        let body = context.channel.allocator.buffer(string: text)
-        var headers = HTTPHeaders.closingJSON(length: body.readableBytes)
-        headers.add(name: "cache-control", value: "no-store")
-        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
-        // A client that does not read its answer does not hold the connection: the write may never complete.
-        context.eventLoop.scheduleTask(in: Self.answerDeadline) { channel.close(promise: nil) }
+        ClosingResponse.write(status: status, json: text, version: version, context: context)
     }
-
-    /// How long an answer may take to be read before the connection is closed anyway.
-    static let answerDeadline = TimeAmount.seconds(10)
 }

@@ -9,38 +9,26 @@ import TaskGateCore
 /// `GET /sse?uid=U[&cursor=N]`: Server-Sent Events for browsers that cannot use WebSocket (a proxy in the way)
 /// but can hold a streaming response. Same events, same order as WebSocket and long-poll; `id:` is the seq, so the
 /// browser's automatic reconnect resumes with `Last-Event-ID`. Commands go through `POST /poll`.
+///
+/// A stream that opens its connection is served on the event loop (`SSEChannelHandler`); this route serves one
+/// that follows other requests on a kept-alive connection, as a streaming response.
 struct SSERoutes {
-    let gateway: Gateway
-    let admission: Admission
-    /// SSE reads no messages (commands go through `POST /poll`); its session is held to the same limits anyway.
-    let inbound: InboundLimits
-    static let heartbeat = Duration.seconds(15)
+    let endpoint: SSEEndpoint
+    let outbound: OutboundLimits
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
-        router.get("/sse") { request, context -> Response in
-            var identity = try admission.identify(.init(request: request, context: context))
-            if let lastEventID = request.headers[HTTPField.Name("Last-Event-ID")!] {
-                // The browser's reconnect: it wins over the cursor in the URL it was first opened with.
-                guard let seq = UInt64(lastEventID.trimmingCharacters(in: .whitespaces)) else {
-                    throw GatewayError.badRequest("'Last-Event-ID' must be a seq number")
-                }
-                identity.cursor = seq
-            }
-            let resume = identity
+        router.get(RouterPath(SSEEndpoint.path)) { request, context -> Response in
             // Last: the place it holds lapses if the stream never starts.
-            let connectionID = try admission.admitConnection(uid: identity.uid)
-            let outbound = admission.limits.outbound
-            let channel = context.channel
+            let (identity, connectionID) = try endpoint.admit(.init(request: request, context: context))
+            let connection = SSEConnection(id: connectionID, outbound: outbound, channel: context.channel, logger: context.logger)
             let remote = context.remoteDescription
             let logger = context.logger
+            var headers = HTTPFields()
+            for (name, value) in SSEEndpoint.responseHeaders { headers[HTTPField.Name(name)!] = value }
             return Response(
-                status: .ok,
-                headers: [.contentType: "text/event-stream", .cacheControl: "no-store", .init("X-Accel-Buffering")!: "no"],
+                status: .ok, headers: headers,
                 body: .init { writer in
-                    try await stream(
-                        to: &writer, request: request, identity: resume,
-                        connection: SSEConnection(id: connectionID, outbound: outbound, channel: channel, logger: logger), remote: remote,
-                        logger: logger)
+                    try await stream(to: &writer, request: request, identity: identity, connection: connection, remote: remote, logger: logger)
                 }
             )
         }
@@ -50,15 +38,12 @@ struct SSERoutes {
         to writer: inout any ResponseBodyWriter, request: Request, identity: Admission.Identity, connection: SSEConnection,
         remote: String?, logger: Logger
     ) async throws {
-        let session = ClientSession(
-            id: connection.id, uid: identity.uid, isAdmin: identity.isAdmin, transport: .sse, remote: remote,
-            gateway: gateway, connection: connection, limits: inbound, logger: logger)
-        session.open(cursor: identity.cursor)
+        let session = endpoint.open(identity: identity, connectionID: connection.id, connection: connection, remote: remote, logger: logger)
         defer { session.closed() }
         let heartbeat = Task {
             while !Task.isCancelled {
-                try? await Task.sleep(for: Self.heartbeat)
-                connection.sendComment("heartbeat")
+                try? await Task.sleep(for: SSEEndpoint.heartbeat)
+                connection.enqueue(SSEEndpoint.heartbeatFrame)
             }
         }
         defer { heartbeat.cancel() }
@@ -79,7 +64,7 @@ struct SSERoutes {
     }
 }
 
-/// An SSE response behind the `ClientConnection` seam: messages become `event:`/`id:`/`data:` frames. Frames wait
+/// The router's SSE response behind the `ClientConnection` seam: messages become `SSEEndpoint.frame`s. Frames wait
 /// in a stream until the response writer (which waits while the socket cannot take more) has sent them; what waits
 /// is held to the outbound limits, and a client that does not read is cut off like a WebSocket one (it resumes
 /// with `Last-Event-ID`).
@@ -102,17 +87,10 @@ final class SSEConnection: ClientConnection {
     }
 
     func send(_ message: OutgoingMessage) {
-        var frame = "event: \(message.type)\n"
-        if let seq = message.seq { frame += "id: \(seq)\n" }
-        frame += "data: \(message.json)\n\n"
-        enqueue(frame)
+        enqueue(SSEEndpoint.frame(message))
     }
 
-    func sendComment(_ text: String) {
-        enqueue(": \(text)\n\n")
-    }
-
-    private func enqueue(_ frame: String) {
+    func enqueue(_ frame: String) {
         guard !overflowed.load(ordering: .relaxed) else { return }
         let size = frame.utf8.count
         guard backlog.withLock({ $0.admit(bytes: size) }) else {

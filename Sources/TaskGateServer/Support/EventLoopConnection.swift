@@ -3,19 +3,27 @@ import NIOCore
 import Synchronization
 import TaskGateCore
 
-/// One gateway WebSocket behind the `ClientConnection` seam: the bytes going out. Sending hops to the channel's
-/// event loop (or writes at once when already on it); what the messages mean is the client session's business.
-final class SocketConnection: ClientConnection {
+/// A stream served by a channel handler on its event loop (a WebSocket, an SSE response): what the
+/// `EventLoopConnection` in front of it calls, always on that loop.
+protocol EventLoopStream: AnyObject {
+    func send(_ message: OutgoingMessage)
+    func close(_ reason: CloseReason)
+}
+
+/// A stream on the event loop behind the `ClientConnection` seam: the bytes going out. Sending hops to the
+/// channel's event loop (or writes at once when already on it); what the messages mean is the client session's
+/// business, how they are framed the stream's.
+final class EventLoopConnection: ClientConnection {
     let id: String
     private let eventLoop: any EventLoop
-    private let socket: NIOLoopBound<WebSocketChannelHandler>
+    private let stream: NIOLoopBound<any EventLoopStream>
     /// Messages sent from another thread and not yet written by the event loop.
     private let sendsInFlight = Atomic<Int>(0)
 
-    init(id: String, socket: WebSocketChannelHandler, eventLoop: any EventLoop) {
+    init(id: String, stream: any EventLoopStream, eventLoop: any EventLoop) {
         self.id = id
         self.eventLoop = eventLoop
-        self.socket = NIOLoopBound(socket, eventLoop: eventLoop)
+        self.stream = NIOLoopBound(stream, eventLoop: eventLoop)
     }
 
     func send(_ message: OutgoingMessage) {
@@ -23,21 +31,21 @@ final class SocketConnection: ClientConnection {
         // for it: it then queues behind them, so messages keep the order they were sent in (the event log sends a
         // uid's events in seq order, from whichever thread delivers them).
         if eventLoop.inEventLoop && sendsInFlight.load(ordering: .relaxed) == 0 {
-            socket.value.sendText(message.json)
+            stream.value.send(message)
         } else {
             sendsInFlight.add(1, ordering: .relaxed)
             eventLoop.execute {
                 self.sendsInFlight.subtract(1, ordering: .relaxed)
-                self.socket.value.sendText(message.json)
+                self.stream.value.send(message)
             }
         }
     }
 
     func close(reason: CloseReason) {
         if eventLoop.inEventLoop {
-            socket.value.close(reason)
+            stream.value.close(reason)
         } else {
-            eventLoop.execute { self.socket.value.close(reason) }
+            eventLoop.execute { self.stream.value.close(reason) }
         }
     }
 }

@@ -2,10 +2,11 @@ import Foundation
 import ServiceLifecycle
 import Synchronization
 
-/// The WebSocket channels open on this server. Hummingbird's server returns from a shutdown once it has stopped
-/// accepting and its requests have ended; an upgraded channel lives on in its handlers, without a task, so without
-/// this count the process could exit while its `1001` close frames are still on their way.
-public final class OpenWebSockets: Sendable {
+/// The streams open on this server that live in their channel handlers, without a task: WebSockets and event
+/// streams served on the event loop. Hummingbird's server returns from a shutdown once it has stopped accepting and
+/// its requests have ended; without this count the process could exit while the WebSockets' `1001` close frames
+/// and the event streams' last bytes are still on their way.
+public final class OpenStreams: Sendable {
     private struct State {
         var count = 0
         var waiters: [UUID: CheckedContinuation<Void, Never>] = [:]
@@ -58,14 +59,14 @@ public final class OpenWebSockets: Sendable {
     }
 }
 
-/// Stops after the HTTP server (it comes before it in the service group): waits for the WebSockets' closing
-/// handshakes, which the server's quiesce began, for at most `timeout`.
-struct WebSocketDrainService: Service {
-    let sockets: OpenWebSockets
+/// Stops after the HTTP server (it comes before it in the service group): waits for the streams' endings (the
+/// WebSockets' closing handshakes), which the server's quiesce began, for at most `timeout`.
+struct StreamDrainService: Service {
+    let streams: OpenStreams
     let timeout: Duration
 
     func run() async throws {
         try? await gracefulShutdown()
-        await sockets.waitUntilAllClosed(timeout: timeout)
+        await streams.waitUntilAllClosed(timeout: timeout)
     }
 }

@@ -14,11 +14,13 @@ import TaskGateCore
 /// HTTP/1.1 with TaskGate's own WebSocket upgrade: ordinary requests go to Hummingbird's router as usual; an upgraded
 /// connection is served by `WebSocketChannelHandler` on the event loop, and its Swift task ends with the upgrade,
 /// so an idle WebSocket costs a few KB of channel state and no task. A connection whose first request is
-/// `GET /poll` is served the same way, by `LongPollChannelHandler` (its answer closes the connection).
+/// `GET /poll` or `GET /sse` is served the same way, by `LongPollChannelHandler` (its answer closes the connection)
+/// or `SSEChannelHandler` (the stream's end does).
 struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     enum UpgradeResult: Sendable {
         case webSocket
-        case longPoll
+        /// A long-poll or an event stream, served by its channel handler.
+        case servedOnEventLoop
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, GatewayError)
     }
@@ -39,7 +41,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         let metrics: GatewayMetrics?
         let logger: Logger
         var paths: Set<String> = Set(WebSocketPaths.always)
-        var openSockets: OpenWebSockets?
+        var openStreams: OpenStreams?
 
         enum Route { case gateway, echo }
 
@@ -79,24 +81,26 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             }
             let deflate = PerMessageDeflate.negotiate(offers: head.headers["sec-websocket-extensions"])
             return WebSocketChannelHandler(
-                configuration: configuration, endpoint: endpoint, deflate: deflate, metrics: metrics, openSockets: openSockets)
+                configuration: configuration, endpoint: endpoint, deflate: deflate, metrics: metrics, openStreams: openStreams)
         }
     }
 
     let responder: HTTPChannelHandler.Responder
     let webSockets: WebSockets
     let longPoll: LongPollEndpoint
+    let eventStream: SSEEndpoint
     let limits: HTTPLimits
     let drain: ServerDrain
     let logger: Logger
 
     init(
-        responder: @escaping HTTPChannelHandler.Responder, webSockets: WebSockets, longPoll: LongPollEndpoint, limits: HTTPLimits,
-        drain: ServerDrain, logger: Logger
+        responder: @escaping HTTPChannelHandler.Responder, webSockets: WebSockets, longPoll: LongPollEndpoint,
+        eventStream: SSEEndpoint, limits: HTTPLimits, drain: ServerDrain, logger: Logger
     ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.webSockets = webSockets
         self.longPoll = longPoll
+        self.eventStream = eventStream
         self.limits = limits
         self.drain = drain
         self.logger = logger
@@ -117,6 +121,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let firstHeadHandler = FirstRequestHead()
             let firstHead = NIOLoopBound(firstHeadHandler, eventLoop: channel.eventLoop)
             let longPoll = self.longPoll
+            let eventStream = self.eventStream
             let pollLogger = self.logger
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
                 maxFrameSize: webSockets.configuration.frameLimit,
@@ -151,9 +156,18 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        if refusal.value == nil, let head = firstHead.value.head, LongPollChannelHandler.serves(head) {
-                            try channel.pipeline.syncOperations.addHandler(LongPollChannelHandler(endpoint: longPoll, logger: pollLogger))
-                            return UpgradeResult.longPoll
+                        if refusal.value == nil, let head = firstHead.value.head {
+                            if LongPollChannelHandler.serves(head) {
+                                try channel.pipeline.syncOperations.addHandler(LongPollChannelHandler(endpoint: longPoll, logger: pollLogger))
+                                return UpgradeResult.servedOnEventLoop
+                            }
+                            if SSEChannelHandler.serves(head) {
+                                let handler = SSEChannelHandler(
+                                    endpoint: eventStream, outbound: webSockets.configuration.outbound,
+                                    openStreams: webSockets.openStreams, logger: pollLogger)
+                                try channel.pipeline.syncOperations.addHandler(handler)
+                                return UpgradeResult.servedOnEventLoop
+                            }
                         }
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(logger: logger))
@@ -186,7 +200,7 @@ struct GatewayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     func handle(value: Value, logger: Logger) async {
         do {
             switch try await value.upgradeResult.get() {
-            case .webSocket, .longPoll:
+            case .webSocket, .servedOnEventLoop:
                 // The channel lives on in its handlers; nothing to wait for here.
                 return
             case .notUpgraded(let http):

@@ -17,7 +17,7 @@ struct GatewaySocketEndpoint: Sendable {
     func open(socket: WebSocketChannelHandler, eventLoop: any EventLoop) -> ClientSession {
         let session = ClientSession(
             id: connectionID, uid: identity.uid, isAdmin: identity.isAdmin, transport: .webSocket, remote: remote,
-            gateway: gateway, connection: SocketConnection(id: connectionID, socket: socket, eventLoop: eventLoop),
+            gateway: gateway, connection: EventLoopConnection(id: connectionID, stream: socket, eventLoop: eventLoop),
             limits: limits, logger: logger)
         logger.info("websocket connected", metadata: ["uid": .string(identity.uid), "connection": .string(connectionID)])
         session.open(cursor: identity.cursor)

@@ -7,7 +7,7 @@ import TaskGateCore
 /// reassembles messages, answers control frames, runs the closing handshake and keeps the connection alive with
 /// pings, all on the channel's event loop. What a message means is the endpoint's business: the gateway session on
 /// `/ws`, an echo on `/ws/echo`.
-final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHandler, EventLoopStream {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
@@ -39,8 +39,8 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     private let endpoint: Endpoint
     let deflate: PerMessageDeflate?
     private let metrics: GatewayMetrics?
-    private let openSockets: OpenWebSockets?
-    /// Counted in `openSockets` from `handlerAdded` until the tear-down.
+    private let openStreams: OpenStreams?
+    /// Counted in `openStreams` from `handlerAdded` until the tear-down.
     private var isCounted = false
     private var context: ChannelHandlerContext?
     private var state = State.open
@@ -63,9 +63,9 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
 
     init(
         configuration: Configuration, endpoint: Endpoint, deflate: PerMessageDeflate?, metrics: GatewayMetrics?,
-        openSockets: OpenWebSockets? = nil
+        openStreams: OpenStreams? = nil
     ) {
-        self.openSockets = openSockets
+        self.openStreams = openStreams
         self.configuration = configuration
         self.endpoint = endpoint
         self.deflate = deflate
@@ -77,7 +77,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        openSockets?.opened()
+        openStreams?.opened()
         isCounted = true
         let interval = configuration.pingInterval
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -103,7 +103,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         state = .closed
         if isCounted {
             isCounted = false
-            openSockets?.closed()
+            openStreams?.closed()
         }
         keepAlive?.cancel()
         keepAlive = nil
@@ -274,9 +274,9 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     // MARK: writing
 
     /// One text message to the client, compressed when that was negotiated and worth it.
-    func sendText(_ json: String) {
+    func send(_ message: OutgoingMessage) {
         guard let context else { return }
-        if write(context.channel.allocator.buffer(string: json), opcode: .text) { metrics?.messageOut(.webSocket) }
+        if write(context.channel.allocator.buffer(string: message.json), opcode: .text) { metrics?.messageOut(.webSocket) }
     }
 
     /// Whether the message went out (it does not once the connection is closing).
@@ -318,8 +318,12 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         close(.tryAgainLater("you are not reading: reconnect with your cursor"), timeout: .seconds(2))
     }
 
+    func close(_ reason: CloseReason) {
+        close(reason, timeout: nil)
+    }
+
     /// Starts the closing handshake; the TCP connection goes when the client answers, or after the timeout.
-    func close(_ reason: CloseReason, timeout: TimeAmount? = nil) {
+    func close(_ reason: CloseReason, timeout: TimeAmount?) {
         guard state == .open, let context else { return }
         let (code, text) = Self.closeFrame(for: reason)
         var body = context.channel.allocator.buffer(capacity: 0)
