@@ -19,12 +19,15 @@ struct JSONTextTests {
         #expect(message.argsText?.value == .object(message.args))
     }
 
-    @Test func argsWithWhitespaceOrRepeatedKeysAreWrittenOutCompactly() throws {
+    @Test func argsWithWhitespaceOrRepeatedTopLevelKeysAreWrittenOutCompactly() throws {
         let spaced = try decoded(#"{"cmd":"echo","args":{ "b" : 2, "a" : [1, 2] }}"#)
-        #expect(spaced.argsText == nil)
-        // Repeated keys: this parser keeps the first, other languages' the last, so the text is not passed on.
-        let repeated = try decoded(#"{"cmd":"echo","args":{"a":{"x":1,"x":2}}}"#)
-        #expect(repeated.argsText == nil && repeated.args["a"] == ["x": 1])
+        #expect(spaced.argsText == nil && spaced.args == ["a": [1, 2], "b": 2])
+        // A repeated top-level key: this parser keeps the first, other languages' the last, and the server reads
+        // options there, so the text is not passed on. Deeper down the args are only read by the handler.
+        let repeated = try decoded(#"{"cmd":"echo","args":{"id":"a","n":1,"id":"b"}}"#)
+        #expect(repeated.argsText == nil && repeated.args == ["id": "a", "n": 1])
+        let nested = try decoded(#"{"cmd":"echo","args":{"a":{"x":1,"x":2}}}"#)
+        #expect(nested.argsText?.text == #"{"a":{"x":1,"x":2}}"# && nested.args["a"] == ["x": 1])
         #expect(try JSONText(validating: #"{ "b" : 2, "a" : [1, 2] }"#).text == #"{"a":[1,2],"b":2}"#)
         #expect(try JSONText(validating: #"{"a":1,"a":2}"#).text == #"{"a":1}"#)
         #expect(try JSONText(validating: #"["x",{"k":"v"}]"#).text == #"["x",{"k":"v"}]"#)
@@ -78,7 +81,7 @@ struct JSONTextTests {
         let gateway = Gateway(registry: try SwiftHandlerRegistry { BuiltinHandlers.all() })
         let args = #"{"z":"last","a":[1,2.50],"id":"kept"}"#
         let message = try decoded(#"{"cmd":"echo","args":"# + args + "}")
-        let submitted = try await gateway.submit(cmd: message.cmd, args: message.args, argsText: message.argsText, uid: "u").task
+        let submitted = try await gateway.submit(cmd: message.cmd, argsText: try #require(message.argsText), uid: "u").task
         #expect(submitted.args.text == args)
         let done = try await gateway.finished(submitted.id)
         #expect(done.status == .succeeded && done.result?.text == args)
@@ -91,7 +94,56 @@ struct JSONTextTests {
             configuration: .init(maxArgsBytes: 64), registry: try SwiftHandlerRegistry { BuiltinHandlers.all() })
         let big = try decoded(#"{"cmd":"echo","args":{"s":""# + String(repeating: "x", count: 80) + #""}}"#)
         await #expect(throws: GatewayError.self) {
-            try await gateway.submit(cmd: big.cmd, args: big.args, argsText: big.argsText, uid: "u")
+            try await gateway.submit(cmd: big.cmd, argsText: try #require(big.argsText), uid: "u")
+        }
+    }
+}
+
+/// Args kept as text are read by the gateway for their options only, unless the handler validates them.
+@Suite("Args as text at the gateway", .timeLimit(.minutes(1)))
+struct ArgsTextGatewayTests {
+    /// Counts its validations; `validatesArgs` as given.
+    private struct Strict: TaskHandler {
+        let name: String
+        let summary = "refuses every args it validates"
+        let validatesArgs: Bool
+        func validate(_ args: [String: JSONValue]) throws(GatewayError) {
+            throw .badRequest("refused: \(args.keys.sorted())")
+        }
+        func run(_ context: TaskContext) async throws -> JSONValue { .null }
+    }
+
+    func text(_ json: String) throws -> JSONText {
+        try #require(try ClientMessage.decode(Array(#"{"cmd":"x","args":\#(json)}"#.utf8)).get().argsText)
+    }
+
+    @Test func optionsAreReadOutOfTheText() async throws {
+        let gateway = Gateway(registry: try SwiftHandlerRegistry { BuiltinHandlers.all() })
+        let task = try await gateway.submit(
+            cmd: "echo", argsText: text(#"{"rows":[{"id":"not this"}],"id":"mine","priority":3,"delay_ms":60000}"#), uid: "u"
+        ).task
+        #expect(task.id == Gateway.scopedTaskID("mine", uid: "u") && task.priority == 3 && task.status == .scheduled)
+        for bad in [#"{"timeout_ms":0}"#, #"{"id":"a b"}"#, #"{"priority":"high"}"#, #"{"max_attempts":11}"#] {
+            await #expect(throws: GatewayError.self, "\(bad)") {
+                try await gateway.submit(cmd: "echo", argsText: try text(bad), uid: "u")
+            }
+        }
+    }
+
+    @Test func handlersThatValidateGetTheWholeArgs() async throws {
+        let gateway = Gateway(registry: try SwiftHandlerRegistry {
+            [Strict(name: "strict", validatesArgs: true), Strict(name: "lenient", validatesArgs: false)] + BuiltinHandlers.all()
+        })
+        do {
+            _ = try await gateway.submit(cmd: "strict", argsText: try text(#"{"b":{"deep":[1]},"a":1}"#), uid: "u")
+            Issue.record("a handler that validates was not asked")
+        } catch {
+            #expect((error as? GatewayError)?.info == "refused: [\"a\", \"b\"]")
+        }
+        // A handler that does not validate is never asked; sleep validates its `ms` off the text as from REST.
+        _ = try await gateway.submit(cmd: "lenient", argsText: try text(#"{"a":1}"#), uid: "u")
+        await #expect(throws: GatewayError.self) {
+            try await gateway.submit(cmd: "sleep", argsText: try text(#"{"ms":-5}"#), uid: "u")
         }
     }
 }

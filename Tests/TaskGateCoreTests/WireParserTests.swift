@@ -14,6 +14,17 @@ struct WireParserTests {
         try? WireParser.parse(bytes)
     }
 
+    /// `parseMessage` (its args checked, not built) read back whole: the same as `parse`, or `nil` where it fails.
+    func split(_ bytes: [UInt8]) -> JSONValue? {
+        guard let (value, args) = try? WireParser.parseMessage(bytes) else { return nil }
+        guard case .object(var members) = value, let args else { return value }
+        switch args {
+        case .text(let text): members["args"] = text.value
+        case .value(let value): members["args"] = value
+        }
+        return .object(members)
+    }
+
     static let cases: [String] = [
         #"{"cmd":"ping"}"#, #" { "cmd" : "echo" , "args" : { "a" : [ 1 , 2.5 , -3e2 , true , false , null ] } } "#,
         "[]", "{}", "0", "-0", "1", "-1", "1.5", "1e3", "1E+3", "1e-3", "0.000001", "123456789012345678901234567890",
@@ -29,6 +40,9 @@ struct WireParserTests {
         for text in Self.cases {
             let bytes = Array(text.utf8)
             #expect(fast(bytes) == foundation(bytes), "\(text.debugDescription)")
+            // Each case as a message's args, which `parseMessage` checks without building.
+            let message = Array((#"{"cmd":"x","args":{"v":"# + text + "}}").utf8)
+            #expect(split(message) == fast(message), "\(text.debugDescription)")
         }
         for bytes: [UInt8] in [[0x22, 0xFF, 0x22], [0x22, 0xC3, 0x22], [0x7B, 0xFF, 0xFE, 0x7D], [0x22, 0xED, 0xA0, 0x80, 0x22]] {
             #expect(fast(bytes) == foundation(bytes), "\(bytes)")
@@ -102,6 +116,7 @@ struct WireParserTests {
                 }
             }
             #expect(fast(bytes) == foundation(bytes), "input \(bytes) \(String(decoding: bytes, as: UTF8.self).debugDescription)")
+            #expect(split(bytes) == fast(bytes), "input \(String(decoding: bytes, as: UTF8.self).debugDescription)")
         }
     }
 }

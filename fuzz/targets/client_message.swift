@@ -7,8 +7,10 @@
 //   2. a decoded message keeps the protocol's bounds (`cmd` 1-64 bytes, `ref` at most 256 bytes) and agrees with
 //      `WireParser` on the same bytes (the input was a JSON object whose `cmd` is that string);
 //   3. a decoded message written back as `{"cmd":…,"args":…,"ref":…}` decodes to the same message;
-//   4. args kept as the client's text (`argsText`) read back as exactly the parsed args, are compact (validating
-//      them again keeps them as they are), and `members(named:)` finds every member in them.
+//   4. args kept as the client's text (`argsText`) read back as what `WireParser.parse` makes of the message's
+//      args, have no whitespace outside strings and no repeated top-level key, and `members(named:)` finds every
+//      top-level member in them;
+//   5. `WireParser.parseMessage` (args checked, not built) accepts exactly what `parse` does, with the same args.
 
 @inline(never)
 func fail(_ what: String, _ input: UnsafeBufferPointer<UInt8>) -> Never {
@@ -19,6 +21,18 @@ func fail(_ what: String, _ input: UnsafeBufferPointer<UInt8>) -> Never {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func clientMessageFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = UnsafeBufferPointer(start: data, count: size)
+    // 5.
+    let whole = try? WireParser.parse(input)
+    let split = try? WireParser.parseMessage(input)
+    if (whole == nil) != (split == nil) { fail("parse and parseMessage disagree on validity", input) }
+    if case .object(let members)? = whole, let args = split?.args {
+        let value: JSONValue
+        switch args {
+        case .text(let text): value = text.value
+        case .value(let parsed): value = parsed
+        }
+        if members["args"] != value { fail("parseMessage's args \(value) are not parse's", input) }
+    }
     // The result type is `Result<ClientMessage, ClientMessage.DecodeFailure>`: spelled out so that a change of the
     // error type is a build failure here, not a silently weaker target.
     let result: Result<ClientMessage, ClientMessage.DecodeFailure> = ClientMessage.decode(input)
@@ -40,13 +54,20 @@ public func clientMessageFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt
         if object["cmd"] != .string(message.cmd) { fail("decoded cmd \(message.cmd.debugDescription) is not the input's", input) }
 
         if let kept = message.argsText {
-            guard let again = try? WireParser.parse(Array(kept.text.utf8)), again == .object(message.args) else {
-                fail("argsText \(kept.text.debugDescription) does not read back as the parsed args", input)
+            guard let again = try? WireParser.parse(Array(kept.text.utf8)), again == object["args"] else {
+                fail("argsText \(kept.text.debugDescription) does not read back as the message's args", input)
             }
-            guard let validated = try? JSONText(validating: kept.text), validated.text == kept.text else {
-                fail("argsText \(kept.text.debugDescription) is not compact", input)
+            var inString = false, escaped = false
+            for byte in kept.text.utf8 {
+                if inString {
+                    if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = true
+                } else if [0x20, 0x09, 0x0A, 0x0D].contains(byte) {
+                    fail("argsText \(kept.text.debugDescription) has whitespace outside strings", input)
+                }
             }
-            if kept.members(named: Set(message.args.keys)) != message.args {
+            guard case .object(let members) = again, kept.members(named: Set(members.keys)) == members else {
                 fail("members(named:) misses members of \(kept.text.debugDescription)", input)
             }
         }

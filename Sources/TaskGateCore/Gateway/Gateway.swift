@@ -86,12 +86,40 @@ public final class Gateway: Sendable {
     ///
     /// `privileged`: the admin (REST, an admin connection, a recurring schedule), who may raise a task's priority
     /// above its handler's default; `schedule` names the recurring schedule that submits it.
-    ///
-    /// `argsText`: `args` as the client wrote them (`ClientMessage.argsText`), kept instead of writing them out again.
     @discardableResult
     public func submit(
-        cmd: String, args: [String: JSONValue], argsText: JSONText? = nil, uid: String?, taskID: String? = nil, traceparent: String? = nil,
+        cmd: String, args: [String: JSONValue], uid: String?, taskID: String? = nil, traceparent: String? = nil,
         privileged: Bool = true, schedule: String? = nil, accepted: (Submission) -> Void = { _ in }
+    ) async throws(GatewayError) -> Submission {
+        try await submit(
+            cmd: cmd, submitted: .parsed(args), uid: uid, taskID: taskID, traceparent: traceparent, privileged: privileged,
+            schedule: schedule, accepted: accepted)
+    }
+
+    /// The same, with the args as the client wrote them (`ClientMessage.argsText`): the task keeps that text, and
+    /// the server reads only its options (`id`, `timeout_ms`, …) out of it, unless the handler validates its args.
+    @discardableResult
+    public func submit(
+        cmd: String, argsText: JSONText, uid: String?, traceparent: String? = nil, privileged: Bool = true,
+        accepted: (Submission) -> Void = { _ in }
+    ) async throws(GatewayError) -> Submission {
+        try await submit(
+            cmd: cmd, submitted: .text(argsText), uid: uid, taskID: nil, traceparent: traceparent, privileged: privileged,
+            schedule: nil, accepted: accepted)
+    }
+
+    /// A task's args as they reach the gateway: parsed (REST, schedules, code), or as text off the wire.
+    private enum SubmittedArgs {
+        case parsed([String: JSONValue])
+        case text(JSONText)
+    }
+
+    /// The top-level args the gateway itself reads.
+    private static let optionNames: Set<String> = TaskOptions.argumentNames.union(TaskScheduling.argumentNames).union(["id"])
+
+    private func submit(
+        cmd: String, submitted args: SubmittedArgs, uid: String?, taskID: String?, traceparent: String?,
+        privileged: Bool, schedule: String?, accepted: (Submission) -> Void
     ) async throws(GatewayError) -> Submission {
         let parent = TaskTracing.context(fromTraceparent: traceparent) ?? ServiceContext.current ?? .topLevel
         let span = InstrumentationSystem.tracer.startSpan("task.submit", context: parent, ofKind: .internal)
@@ -100,7 +128,7 @@ public final class Gateway: Sendable {
         if let uid { span.attributes["taskgate.uid"] = uid }
         do {
             let submission = try await submitTask(
-                cmd: cmd, args: args, argsText: argsText, uid: uid, taskID: taskID, traceparent: TaskTracing.traceparent(of: span.context),
+                cmd: cmd, args: args, uid: uid, taskID: taskID, traceparent: TaskTracing.traceparent(of: span.context),
                 privileged: privileged, schedule: schedule, accepted: accepted)
             span.attributes["taskgate.task.id"] = submission.task.id
             return submission
@@ -112,11 +140,28 @@ public final class Gateway: Sendable {
     }
 
     private func submitTask(
-        cmd: String, args: [String: JSONValue], argsText: JSONText?, uid: String?, taskID: String?, traceparent: String?,
+        cmd: String, args submitted: SubmittedArgs, uid: String?, taskID: String?, traceparent: String?,
         privileged: Bool, schedule: String?, accepted: (Submission) -> Void
     ) async throws(GatewayError) -> Submission {
         let table = registry.current
         guard let handler = table.handler(named: cmd) else { throw .unknownCommand(cmd) }
+        // `args` here: what the gateway reads of them. The args are written out once, here, unless the client's
+        // own text is kept; nothing after this re-encodes them.
+        let args: [String: JSONValue]
+        let text: JSONText
+        switch submitted {
+        case .parsed(let parsed):
+            // As deep as a client message's args may be, whichever front door (REST bodies are read by JSONDecoder).
+            guard JSONValue.object(parsed).fitsDepthLimit(at: 1) else {
+                throw .badRequest("'args' nests deeper than \(JSONLimits.maxDepth - 1) levels")
+            }
+            args = parsed
+            text = .object(parsed)
+        case .text(let given):
+            // Checked by the parser, its depth included.
+            args = given.members(named: Self.optionNames)
+            text = given
+        }
         // `args.id` is checked even when the REST body names the id: whatever a task carries is valid.
         let argsID = try Self.clientTaskID(in: args)
         let chosenID = taskID ?? argsID
@@ -126,13 +171,12 @@ public final class Gateway: Sendable {
         let id = chosenID.map { Self.scopedTaskID($0, uid: uid) } ?? Self.makeTaskID()
         _ = try TaskOptions(args: args, handler: handler)  // refuses bad options before anything is stored
         let scheduling = try TaskScheduling(args: args, handler: handler, mayRaisePriority: privileged)
-        try handler.validate(args)
-        // As deep as a client message's args may be, whichever front door (REST bodies are read by JSONDecoder).
-        guard JSONValue.object(args).fitsDepthLimit(at: 1) else {
-            throw .badRequest("'args' nests deeper than \(JSONLimits.maxDepth - 1) levels")
+        if handler.validatesArgs {
+            switch submitted {
+            case .parsed(let parsed): try handler.validate(parsed)
+            case .text(let given): try handler.validate(given.objectValue ?? [:])
+            }
         }
-        // The args are written out once, here, unless the client's own text is kept; nothing after this re-encodes them.
-        let text = argsText ?? JSONText.object(args)
         guard text.text.utf8.count <= configuration.maxArgsBytes else {
             throw GatewayError(.tooLarge, "'args' is larger than \(configuration.maxArgsBytes) bytes")
         }

@@ -11,6 +11,7 @@ public struct EchoHandler: TaskHandler {
     public var summary: String { "Returns its arguments as the result." }
     public var isIdempotent: Bool { true }
     public var maxAttempts: Int { 3 }
+    public var validatesArgs: Bool { false }
     public func run(_ context: TaskContext) async throws -> JSONValue {
         .object(context.args)
     }

@@ -22,6 +22,10 @@ public protocol TaskHandler: Sendable {
     var rateLimit: RateLimit? { get }
     /// Rejects bad arguments up front, so that the client gets a `400` instead of a task that fails later.
     func validate(_ args: [String: JSONValue]) throws(GatewayError)
+    /// `false`: `validate` is never called, so the server never parses a task's args beyond the options it reads
+    /// itself (`id`, `timeout_ms`, …): for handlers that keep the default `validate` and take large args (echo,
+    /// external processes, which check their own). Default `true`.
+    var validatesArgs: Bool { get }
     func run(_ context: TaskContext) async throws -> JSONValue
     /// A handler whose work is a few microseconds of synchronous code (echo) gives its result here, and the pool
     /// takes it in its own turn: no hop to a worker thread and back, no timeout timer (nothing in it can wait or
@@ -37,6 +41,7 @@ extension TaskHandler {
     public var defaultPriority: Int { 0 }
     public var rateLimit: RateLimit? { nil }
     public func validate(_ args: [String: JSONValue]) throws(GatewayError) {}
+    public var validatesArgs: Bool { true }
     public func resultInline(_ context: TaskContext) throws -> JSONText? { nil }
 }
 
@@ -116,6 +121,8 @@ public protocol ConfiguredTaskHandler: TaskHandler {
 }
 
 extension ConfiguredTaskHandler {
+    /// The process checks its own args.
+    public var validatesArgs: Bool { false }
     public var defaultTimeout: Duration { .milliseconds(config.timeoutMs) }
     public var maxAttempts: Int { config.maxAttempts }
     public var isIdempotent: Bool { config.idempotent }

@@ -3,7 +3,9 @@
 /// travel as these bytes: `value` and `members(named:)` parse on demand.
 ///
 /// The text is always valid JSON with no whitespace outside strings (an SSE `data:` line may not break), nesting
-/// within `JSONLimits.maxDepth`. Two texts are equal when their values are (`{"a":1,"b":2}` equals `{"b":2,"a":1}`).
+/// within `JSONLimits.maxDepth`, and no repeated key at its top level (the server reads options there, and other
+/// parsers keep the last of repeated keys where this one keeps the first; deeper down, whoever reads the args reads
+/// them with one parser). Two texts are equal when their values are (`{"a":1,"b":2}` equals `{"b":2,"a":1}`).
 public struct JSONText: Sendable, Hashable, CustomStringConvertible {
     public let text: String
 

@@ -40,6 +40,8 @@ public struct TaskScheduling: Sendable, Equatable {
     public var priority: Int
     /// `nil`: due at once.
     public var runAt: Date?
+    /// The args these are read from.
+    public static let argumentNames: Set<String> = ["priority", "delay_ms", "run_at"]
 
     /// `mayRaisePriority`: whether the submitter may ask for a more urgent priority than the handler's default
     /// (the admin may; an end user may only lower theirs, else fair share could be bypassed by asking for 0).

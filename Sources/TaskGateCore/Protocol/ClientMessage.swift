@@ -3,31 +3,43 @@ import Foundation
 /// One message from a client: `{"cmd": "...", "args": {...}, "ref": "...", "traceparent": "..."}`.
 public struct ClientMessage: Sendable, Equatable {
     public var cmd: String
-    public var args: [String: JSONValue]
+    /// The args. Off the wire they are usually kept as `argsText` and parsed here on each read: a task's args are
+    /// read by the server through `argsText` (a few options), only commands read theirs here.
+    public var args: [String: JSONValue] {
+        get { argsText.map { $0.objectValue ?? [:] } ?? parsedArgs }
+        set {
+            parsedArgs = newValue
+            argsText = nil
+        }
+    }
+    private var parsedArgs: [String: JSONValue]
     /// `args` as the client wrote them, when that text can be kept (see `WireParser.parseMessage`): the task keeps
     /// these bytes instead of writing the parsed args out again. `nil`: built in code, or not kept.
-    public var argsText: JSONText?
+    public private(set) var argsText: JSONText?
     public var ref: String?
     /// The caller's W3C trace context: a task it submits joins that trace. Anything but a valid one is ignored.
     public var traceparent: String?
 
-    public init(
-        cmd: String, args: [String: JSONValue] = [:], argsText: JSONText? = nil, ref: String? = nil, traceparent: String? = nil
-    ) {
+    public init(cmd: String, args: [String: JSONValue] = [:], ref: String? = nil, traceparent: String? = nil) {
         self.cmd = cmd
-        self.args = args
-        self.argsText = argsText
+        self.parsedArgs = args
         self.ref = ref
         self.traceparent = traceparent
+    }
+
+    /// Args kept as text: an object's compact text, as `WireParser.parseMessage` gives it.
+    public init(cmd: String, argsText: JSONText, ref: String? = nil, traceparent: String? = nil) {
+        self.init(cmd: cmd, ref: ref, traceparent: traceparent)
+        self.argsText = argsText
     }
 
     /// Decodes a message, turning every malformed input into a typed `bad_request` that names the problem.
     /// `ref` is recovered even from a message that is otherwise invalid, so the error reply can still carry it.
     public static func decode(_ bytes: some Collection<UInt8>) -> Result<ClientMessage, DecodeFailure> {
         let value: JSONValue
-        let argsText: JSONText?
+        let messageArgs: WireParser.MessageArgs?
         do {
-            (value, argsText) = try WireParser.parseMessage(bytes)
+            (value, messageArgs) = try WireParser.parseMessage(bytes)
         } catch {
             return .failure(.init(ref: nil, error: .badRequest("message is not valid JSON")))
         }
@@ -54,17 +66,20 @@ public struct ClientMessage: Sendable, Equatable {
         guard case .string(let cmd) = cmdValue, !cmd.isEmpty, cmd.utf8.count <= 64 else {
             return .failure(.init(ref: ref, error: .badRequest("'cmd' must be a non-empty string of at most 64 bytes")))
         }
-        let args: [String: JSONValue]
-        switch object["args"] {
-        case nil, .null?: args = [:]
-        case .object(let value)?: args = value
+        var args: [String: JSONValue] = [:]
+        var argsText: JSONText?
+        switch (messageArgs, object["args"]) {
+        case (.text(let text)?, _): argsText = text
+        case (.value(.object(let value))?, _): args = value
+        case (nil, nil), (nil, .null?): break
         default:
             return .failure(.init(ref: ref, error: .badRequest("'args' must be an object")))
         }
         // Never an error: a traceparent that is not a valid one only means the task starts a new trace.
         var traceparent: String?
         if case .string(let text)? = object["traceparent"], W3CTraceparent.isValid(text) { traceparent = text }
-        return .success(ClientMessage(cmd: cmd, args: args, argsText: args.isEmpty ? nil : argsText, ref: ref, traceparent: traceparent))
+        if let argsText { return .success(ClientMessage(cmd: cmd, argsText: argsText, ref: ref, traceparent: traceparent)) }
+        return .success(ClientMessage(cmd: cmd, args: args, ref: ref, traceparent: traceparent))
     }
 
     /// `argsText` is how `args` were written, not part of the message's meaning.

@@ -25,14 +25,27 @@ public enum WireParser {
         return try parser.document()
     }
 
-    /// A client message, and the text of its top-level `args` as sent when that can be kept (see `keptText`), so
-    /// that the args are parsed once and then travel as bytes.
-    public static func parseMessage(_ bytes: some Collection<UInt8>) throws(SyntaxError) -> (value: JSONValue, args: JSONText?) {
+    /// A client message, with its top-level `args` object checked but not built: the message's `args` member is
+    /// left out of the value, and comes back as its text (`JSONText`) when that text can be kept as it is, else as
+    /// its value. The args of a task are kilobytes of rows a handler reads, or passes on, far more often than the
+    /// server does: it reads a few top-level options out of the text (`JSONText.members`), and the rest only when
+    /// a handler validates them.
+    public static func parseMessage(_ bytes: some Collection<UInt8>) throws(SyntaxError) -> (value: JSONValue, args: MessageArgs?) {
         try withBuffer(bytes) { buffer throws(SyntaxError) in
             var parser = Parser(bytes: buffer, capturesArgs: true)
             let value = try parser.document()
-            return (value, parser.capturedArgs.flatMap { parser.keptText($0) })
+            guard let capture = parser.capturedArgs else { return (value, nil) }
+            if let text = parser.keptText(capture) { return (value, .text(text)) }
+            // Not compact, or a top-level key repeated: built after all (rare), and written out compactly.
+            var again = Parser(bytes: UnsafeBufferPointer(rebasing: buffer[capture.range]))
+            return (value, .value(try again.document()))
         }
+    }
+
+    /// A message's `args`, as `parseMessage` found them.
+    public enum MessageArgs: Sendable, Equatable {
+        case text(JSONText)
+        case value(JSONValue)
     }
 
     /// A whole text, and that text as a `JSONText` when it can be kept as it is.
@@ -104,6 +117,106 @@ public enum WireParser {
         func keptText(_ capture: Capture) -> JSONText? {
             guard capture.isCompact else { return nil }
             return JSONText(trusted: String(decoding: UnsafeBufferPointer(rebasing: bytes[capture.range]), as: UTF8.self))
+        }
+
+        /// Checks one value exactly as `value(depth:)` reads it, building nothing (no strings, arrays or
+        /// dictionaries). With `collectingKeys`, the value is an object whose keys are decoded and compared: whether
+        /// one repeats is returned (below it, repeated keys are left for whoever reads them, with one parser).
+        mutating func check(depth: Int, collectingKeys: Bool = false) throws(SyntaxError) -> Bool {
+            guard index < bytes.count else { throw error }
+            switch bytes[index] {
+            case UInt8(ascii: "{"):
+                guard depth <= WireParser.maxDepth else { throw error }
+                index += 1
+                var keys = Set<String>()
+                var repeats = false
+                var first = true
+                skipWhitespace()
+                if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+                    index += 1
+                    return false
+                }
+                while true {
+                    skipWhitespace()
+                    if !first, index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+                        index += 1
+                        return repeats
+                    }
+                    first = false
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error }
+                    if collectingKeys {
+                        if !keys.insert(try string()).inserted { repeats = true }
+                    } else {
+                        try checkString()
+                    }
+                    skipWhitespace()
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error }
+                    index += 1
+                    skipWhitespace()
+                    _ = try check(depth: depth + 1)
+                    skipWhitespace()
+                    guard index < bytes.count else { throw error }
+                    switch bytes[index] {
+                    case UInt8(ascii: ","): index += 1
+                    case UInt8(ascii: "}"):
+                        index += 1
+                        return repeats
+                    default: throw error
+                    }
+                }
+            case UInt8(ascii: "["):
+                guard depth <= WireParser.maxDepth else { throw error }
+                index += 1
+                var first = true
+                skipWhitespace()
+                if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+                    index += 1
+                    return false
+                }
+                while true {
+                    skipWhitespace()
+                    if !first, index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+                        index += 1
+                        return false
+                    }
+                    first = false
+                    _ = try check(depth: depth + 1)
+                    skipWhitespace()
+                    guard index < bytes.count else { throw error }
+                    switch bytes[index] {
+                    case UInt8(ascii: ","): index += 1
+                    case UInt8(ascii: "]"):
+                        index += 1
+                        return false
+                    default: throw error
+                    }
+                }
+            case UInt8(ascii: "\""):
+                try checkString()
+                return false
+            default:
+                // Scalars are small: read as `value` reads them (a number's text fits a small string).
+                _ = try value(depth: depth)
+                return false
+            }
+        }
+
+        /// A string checked as `string()` reads it: escapes, control characters, UTF-8. ASCII without escapes, the
+        /// usual case, is checked in place; anything else is decoded and dropped.
+        mutating func checkString() throws(SyntaxError) {
+            let start = index
+            index += 1
+            while index < bytes.count {
+                let byte = bytes[index]
+                if byte == UInt8(ascii: "\"") {
+                    index += 1
+                    return
+                }
+                guard byte >= 0x20, byte < 0x80, byte != UInt8(ascii: "\\") else { break }
+                index += 1
+            }
+            index = start
+            _ = try string()
         }
 
         /// See `WireParser.members(of:named:)`.
@@ -216,17 +329,18 @@ public enum WireParser {
                 guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error }
                 index += 1
                 skipWhitespace()
-                let start = index, runs = whitespaceRuns, repeats = repeatedKeys
-                let member = try value(depth: depth)
-                // As JSONDecoder decoding a dictionary: of repeated keys, the first one counts.
-                if members[key] == nil {
-                    members[key] = member
-                    if capturesArgs, depth == 1, key == "args" {
-                        let isCompact = whitespaceRuns == runs && repeatedKeys == repeats
-                        capturedArgs = Capture(range: start..<index, isCompact: isCompact)
-                    }
+                if capturesArgs, depth == 1, key == "args", members[key] == nil, capturedArgs == nil,
+                    index < bytes.count, bytes[index] == UInt8(ascii: "{")
+                {
+                    // The message's args: checked, not built (see `parseMessage`); left out of the message's value.
+                    let start = index, runs = whitespaceRuns
+                    let repeatsTopLevel = try check(depth: depth + 1, collectingKeys: true)
+                    capturedArgs = Capture(range: start..<index, isCompact: whitespaceRuns == runs && !repeatsTopLevel)
+                    members[key] = .null  // taken: a repeated `args` is dropped, as any repeated key is
                 } else {
-                    repeatedKeys += 1
+                    let member = try value(depth: depth)
+                    // As JSONDecoder decoding a dictionary: of repeated keys, the first one counts.
+                    if members[key] == nil { members[key] = member } else { repeatedKeys += 1 }
                 }
                 skipWhitespace()
                 guard index < bytes.count else { throw error }

@@ -92,11 +92,15 @@ public struct Session: Sendable {
             return reply
         default:
             let traceparent = message.traceparent
-            _ = try await gateway.submit(
-                cmd: message.cmd, args: message.args, argsText: message.argsText, uid: uid, traceparent: traceparent,
-                privileged: isAdmin
-            ) { submission in
+            let accepted = { (submission: Gateway.Submission) in
                 reply(.submitted(submission.task, duplicate: submission.duplicate, ref: ref))
+            }
+            if let argsText = message.argsText {
+                _ = try await gateway.submit(
+                    cmd: message.cmd, argsText: argsText, uid: uid, traceparent: traceparent, privileged: isAdmin, accepted: accepted)
+            } else {
+                _ = try await gateway.submit(
+                    cmd: message.cmd, args: message.args, uid: uid, traceparent: traceparent, privileged: isAdmin, accepted: accepted)
             }
             return nil
         }
