@@ -467,9 +467,11 @@ def test_a_parked_poll_whose_client_leaves_frees_its_place(start_server, reuse):
         conn.close()
 
 
-def test_a_poll_answer_nobody_reads_does_not_hold_the_connection(start_server):
+@pytest.mark.parametrize("reuse", [False, True], ids=["own-connection", "kept-alive"])
+def test_a_poll_answer_nobody_reads_does_not_hold_the_connection(start_server, reuse):
     """A parked poll's answer of several MB to a client that never reads it: the server closes the connection
-    within its answer deadline (10 s) instead of keeping it, and its buffers, forever."""
+    within its answer deadline (10 s) instead of keeping it, and its buffers, forever. On its own connection the
+    poll is served on the event loop; after another request on a kept-alive one, by the router."""
     srv = start_server()
     uid = new_uid("lp-unread")
     rows = [{"n": i, "text": "x" * 200} for i in range(200)]  # ≈ 45 KB of args, echoed back as each done's result
@@ -487,6 +489,16 @@ def test_a_poll_answer_nobody_reads_does_not_hold_the_connection(start_server):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", srv.port))
+    if reuse:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(10)
+        first = b""
+        while b"\r\n\r\n" not in first:
+            first += sock.recv(4096)
+        head = first.split(b"\r\n\r\n", 1)[0]
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+        while len(first.split(b"\r\n\r\n", 1)[1]) < length:
+            first += sock.recv(4096)
     sock.sendall(f"GET /poll?uid={uid}&cursor=0&timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     time.sleep(15)  # not reading: the answer (≈ 7 MB) cannot all be sent
     sock.settimeout(10)

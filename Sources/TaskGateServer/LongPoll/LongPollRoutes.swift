@@ -52,6 +52,9 @@ struct LongPollRoutes {
             var response = Response.jsonText(LongPollEndpoint.render(batch))
             // Watching for the client going away consumes the connection, so it closes after this answer: say so.
             response.headers[.connection] = "close"
+            // And it does, read or not: a client that does not read its answer does not hold the connection.
+            let channel = context.channel
+            channel.eventLoop.scheduleTask(in: ClosingResponse.readDeadline) { channel.close(promise: nil) }
             return response
         }
 
