@@ -461,3 +461,28 @@ struct GeneratedTaskIDTests {
         }
     }
 }
+
+@Suite("Writes per task", .timeLimit(.minutes(1)))
+struct WritesPerTaskTests {
+    /// An echo task on a single node: its insert, then its start and its end in one write (one commit to wait for,
+    /// not two), the two events in order.
+    @Test func anInlineTaskStoresItsStartWithItsEnd() async throws {
+        let store = ObservedStore(try SQLiteTaskStore(path: temporaryDatabasePath()))
+        let gateway = Gateway(store: store, registry: try SwiftHandlerRegistry { BuiltinHandlers.all() })
+        let before = store.writes.version
+        let id = try await gateway.submit(cmd: "echo", args: ["n": 1], uid: "u").task.id
+        let done = try await gateway.finished(id)
+        #expect(done.status == .succeeded && done.result == ["n": 1] && done.attempts == 1)
+        // A reader can see the commit before the store's caller counts it.
+        try await waitUntil("the echo task's writes", on: store.writes) { store.writes.version - before >= 2 }
+        #expect(store.writes.version - before == 2)
+        let stored = try await store.loadEvents(uid: "u", limit: 10)
+        #expect(stored.events.map(\.seq) == [1, 2] && stored.events.map(\.type) == ["progress", "done"])
+        #expect(stored.events.first?.json.contains(#""status":"running""#) == true)
+        // A handler on the workers still stores its start first, on its own: insert, start, end.
+        let failed = try await gateway.submit(cmd: "fail", args: [:], uid: "u").task.id
+        _ = try await gateway.finished(failed)
+        try await waitUntil("the failing task's writes", on: store.writes) { store.writes.version - before >= 5 }
+        #expect(store.writes.version - before == 5)
+    }
+}

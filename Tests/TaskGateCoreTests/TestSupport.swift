@@ -160,9 +160,9 @@ final class ObservedStore: LocalTaskStore {
         defer { writes.bump() }
         try await base.update(task)
     }
-    func append(_ event: UserEvent, task: TaskRecord) async throws {
+    func append(_ events: [UserEvent], task: TaskRecord) async throws {
         defer { writes.bump() }
-        try await base.append(event, task: task)
+        try await base.append(events, task: task)
     }
     func recordScheduleTick(name: String, at tick: Date) async throws {
         defer { writes.bump() }

@@ -148,6 +148,20 @@ public final class EventLog: Sendable {
         return sequenced.event.seq
     }
 
+    /// Whether `append(uid:series:)` stores its events in one write (a single node) or one by one (a cluster).
+    public var storesSeriesTogether: Bool { sequencer.storesSeriesTogether }
+
+    /// Events of one task in order (a task answered inline: its start and its end), numbered, stored and delivered
+    /// as `append` does each; on a single node in one store write, with the task state of the last.
+    nonisolated(nonsending) public func append(
+        uid: String, series: [(task: TaskRecord, message: @Sendable (UInt64) -> ServerMessage)]
+    ) async throws {
+        let writes = series.map { EventWrite(uid: uid, task: $0.task, condition: .runningHere, retainCount: retention.count, makeMessage: $0.message) }
+        let sequenced = try await sequencer.appendSeries(writes) { try await self.assignSeq(uid) }
+        for event in sequenced.events { deliver(event, to: uid) }
+        if let failure = sequenced.failure { throw failure }
+    }
+
     /// The uid's next seq on this node, its log loaded first.
     nonisolated(nonsending) private func assignSeq(_ uid: String) async throws -> UInt64 {
         while true {

@@ -14,8 +14,23 @@ protocol EventSequencer: Sendable {
     /// so nobody waits for a result that exists.
     nonisolated(nonsending) func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent
 
+    /// Several events of one uid about one task, in order (`appendSeries`); whether they are stored in one write.
+    var storesSeriesTogether: Bool { get }
+
+    /// Numbers and stores `writes` in order. With `storesSeriesTogether`, in one write: they share one store
+    /// failure; otherwise one after the other, stopping at the first that fails (the events before it are returned,
+    /// the failure with them).
+    nonisolated(nonsending) func appendSeries(_ writes: [EventWrite], nextLocalSeq: () async throws -> UInt64) async throws -> SequencedSeries
+
     /// The last stored seq of each uid: what a node compares with what it delivered.
     func lastSeqs(uids: [String]) async throws -> [String: UInt64]
+}
+
+struct SequencedSeries {
+    var events: [LoggedEvent]
+    /// What failed: the store (the events were numbered and are delivered anyway), or, in a cluster, the next
+    /// event's write (it was not numbered).
+    var failure: (any Error)?
 }
 
 /// One event to number and store, with the task state it reports.
@@ -51,6 +66,27 @@ struct LocalSequencer: EventSequencer {
         }
     }
 
+    var storesSeriesTogether: Bool { true }
+
+    nonisolated(nonsending) func appendSeries(_ writes: [EventWrite], nextLocalSeq: () async throws -> UInt64) async throws -> SequencedSeries {
+        var events: [LoggedEvent] = []
+        var stored: [UserEvent] = []
+        for write in writes {
+            let seq = try await nextLocalSeq()
+            let message = write.makeMessage(seq)
+            let event = LoggedEvent(seq: seq, json: WireJSON.encode(message), type: message.type)
+            events.append(event)
+            stored.append(UserEvent(uid: write.uid, seq: seq, json: event.json, createdAt: event.createdAt, retainCount: write.retainCount))
+        }
+        guard let last = writes.last else { return SequencedSeries(events: []) }
+        do {
+            try await store.append(stored, task: last.task)
+            return SequencedSeries(events: events)
+        } catch {
+            return SequencedSeries(events: events, failure: error)
+        }
+    }
+
     /// Only this node numbers: what it delivered is what was stored, so nothing is ever missed.
     func lastSeqs(uids: [String]) async throws -> [String: UInt64] { [:] }
 }
@@ -65,6 +101,22 @@ struct SharedSequencer: EventSequencer {
             uid: write.uid, task: write.task, condition: write.condition, retainCount: write.retainCount,
             makeMessage: write.makeMessage)
         return SequencedEvent(event: event)
+    }
+
+    /// The store numbers each event in a statement of its own, under its own condition.
+    var storesSeriesTogether: Bool { false }
+
+    nonisolated(nonsending) func appendSeries(_ writes: [EventWrite], nextLocalSeq: () async throws -> UInt64) async throws -> SequencedSeries {
+        var events: [LoggedEvent] = []
+        for write in writes {
+            do {
+                events.append(try await append(write, nextLocalSeq: nextLocalSeq).event)
+            } catch {
+                if events.isEmpty { throw error }
+                return SequencedSeries(events: events, failure: error)
+            }
+        }
+        return SequencedSeries(events: events)
     }
 
     func lastSeqs(uids: [String]) async throws -> [String: UInt64] {

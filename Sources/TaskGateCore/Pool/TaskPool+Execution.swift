@@ -25,7 +25,6 @@ extension TaskPool {
         runSpan.attributes["taskgate.task.cmd"] = record.cmd
         runSpan.attributes["taskgate.task.attempt"] = record.attempts
         if let node = record.node { runSpan.attributes["taskgate.node"] = node }
-        await publishProgress(record)
 
         let tracker = ProgressTracker(record: record)
         let context = TaskContext(
@@ -34,8 +33,21 @@ extension TaskPool {
         ) { fraction in
             await self.publishProgress(tracker.update(fraction))
         }
+        // A task answered inline has nothing between its start and its end: on a single node its `progress` is
+        // stored with its `done`, in one write (`finish(_:startedAs:)`), unless it goes back to the queue.
+        let started = record
+        let inline = Self.runInline(job.handler, context: context)
+        var startPending = inline != nil && events.storesSeriesTogether
+        if !startPending { await publishProgress(record) }
+        /// Publishes the start on its own where the task does not end now.
+        func publishStart() async {
+            if startPending {
+                startPending = false
+                await publishProgress(started)
+            }
+        }
         let outcome: Result<JSONText, any Error>
-        if let inline = Self.runInline(job.handler, context: context) {
+        if let inline {
             outcome = inline
         } else {
             outcome = await ServiceContext.withValue(runSpan.context) {
@@ -82,6 +94,7 @@ extension TaskPool {
             // A retry returns below before the status is set at the end.
             runSpan.setStatus(SpanStatus(code: .error, message: record.error ?? "failed"))
             if record.attempts < job.options.maxAttempts && accepting {
+                await publishStart()
                 await retry(record)
                 await ended(record.id)
                 return
@@ -92,12 +105,13 @@ extension TaskPool {
         }
         runSpan.attributes["taskgate.task.status"] = record.status.rawValue
         if record.status == .queued {
+            await publishStart()
             await save(record)
         } else {
             // The `done` event, written with the task and sent to the owner's connections.
             let deliverSpan = tracer.startSpan("task.deliver", context: runSpan.context, ofKind: .internal)
             deliverSpan.attributes["taskgate.task.id"] = record.id
-            await finish(record)
+            await finish(record, startedAs: startPending ? started : nil)
             deliverSpan.end()
         }
         await ended(record.id)

@@ -126,71 +126,27 @@ public enum WireParser {
             guard index < bytes.count else { throw error }
             switch bytes[index] {
             case UInt8(ascii: "{"):
-                guard depth <= WireParser.maxDepth else { throw error }
-                index += 1
                 var keys = Set<String>()
                 var repeats = false
-                var first = true
-                skipWhitespace()
-                if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
-                    index += 1
-                    return false
-                }
-                while true {
-                    skipWhitespace()
-                    if !first, index < bytes.count, bytes[index] == UInt8(ascii: "}") {
-                        index += 1
-                        return repeats
-                    }
-                    first = false
-                    guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error }
+                try checkMembers(closedBy: UInt8(ascii: "}"), depth: depth) { parser throws(SyntaxError) in
+                    guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else { throw parser.error }
                     if collectingKeys {
-                        if !keys.insert(try string()).inserted { repeats = true }
+                        if !keys.insert(try parser.string()).inserted { repeats = true }
                     } else {
-                        try checkString()
+                        try parser.checkString()
                     }
-                    skipWhitespace()
-                    guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error }
-                    index += 1
-                    skipWhitespace()
-                    _ = try check(depth: depth + 1)
-                    skipWhitespace()
-                    guard index < bytes.count else { throw error }
-                    switch bytes[index] {
-                    case UInt8(ascii: ","): index += 1
-                    case UInt8(ascii: "}"):
-                        index += 1
-                        return repeats
-                    default: throw error
-                    }
+                    parser.skipWhitespace()
+                    guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: ":") else { throw parser.error }
+                    parser.index += 1
+                    parser.skipWhitespace()
+                    _ = try parser.check(depth: depth + 1)
                 }
+                return repeats
             case UInt8(ascii: "["):
-                guard depth <= WireParser.maxDepth else { throw error }
-                index += 1
-                var first = true
-                skipWhitespace()
-                if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
-                    index += 1
-                    return false
+                try checkMembers(closedBy: UInt8(ascii: "]"), depth: depth) { parser throws(SyntaxError) in
+                    _ = try parser.check(depth: depth + 1)
                 }
-                while true {
-                    skipWhitespace()
-                    if !first, index < bytes.count, bytes[index] == UInt8(ascii: "]") {
-                        index += 1
-                        return false
-                    }
-                    first = false
-                    _ = try check(depth: depth + 1)
-                    skipWhitespace()
-                    guard index < bytes.count else { throw error }
-                    switch bytes[index] {
-                    case UInt8(ascii: ","): index += 1
-                    case UInt8(ascii: "]"):
-                        index += 1
-                        return false
-                    default: throw error
-                    }
-                }
+                return false
             case UInt8(ascii: "\""):
                 try checkString()
                 return false
@@ -198,6 +154,39 @@ public enum WireParser {
                 // Scalars are small: read as `value` reads them (a number's text fits a small string).
                 _ = try value(depth: depth)
                 return false
+            }
+        }
+
+        /// An object's or an array's members, from its opening bracket to `closing`, as `object` and `array` read
+        /// them (one trailing comma accepted); `member` checks one.
+        mutating func checkMembers(
+            closedBy closing: UInt8, depth: Int, _ member: (inout Parser) throws(SyntaxError) -> Void
+        ) throws(SyntaxError) {
+            guard depth <= WireParser.maxDepth else { throw error }
+            index += 1
+            skipWhitespace()
+            if index < bytes.count, bytes[index] == closing {
+                index += 1
+                return
+            }
+            var first = true
+            while true {
+                skipWhitespace()
+                if !first, index < bytes.count, bytes[index] == closing {
+                    index += 1
+                    return
+                }
+                first = false
+                try member(&self)
+                skipWhitespace()
+                guard index < bytes.count else { throw error }
+                switch bytes[index] {
+                case UInt8(ascii: ","): index += 1
+                case closing:
+                    index += 1
+                    return
+                default: throw error
+                }
             }
         }
 

@@ -17,7 +17,7 @@ public actor InMemoryTaskStore: LocalTaskStore {
     public nonisolated var isDurable: Bool { false }
 
     /// Events live only in the event log's memory; the task state is what needs keeping here.
-    public func append(_ event: UserEvent, task: TaskRecord) {
+    public func append(_ events: [UserEvent], task: TaskRecord) {
         update(task)
     }
 

@@ -107,21 +107,23 @@ public final class SQLiteTaskStore: LocalTaskStore {
         try await writer.write(retriesUntilStored: true) { db in try Self.update(task.id, state, in: db) }
     }
 
-    public func append(_ event: UserEvent, task: TaskRecord) async throws {
+    public func append(_ events: [UserEvent], task: TaskRecord) async throws {
         let state = StateColumns(task)
         try await writer.write(retriesUntilStored: true) { db in
-            try db.cachedStatement(sql: "INSERT INTO events (uid, seq, json, created_at) VALUES (?, ?, ?, ?)")
-                .execute(arguments: [event.uid, Int64(event.seq), event.json, event.createdAt.timeIntervalSince1970])
-            try db.cachedStatement(
-                sql: """
-                    INSERT INTO users (uid, last_seq) VALUES (?, ?)
-                    ON CONFLICT(uid) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)
-                    """
-            ).execute(arguments: [event.uid, Int64(event.seq)])
-            // Trim to the retained count now and then rather than on every event.
-            if event.seq % 64 == 0, event.seq > UInt64(event.retainCount) {
-                try db.cachedStatement(sql: "DELETE FROM events WHERE uid = ? AND seq <= ?")
-                    .execute(arguments: [event.uid, Int64(event.seq) - Int64(event.retainCount)])
+            for event in events {
+                try db.cachedStatement(sql: "INSERT INTO events (uid, seq, json, created_at) VALUES (?, ?, ?, ?)")
+                    .execute(arguments: [event.uid, Int64(event.seq), event.json, event.createdAt.timeIntervalSince1970])
+                try db.cachedStatement(
+                    sql: """
+                        INSERT INTO users (uid, last_seq) VALUES (?, ?)
+                        ON CONFLICT(uid) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)
+                        """
+                ).execute(arguments: [event.uid, Int64(event.seq)])
+                // Trim to the retained count now and then rather than on every event.
+                if event.seq % 64 == 0, event.seq > UInt64(event.retainCount) {
+                    try db.cachedStatement(sql: "DELETE FROM events WHERE uid = ? AND seq <= ?")
+                        .execute(arguments: [event.uid, Int64(event.seq) - Int64(event.retainCount)])
+                }
             }
             try Self.update(task.id, state, in: db)
         }

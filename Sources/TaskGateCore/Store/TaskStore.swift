@@ -37,9 +37,16 @@ extension TaskStore {
 
 /// The store of a node that runs alone: it records the events this node numbers.
 public protocol LocalTaskStore: TaskStore {
-    /// Records one event of a user together with the task state it reports, in one atomic write: a task is never
-    /// finished on record without its `done` event, nor the other way round.
-    func append(_ event: UserEvent, task: TaskRecord) async throws
+    /// Records events of a user (in seq order) together with the task state the last one reports, in one atomic
+    /// write: a task is never finished on record without its `done` event, nor the other way round. Usually one
+    /// event; a task answered inline stores its start and its end together.
+    func append(_ events: [UserEvent], task: TaskRecord) async throws
+}
+
+extension LocalTaskStore {
+    public func append(_ event: UserEvent, task: TaskRecord) async throws {
+        try await append([event], task: task)
+    }
 }
 
 /// Where a gateway keeps its tasks, and who decides what in a cluster: injected once, so no part of the gateway

@@ -42,8 +42,8 @@ struct MeteredTaskStore<Base: TaskStore>: TaskStore {
 }
 
 extension MeteredTaskStore: LocalTaskStore where Base: LocalTaskStore {
-    func append(_ event: UserEvent, task: TaskRecord) async throws {
-        try await timed("append") { try await base.append(event, task: task) }
+    func append(_ events: [UserEvent], task: TaskRecord) async throws {
+        try await timed("append") { try await base.append(events, task: task) }
         metrics.taskFinished(task)
     }
 }
