@@ -280,8 +280,8 @@ def main() -> None:
         "task_max_request 1000), and the same in SWOOLE_BASE. Server CPU is summed over every process of the "
         "server's tree (`/proc/PID/stat` utime + stime, plus cutime + cstime for recycled workers), read at the start "
         "and the end of the window; RSS is summed over the processes too (shared pages count once per process). "
-        "Not the same work per task: Swoole sends two short frames and keeps nothing; TaskGate sends three, each "
-        "with the task, and keeps the record (and, with SQLite, writes it before the 202).")
+        "Not the same work per task: Swoole sends two short frames and keeps nothing; TaskGate sends three "
+        "(`submitted` with the task, then `progress` and `done` with what changed) and keeps the record (and, with SQLite, writes it before the 202).")
     add("")
     line = skipped(options.results, "swoole", smoke)
     if line:

@@ -7,6 +7,7 @@
 #   TASKGATE_BENCH_SERVER=PATH bench/run.sh   the same scenarios against another taskgate binary
 #   TASKGATE_BENCH_BIN_DIR=DIR bench/run.sh   no `swift build`: taskgate, taskgate-load and hummingbird-echo from DIR
 #   TASKGATE_BENCH_STEADY_SECONDS=N           the steady run's length (default 600; --smoke 3)
+#   TASKGATE_BENCH_STEADY_RATE=R              its tasks/s (default 1000; --smoke 200): 540 s at 1900/s is a million tasks
 #   TASKGATE_BENCH_SWOOLE_DIR=DIR             the Swoole peer (swoole.so, seed_swoole_tasks.php); default ../shared/peers/swoole
 #
 # Every server starts on a free loopback port, is driven by `taskgate-load` (a multi-threaded SwiftNIO client, built
@@ -35,7 +36,7 @@ if [ "$smoke" = 1 ]; then
     configuration=${TASKGATE_BENCH_CONFIGURATION:-debug}
     # The steady run: tasks/s started in all, connections, seconds between two samples; retention lowered so that
     # the pruning shows within seconds.
-    steady_seconds=${TASKGATE_BENCH_STEADY_SECONDS:-3}; steady_rate=200; steady_conns=10; steady_sample=1
+    steady_seconds=${TASKGATE_BENCH_STEADY_SECONDS:-3}; steady_rate=${TASKGATE_BENCH_STEADY_RATE:-200}; steady_conns=10; steady_sample=1
     steady_flags=(--task-retention-count 200 --event-retention-count 10 --maintenance-interval 1)
     cluster_seconds=2; cluster_conns=20; cluster_samples=20
 else
@@ -44,7 +45,7 @@ else
     # The server's default retention (--task-retention-count 100000 finished tasks, --event-retention-count 1000
     # events per uid, pruned every --maintenance-interval 60 s): at 1,000 tasks/s the task count reaches its bound
     # after 100 s and each uid's event log (20 tasks/s, two logged events each) after 25 s.
-    steady_seconds=${TASKGATE_BENCH_STEADY_SECONDS:-600}; steady_rate=1000; steady_conns=50; steady_sample=30
+    steady_seconds=${TASKGATE_BENCH_STEADY_SECONDS:-600}; steady_rate=${TASKGATE_BENCH_STEADY_RATE:-1000}; steady_conns=50; steady_sample=30
     steady_flags=()
     cluster_seconds=10; cluster_conns=100; cluster_samples=200
 fi
