@@ -52,18 +52,10 @@ struct LocalSequencer: EventSequencer {
     let store: any LocalTaskStore
     var numbersAcrossNodes: Bool { false }
 
+    /// A series of one: numbering, encoding and the store write are `appendSeries`'s.
     nonisolated(nonsending) func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent {
-        let seq = try await nextLocalSeq()
-        let message = write.makeMessage(seq)
-        let event = LoggedEvent(seq: seq, json: WireJSON.encode(message), type: message.type)
-        do {
-            try await store.append(
-                UserEvent(uid: write.uid, seq: seq, json: event.json, createdAt: event.createdAt, retainCount: write.retainCount),
-                task: write.task)
-            return SequencedEvent(event: event)
-        } catch {
-            return SequencedEvent(event: event, storeFailure: error)
-        }
+        let series = try await appendSeries([write], nextLocalSeq: nextLocalSeq)
+        return SequencedEvent(event: series.events[0], storeFailure: series.failure)
     }
 
     var storesSeriesTogether: Bool { true }

@@ -143,10 +143,13 @@ extension TaskPool {
     private nonisolated static func runInline(_ handler: any TaskHandler, context: TaskContext) -> Result<JSONText, any Error>? {
         do {
             guard let result = try handler.resultInline(context) else { return nil }
-            // The args' own text is within the limit; anything else is checked as `run`'s results are.
+            // The args' own text is within the limit; anything else is held to it as `run`'s results are (a
+            // `JSONText` is compact already: checked, not written out again).
             if result.text == context.argsText.text { return .success(result) }
-            guard let value = try? WireParser.parse(result.text.utf8) else { return .failure(ResultTooDeep()) }
-            return text(of: value)
+            guard let value = try? WireParser.parse(result.text.utf8), value.fitsDepthLimit(at: 1) else {
+                return .failure(ResultTooDeep())
+            }
+            return .success(result)
         } catch {
             return .failure(error)
         }
