@@ -109,6 +109,24 @@ struct HTTPConnectionGuardTests {
         #expect(!channel.isActive)
     }
 
+    /// A client that has read an answer's body sends its next request, asking to close after it, before that
+    /// answer's end has been written: the connection stays open for the second answer and closes after it.
+    @Test func aCloseAskedByTheNextRequestWaitsForItsOwnAnswer() throws {
+        let channel = try makeChannel()
+        send(channel, "GET /api/v1/tasks/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        try channel.writeOutbound(HTTPServerResponsePart.head(.init(version: .http1_1, status: .ok, headers: ["content-length": "2"])))
+        try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "{}"))))
+        send(channel, "GET /poll?uid=u HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        let first = try output(channel)
+        #expect(first.hasPrefix("HTTP/1.1 200 OK") && !first.lowercased().contains("connection: close"))
+        #expect(channel.isActive)
+        try channel.writeOutbound(HTTPServerResponsePart.head(.init(version: .http1_1, status: .ok, headers: ["content-length": "0"])))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        #expect(try output(channel).lowercased().contains("connection: close"))
+        #expect(!channel.isActive)
+    }
+
     @Test func aDrainClosesIdleConnectionsAndBoundsBusyOnes() throws {
         var limits = HTTPLimits()
         limits.drainTimeout = .seconds(5)

@@ -30,8 +30,11 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var unanswered = 0
     private var readingBody = false
     private var responseStarted = false
-    /// The current request's wish (HTTP/1.0 without `keep-alive`, or `Connection: close`): close after answering.
-    private var closeAfterResponse = false
+    /// How many responses are still to end before the connection closes, counted from the first request that asked
+    /// for it (HTTP/1.0 without `keep-alive`, or `Connection: close`). A count, not the latest request's wish: a
+    /// client may send its next request as soon as it has read an answer's body, before that answer's end has
+    /// passed here, and the next request's wish must not close the connection under the answer before it.
+    private var responsesBeforeClose: Int?
     /// Answered and closing: whatever else arrives is dropped.
     private var done = false
     private var draining = false
@@ -67,7 +70,7 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             }
             unanswered += 1
             readingBody = true
-            closeAfterResponse = !head.isKeepAlive
+            if !head.isKeepAlive && responsesBeforeClose == nil { responsesBeforeClose = unanswered }
             wait(.body, context: context)
         case .body:
             wait(.body, context: context)
@@ -116,7 +119,7 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapOutboundIn(data) {
         case .head(var head):
             responseStarted = true
-            if closeAfterResponse || draining {
+            if closesAfterThisResponse {
                 head.headers.replaceOrAdd(name: "connection", value: "close")
                 context.write(wrapOutboundOut(.head(head)), promise: promise)
                 return
@@ -126,8 +129,10 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             context.write(data, promise: promise)
         case .end:
             responseStarted = false
+            let closing = closesAfterThisResponse
             unanswered = max(0, unanswered - 1)
-            if closeAfterResponse || draining {
+            responsesBeforeClose = responsesBeforeClose.map { $0 - 1 }
+            if closing {
                 done = true
                 let channel = context.channel
                 let written = promise ?? context.eventLoop.makePromise()
@@ -138,6 +143,12 @@ final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             context.write(data, promise: promise)
             if unanswered == 0 && !readingBody { wait(.nextHead, context: context) }
         }
+    }
+
+    /// The response under way is the one the connection closes after: the one a request asked that of, or any while
+    /// the server drains.
+    private var closesAfterThisResponse: Bool {
+        draining || responsesBeforeClose == 1
     }
 
     // MARK: deadlines
