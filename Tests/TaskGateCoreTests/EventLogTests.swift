@@ -71,6 +71,28 @@ struct EventLogTests {
         #expect(connection.seqs == [5, 3, 4, 5, 6])  // hello's seq is the latest, then the replay and the live event
     }
 
+    @Test func eventsPublishedTogetherReachAConnectionInOneSend() async throws {
+        let log = makeLog()
+        for _ in 1...3 { try await log.add("u") }
+        let replayed = RecordingConnection()
+        try await log.subscribe("u", replayed, after: 1)
+        #expect(replayed.sendSizes == [3])  // hello and the two missed events
+        let live = RecordingConnection()
+        try await log.subscribe("u", live)
+        let done = {
+            var task = sampleTask
+            task.status = .succeeded
+            return task
+        }()
+        try await log.append(uid: "u", series: [
+            (sampleTask, { @Sendable seq in .progress(sampleTask, seq: seq) }),
+            (done, { @Sendable seq in .done(done, seq: seq) }),
+        ])
+        #expect(live.types == ["hello", "progress", "done"])
+        #expect(live.sendSizes == [1, 2])
+        #expect(replayed.seqs == [3, 2, 3, 4, 5])
+    }
+
     @Test func concurrentAppendsAreDeliveredInSeqOrder() async throws {
         let log = makeLog(store: try SQLiteTaskStore(path: temporaryDatabasePath()))
         let connection = RecordingConnection()

@@ -110,15 +110,24 @@ func eventually(_ what: String, timeout: Duration = .seconds(10), _ condition: (
 final class RecordingConnection: ClientConnection {
     let id: String
     private let received = Mutex<[String]>([])
+    /// How many messages each send carried, in order: what a transport could write at once.
+    private let sends = Mutex<[Int]>([])
     private let closed = Mutex<CloseReason?>(nil)
     private let changes = ChangeSignal()
 
     init(id: String = UUID().uuidString) { self.id = id }
 
     func send(_ message: OutgoingMessage) {
-        received.withLock { $0.append(message.json) }
+        send([message])
+    }
+
+    func send(_ messages: [OutgoingMessage]) {
+        received.withLock { $0.append(contentsOf: messages.map(\.json)) }
+        sends.withLock { $0.append(messages.count) }
         changes.bump()
     }
+
+    var sendSizes: [Int] { sends.withLock { $0 } }
 
     func close(reason: CloseReason) {
         closed.withLock { $0 = reason }

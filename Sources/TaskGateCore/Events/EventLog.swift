@@ -143,7 +143,7 @@ public final class EventLog: Sendable {
     ) async throws -> UInt64 {
         let write = EventWrite(uid: uid, task: task, condition: condition, retainCount: retention.count, makeMessage: makeMessage)
         let sequenced = try await sequencer.append(write) { try await self.assignSeq(uid) }
-        deliver(sequenced.event, to: uid)
+        deliver([sequenced.event], to: uid)
         if let storeFailure = sequenced.storeFailure { throw storeFailure }
         return sequenced.event.seq
     }
@@ -158,7 +158,7 @@ public final class EventLog: Sendable {
     ) async throws {
         let writes = series.map { EventWrite(uid: uid, task: $0.task, condition: .runningHere, retainCount: retention.count, makeMessage: $0.message) }
         let sequenced = try await sequencer.appendSeries(writes) { try await self.assignSeq(uid) }
-        for event in sequenced.events { deliver(event, to: uid) }
+        deliver(sequenced.events, to: uid)
         if let failure = sequenced.failure { throw failure }
     }
 
@@ -176,18 +176,24 @@ public final class EventLog: Sendable {
         }
     }
 
-    private func deliver(_ event: LoggedEvent, to uid: String) {
+    /// Delivers what is now in order, together: a connection is sent the events that became deliverable in one
+    /// call (an inline task's start and end go out in one write).
+    private func deliver(_ events: [LoggedEvent], to uid: String) {
         let (waiters, gap) = state.withLock { state -> ([@Sendable () -> Void], Bool) in
             state.modifyUser(uid) { log -> ([@Sendable () -> Void], Bool) in
-                guard event.seq > log.deliveredSeq else { return ([], false) }  // a cluster node hears its own events too
-                log.ready[event.seq] = event
-                var delivered = false
+                // A cluster node hears its own events too.
+                for event in events where event.seq > log.deliveredSeq { log.ready[event.seq] = event }
+                var outgoing: [OutgoingMessage] = []
                 while let next = log.ready.removeValue(forKey: log.deliveredSeq + 1) {
                     log.deliveredSeq = next.seq
                     log.keep(next, retention)
-                    let outgoing = OutgoingMessage(next)
-                    for connection in log.subscribers.values { connection.send(outgoing) }
-                    delivered = true
+                    outgoing.append(OutgoingMessage(next))
+                }
+                let delivered = !outgoing.isEmpty
+                if delivered {
+                    for connection in log.subscribers.values {
+                        if outgoing.count == 1 { connection.send(outgoing[0]) } else { connection.send(outgoing) }
+                    }
                 }
                 log.assignedSeq = max(log.assignedSeq, log.deliveredSeq)
                 log.lastActivity = .now
@@ -257,7 +263,7 @@ public final class EventLog: Sendable {
                     state.users[uid] = log
                 }
             }
-            for event in events { deliver(event, to: uid) }
+            if !events.isEmpty { deliver(events, to: uid) }
             let next = state.withLock { state -> UInt64? in
                 guard var log = state.users[uid] else { return nil }
                 let more = log.catchUpAgain || events.count == maxBatch
@@ -286,8 +292,7 @@ public final class EventLog: Sendable {
                 guard var log = state.users[uid] else { return false }
                 if let cursor {
                     let (events, reset) = Self.events(in: log, after: cursor, limit: Int.max, older: older)
-                    connection.send(OutgoingMessage(greeting(log.deliveredSeq, reset)))
-                    for event in events { connection.send(OutgoingMessage(event)) }
+                    connection.send([OutgoingMessage(greeting(log.deliveredSeq, reset))] + events.map(OutgoingMessage.init))
                 } else {
                     connection.send(OutgoingMessage(greeting(log.deliveredSeq, false)))
                 }

@@ -5,8 +5,17 @@ public protocol ClientConnection: Sendable {
     var id: String { get }
     /// Queues one message. Must not block: it is called while events are being published in order.
     func send(_ message: OutgoingMessage)
+    /// Queues messages in order (events published together, a catch-up after a cursor); a transport may write them
+    /// at once, in one syscall.
+    func send(_ messages: [OutgoingMessage])
     /// Closes the connection, e.g. on shutdown or when the client cannot keep up.
     func close(reason: CloseReason)
+}
+
+extension ClientConnection {
+    public func send(_ messages: [OutgoingMessage]) {
+        for message in messages { send(message) }
+    }
 }
 
 /// A message on its way to a client: its JSON (encoded once, whatever the number of connections) and what a

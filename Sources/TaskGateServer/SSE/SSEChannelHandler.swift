@@ -101,9 +101,17 @@ final class SSEChannelHandler: ChannelInboundHandler, EventLoopStream {
         if write(SSEEndpoint.frame(message)) { endpoint.metrics?.messageOut(.sse) }
     }
 
+    /// Messages sent together: written in order, then one flush.
+    func send(_ messages: [OutgoingMessage]) {
+        var written = 0
+        for message in messages where write(SSEEndpoint.frame(message), flush: false) { written += 1 }
+        context?.flush()
+        endpoint.metrics?.messageOut(.sse, count: written)
+    }
+
     /// Whether the frame went out (it does not once the stream is ending).
     @discardableResult
-    private func write(_ frame: String) -> Bool {
+    private func write(_ frame: String, flush: Bool = true) -> Bool {
         guard case .streaming = state, let context else { return false }
         let buffer = context.channel.allocator.buffer(string: frame)
         // What NIO buffers below its high-water mark is bounded already; past it, the backlog counts.
@@ -116,7 +124,11 @@ final class SSEChannelHandler: ChannelInboundHandler, EventLoopStream {
             Self.closeSoon(context.channel)
             return false
         }
-        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        if flush {
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
         return true
     }
 

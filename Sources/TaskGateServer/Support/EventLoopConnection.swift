@@ -7,6 +7,8 @@ import TaskGateCore
 /// `EventLoopConnection` in front of it calls, always on that loop.
 protocol EventLoopStream: AnyObject {
     func send(_ message: OutgoingMessage)
+    /// Messages sent together: written in order and flushed once.
+    func send(_ messages: [OutgoingMessage])
     func close(_ reason: CloseReason)
 }
 
@@ -27,16 +29,24 @@ final class EventLoopConnection: ClientConnection {
     }
 
     func send(_ message: OutgoingMessage) {
-        // On the event loop a message is written at once, unless earlier ones from other threads are still queued
-        // for it: it then queues behind them, so messages keep the order they were sent in (the event log sends a
-        // uid's events in seq order, from whichever thread delivers them).
+        inOrder { $0.send(message) }
+    }
+
+    func send(_ messages: [OutgoingMessage]) {
+        inOrder { $0.send(messages) }
+    }
+
+    /// On the event loop a send is written at once, unless earlier ones from other threads are still queued for
+    /// it: it then queues behind them, so messages keep the order they were sent in (the event log sends a uid's
+    /// events in seq order, from whichever thread delivers them).
+    private func inOrder(_ write: @escaping @Sendable (any EventLoopStream) -> Void) {
         if eventLoop.inEventLoop && sendsInFlight.load(ordering: .relaxed) == 0 {
-            stream.value.send(message)
+            write(stream.value)
         } else {
             sendsInFlight.add(1, ordering: .relaxed)
             eventLoop.execute {
                 self.sendsInFlight.subtract(1, ordering: .relaxed)
-                self.stream.value.send(message)
+                write(self.stream.value)
             }
         }
     }

@@ -46,6 +46,8 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     private var state = State.open
     /// Inside a read burst (`channelRead` until `channelReadComplete`): frames wait for its end to be flushed.
     private var reading = false
+    /// Writing messages sent together: they are flushed once, after the last.
+    private var writingBatch = false
     private var flushPending = false
     private var session: ClientSession?
 
@@ -279,6 +281,19 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         if write(context.channel.allocator.buffer(string: message.json), opcode: .text) { metrics?.messageOut(.webSocket) }
     }
 
+    /// Messages sent together (events published at once, a catch-up): one flush, so one `writev`.
+    func send(_ messages: [OutgoingMessage]) {
+        guard let context else { return }
+        let flushesAfter = !reading && !writingBatch
+        writingBatch = true
+        for message in messages { send(message) }
+        writingBatch = false
+        if flushesAfter && flushPending {
+            flushPending = false
+            context.flush()
+        }
+    }
+
     /// Whether the message went out (it does not once the connection is closing).
     @discardableResult
     private func write(_ payload: ByteBuffer, opcode: WebSocketOpcode) -> Bool {
@@ -294,9 +309,9 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             overflow()
             return false
         }
-        if reading {
+        if reading || writingBatch {
             // Answers to what this read brought (pongs, errors, replies given on the loop) go out together when
-            // the read ends: one `writev` for the burst.
+            // the read ends: one `writev` for the burst; so do messages sent together.
             context.write(wrapOutboundOut(frame), promise: nil)
             flushPending = true
         } else {
