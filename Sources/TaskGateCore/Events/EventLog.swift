@@ -191,9 +191,7 @@ public final class EventLog: Sendable {
                 }
                 let delivered = !outgoing.isEmpty
                 if delivered {
-                    for connection in log.subscribers.values {
-                        if outgoing.count == 1 { connection.send(outgoing[0]) } else { connection.send(outgoing) }
-                    }
+                    for connection in log.subscribers.values { connection.send(outgoing) }
                 }
                 log.assignedSeq = max(log.assignedSeq, log.deliveredSeq)
                 log.lastActivity = .now

@@ -29,25 +29,25 @@ final class EventLoopConnection: ClientConnection {
     }
 
     func send(_ message: OutgoingMessage) {
-        inOrder { $0.send(message) }
+        if writesNow { stream.value.send(message) } else { later { $0.send(message) } }
     }
 
     func send(_ messages: [OutgoingMessage]) {
-        inOrder { $0.send(messages) }
+        if writesNow { stream.value.send(messages) } else { later { $0.send(messages) } }
     }
 
-    /// On the event loop a send is written at once, unless earlier ones from other threads are still queued for
-    /// it: it then queues behind them, so messages keep the order they were sent in (the event log sends a uid's
-    /// events in seq order, from whichever thread delivers them).
-    private func inOrder(_ write: @escaping @Sendable (any EventLoopStream) -> Void) {
-        if eventLoop.inEventLoop && sendsInFlight.load(ordering: .relaxed) == 0 {
-            write(stream.value)
-        } else {
-            sendsInFlight.add(1, ordering: .relaxed)
-            eventLoop.execute {
-                self.sendsInFlight.subtract(1, ordering: .relaxed)
-                write(self.stream.value)
-            }
+    /// On the event loop a send is written at once (no closure to allocate), unless earlier ones from other
+    /// threads are still queued for it: it then queues behind them, so messages keep the order they were sent in
+    /// (the event log sends a uid's events in seq order, from whichever thread delivers them).
+    private var writesNow: Bool {
+        eventLoop.inEventLoop && sendsInFlight.load(ordering: .relaxed) == 0
+    }
+
+    private func later(_ write: @escaping @Sendable (any EventLoopStream) -> Void) {
+        sendsInFlight.add(1, ordering: .relaxed)
+        eventLoop.execute {
+            self.sendsInFlight.subtract(1, ordering: .relaxed)
+            write(self.stream.value)
         }
     }
 
