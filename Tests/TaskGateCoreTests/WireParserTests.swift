@@ -49,6 +49,43 @@ struct WireParserTests {
         }
     }
 
+    /// Numbers checked without conversion (no exponent, at most 308 digits before the point) and those converted
+    /// to be refused when a `Double` cannot hold them, on both sides of the line.
+    @Test func longNumbersAreRefusedOnlyBeyondADouble() {
+        let nines308 = String(repeating: "9", count: 308), nines309 = String(repeating: "9", count: 309)
+        for text in [nines308, "-" + nines308, nines309, "-" + nines309, "1" + String(repeating: "0", count: 400), nines308 + ".5", "1" + String(repeating: "0", count: 307) + "e1"] {
+            let bytes = Array(text.utf8)
+            #expect(fast(bytes) == foundation(bytes), "\(text.count) characters")
+            let message = Array((#"{"cmd":"x","args":{"v":"# + text + "}}").utf8)
+            #expect(split(message) == fast(message), "\(text.count) characters")
+        }
+    }
+
+    /// The options read while a message's args are checked are the ones a scan of the kept text finds.
+    @Test func argsMembersReadWhileCheckingMatchAScanOfTheText() throws {
+        let names = ReservedArguments.names
+        for message in [
+            #"{"cmd":"echo","args":{"rows":[{"a":1},{"b":"x"}],"id":"job-1","timeout_ms":250,"priority":3}}"#,
+            #"{"cmd":"echo","args":{"n":1}}"#,
+            #"{"cmd":"echo","args":{"timeout_ms":{"nested":1},"max_attempts":"two","run_at":null,"delay_ms":1.5e3}}"#,
+            #"{"cmd":"echo","args":{}}"#,
+        ] {
+            let (_, args) = try WireParser.parseMessage(Array(message.utf8), readingArgsMembers: names)
+            guard case .text(let text) = try #require(args) else {
+                Issue.record("args not kept as text: \(message)")
+                continue
+            }
+            #expect(text.known != nil)
+            #expect(text.members(named: names) == WireParser.members(of: text.text.utf8, named: names), "\(message)")
+            #expect(text.members(named: TaskOptions.argumentNames) == WireParser.members(of: text.text.utf8, named: TaskOptions.argumentNames))
+            // A name the parser did not read is found by a scan.
+            #expect(text.members(named: ["n"]) == WireParser.members(of: text.text.utf8, named: ["n"]))
+        }
+        // Repeated keys: the args are built after all, and the first of the repeated ones counts.
+        let (_, repeated) = try WireParser.parseMessage(Array(#"{"cmd":"echo","args":{"id":"a","id":"b"}}"#.utf8), readingArgsMembers: names)
+        #expect(repeated == .value(.object(["id": .string("a")])))
+    }
+
     @Test func deepNestingIsRefusedNotACrash() throws {
         let deep = Array(String(repeating: "[", count: 100_000).utf8)
         #expect(fast(deep) == nil)

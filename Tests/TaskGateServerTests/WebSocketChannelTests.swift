@@ -61,6 +61,47 @@ struct WebSocketChannelTests {
         #expect(channel.isActive)
     }
 
+    /// The word-wide unmask gives NIO's bytes for every length and key position, and tells ASCII from the rest
+    /// wherever the first high bit falls (in a whole word or in the tail).
+    @Test func unmasksAsNIODoesAndSpotsANonASCIIByteAnywhere() {
+        var generator = SystemRandomNumberGenerator()
+        for count in 0..<40 {
+            for extensionBytes in [0, 1, 3] {
+                let bytes = (0..<count).map { _ in UInt8.random(in: 0...0x7F, using: &generator) }
+                let key = WebSocketMaskingKey.random(using: &generator)
+                var masked = ByteBuffer(bytes: bytes)
+                masked.webSocketMask(key, indexOffset: extensionBytes)
+                let extensionData = extensionBytes == 0 ? nil : ByteBuffer(bytes: [UInt8](repeating: 0, count: extensionBytes))
+                let frame = WebSocketFrame(fin: true, opcode: .text, maskKey: key, data: masked, extensionData: extensionData)
+                let (payload, isASCII) = frame.unmaskedPayload(allocator: ByteBufferAllocator())
+                #expect(Array(payload.readableBytesView) == bytes)
+                #expect(isASCII)
+                for position in [0, count / 2, count - 1] where count > 0 {
+                    var high = bytes
+                    high[position] |= 0x80
+                    var maskedHigh = ByteBuffer(bytes: high)
+                    maskedHigh.webSocketMask(key, indexOffset: extensionBytes)
+                    let highFrame = WebSocketFrame(fin: true, opcode: .text, maskKey: key, data: maskedHigh, extensionData: extensionData)
+                    let unmasked = highFrame.unmaskedPayload(allocator: ByteBufferAllocator())
+                    #expect(Array(unmasked.payload.readableBytesView) == high)
+                    #expect(!unmasked.isASCII)
+                }
+            }
+        }
+    }
+
+    @Test func textBeyondASCIIIsCheckedForUTF8() throws {
+        let channel = try makeChannel()
+        let accented = "préférence déjà vue, ça va"
+        try channel.writeInbound(text(accented))
+        #expect(String(buffer: try #require(try outbound(channel)).data) == accented)
+        // Invalid UTF-8 after sixteen ASCII bytes: past the first words the unmask reads.
+        try channel.writeInbound(frame(.text, Array("0123456789abcdef".utf8) + [0xC3, 0x28]))
+        var last: WebSocketFrame?
+        while let next = try outbound(channel) { last = next }
+        #expect(closeCode(of: last) == 1007)
+    }
+
     @Test func answersACloseWithTheSameCodeAndHangsUp() throws {
         let channel = try makeChannel()
         var body = ByteBuffer()

@@ -114,8 +114,6 @@ public final class Gateway: Sendable {
         case text(JSONText)
     }
 
-    /// The top-level args the gateway itself reads.
-    private static let optionNames: Set<String> = TaskOptions.argumentNames.union(TaskScheduling.argumentNames).union(["id"])
 
     private func submit(
         cmd: String, submitted args: SubmittedArgs, uid: String?, taskID: String?, traceparent: String?,
@@ -159,7 +157,7 @@ public final class Gateway: Sendable {
             text = .object(parsed)
         case .text(let given):
             // Checked by the parser, its depth included.
-            args = given.members(named: Self.optionNames)
+            args = given.members(named: ReservedArguments.names)
             text = given
         }
         // `args.id` is checked even when the REST body names the id: whatever a task carries is valid.

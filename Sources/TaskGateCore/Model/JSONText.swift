@@ -8,16 +8,28 @@
 /// them with one parser). Two texts are equal when their values are (`{"a":1,"b":2}` equals `{"b":2,"a":1}`).
 public struct JSONText: Sendable, Hashable, CustomStringConvertible {
     public let text: String
+    /// Top-level members the parser read while it validated the text; not part of the value (equality ignores it).
+    let known: KnownMembers?
+
+    /// The top-level members named in `names` that an object's text holds (the first of repeated ones): a task's
+    /// options, read out of its args while a client message is parsed, so that neither the gateway nor the pool
+    /// steps over kilobytes of rows again to find them.
+    struct KnownMembers: Sendable {
+        let names: Set<String>
+        let values: [String: JSONValue]
+    }
 
     /// Text the caller knows to be valid and compact: a slice the parser has just validated, or a store's column
     /// written from a `JSONText`.
-    init(trusted text: String) {
+    init(trusted text: String, known: KnownMembers? = nil) {
         self.text = text
+        self.known = known
     }
 
     /// The value written compactly with sorted keys, as `WireJSON` writes everything.
     public init(_ value: JSONValue) {
         text = WireJSON.encode(value)
+        known = nil
     }
 
     /// `text` if it is valid JSON: kept as it is when it is compact and has no repeated keys, else written out again
@@ -42,7 +54,10 @@ public struct JSONText: Sendable, Hashable, CustomStringConvertible {
     /// The top-level members of an object named in `keys`, parsing only those: the pool reads `timeout_ms` and
     /// `max_attempts` out of kilobytes of args this way.
     public func members(named keys: Set<String>) -> [String: JSONValue] {
-        WireParser.members(of: text.utf8, named: keys)
+        if let known, keys.isSubset(of: known.names) {
+            return keys == known.names ? known.values : known.values.filter { keys.contains($0.key) }
+        }
+        return WireParser.members(of: text.utf8, named: keys)
     }
 
     /// One top-level member of an object, parsed alone.

@@ -5,7 +5,7 @@ public struct TaskOptions: Sendable, Equatable {
     public var timeout: Duration
     public var maxAttempts: Int
     /// The args these options are read from: a stored task's args are scanned for only these.
-    public static let argumentNames: Set<String> = ["timeout_ms", "max_attempts"]
+    public static let argumentNames = ReservedArguments.options
 
     public init(args: [String: JSONValue], handler: any TaskHandler) throws(GatewayError) {
         timeout = handler.defaultTimeout
@@ -41,7 +41,7 @@ public struct TaskScheduling: Sendable, Equatable {
     /// `nil`: due at once.
     public var runAt: Date?
     /// The args these are read from.
-    public static let argumentNames: Set<String> = ["priority", "delay_ms", "run_at"]
+    public static let argumentNames = ReservedArguments.scheduling
 
     /// `mayRaisePriority`: whether the submitter may ask for a more urgent priority than the handler's default
     /// (the admin may; an end user may only lower theirs, else fair share could be bypassed by asking for 0).

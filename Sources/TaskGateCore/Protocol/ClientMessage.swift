@@ -39,7 +39,7 @@ public struct ClientMessage: Sendable, Equatable {
         let value: JSONValue
         let messageArgs: WireParser.MessageArgs?
         do {
-            (value, messageArgs) = try WireParser.parseMessage(bytes)
+            (value, messageArgs) = try WireParser.parseMessage(bytes, readingArgsMembers: ReservedArguments.names)
         } catch {
             return .failure(.init(ref: nil, error: .badRequest("message is not valid JSON")))
         }
@@ -96,4 +96,13 @@ public struct ClientMessage: Sendable, Equatable {
             self.error = error
         }
     }
+}
+
+/// The top-level args the gateway itself reads: the task's id, its options (`TaskOptions`) and its scheduling
+/// (`TaskScheduling`). A client message's parser reads them on the way (`WireParser.parseMessage`), so nothing
+/// scans the args for them again.
+public enum ReservedArguments {
+    public static let options: Set<String> = ["timeout_ms", "max_attempts"]
+    public static let scheduling: Set<String> = ["priority", "delay_ms", "run_at"]
+    public static let names: Set<String> = options.union(scheduling).union(["id"])
 }

@@ -29,13 +29,18 @@ public enum WireParser {
     /// left out of the value, and comes back as its text (`JSONText`) when that text can be kept as it is, else as
     /// its value. The args of a task are kilobytes of rows a handler reads, or passes on, far more often than the
     /// server does: it reads a few top-level options out of the text (`JSONText.members`), and the rest only when
-    /// a handler validates them.
-    public static func parseMessage(_ bytes: some Collection<UInt8>) throws(SyntaxError) -> (value: JSONValue, args: MessageArgs?) {
+    /// a handler validates them. The top-level args members named in `reading` are read on the way (the text keeps
+    /// them: `JSONText.members`), so that nothing steps over kilobytes of rows again to find a task's options.
+    public static func parseMessage(
+        _ bytes: some Collection<UInt8>, readingArgsMembers reading: Set<String> = []
+    ) throws(SyntaxError) -> (value: JSONValue, args: MessageArgs?) {
         try withBuffer(bytes) { buffer throws(SyntaxError) in
-            var parser = Parser(bytes: buffer, capturesArgs: true)
+            var parser = Parser(bytes: buffer, capturesArgs: true, readsArgsMembers: reading)
             let value = try parser.document()
             guard let capture = parser.capturedArgs else { return (value, nil) }
-            if let text = parser.keptText(capture) { return (value, .text(text)) }
+            if let text = parser.keptText(capture, known: JSONText.KnownMembers(names: reading, values: parser.argsMembers)) {
+                return (value, .text(text))
+            }
             // Not compact, or a top-level key repeated: built after all (rare), and written out compactly.
             var again = Parser(bytes: UnsafeBufferPointer(rebasing: buffer[capture.range]))
             return (value, .value(try again.document()))
@@ -86,6 +91,9 @@ public enum WireParser {
         var repeatedKeys = 0
         let capturesArgs: Bool
         var capturedArgs: Capture?
+        /// Top-level members of the captured args read while they are checked (the first of repeated ones).
+        let readsArgsMembers: Set<String>
+        var argsMembers: [String: JSONValue] = [:]
 
         struct Capture {
             var range: Range<Int>
@@ -93,9 +101,10 @@ public enum WireParser {
             var isCompact: Bool
         }
 
-        init(bytes: UnsafeBufferPointer<UInt8>, capturesArgs: Bool = false) {
+        init(bytes: UnsafeBufferPointer<UInt8>, capturesArgs: Bool = false, readsArgsMembers: Set<String> = []) {
             self.bytes = bytes
             self.capturesArgs = capturesArgs
+            self.readsArgsMembers = readsArgsMembers
         }
 
         var error: SyntaxError { SyntaxError(offset: index) }
@@ -114,24 +123,33 @@ public enum WireParser {
         }
 
         /// The captured text, when it is compact; `nil`: the caller writes the parsed value out instead.
-        func keptText(_ capture: Capture) -> JSONText? {
+        func keptText(_ capture: Capture, known: JSONText.KnownMembers? = nil) -> JSONText? {
             guard capture.isCompact else { return nil }
-            return JSONText(trusted: String(decoding: UnsafeBufferPointer(rebasing: bytes[capture.range]), as: UTF8.self))
+            return JSONText(trusted: String(decoding: UnsafeBufferPointer(rebasing: bytes[capture.range]), as: UTF8.self), known: known)
         }
 
         /// Checks one value exactly as `value(depth:)` reads it, building nothing (no strings, arrays or
         /// dictionaries). With `collectingKeys`, the value is an object whose keys are decoded and compared: whether
-        /// one repeats is returned (below it, repeated keys are left for whoever reads them, with one parser).
+        /// one repeats is returned (below it, repeated keys are left for whoever reads them, with one parser); its
+        /// members named in `readsArgsMembers` are read into `argsMembers`.
         mutating func check(depth: Int, collectingKeys: Bool = false) throws(SyntaxError) -> Bool {
             guard index < bytes.count else { throw error }
             switch bytes[index] {
             case UInt8(ascii: "{"):
                 var keys = Set<String>()
                 var repeats = false
+                var readKey = ""
                 try checkMembers(closedBy: UInt8(ascii: "}"), depth: depth) { parser throws(SyntaxError) in
                     guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else { throw parser.error }
+                    var reads = false
                     if collectingKeys {
-                        if !keys.insert(try parser.string()).inserted { repeats = true }
+                        let key = try parser.string()
+                        if keys.insert(key).inserted {
+                            reads = parser.readsArgsMembers.contains(key)
+                            if reads { readKey = key }
+                        } else {
+                            repeats = true
+                        }
                     } else {
                         try parser.checkString()
                     }
@@ -139,7 +157,12 @@ public enum WireParser {
                     guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: ":") else { throw parser.error }
                     parser.index += 1
                     parser.skipWhitespace()
-                    _ = try parser.check(depth: depth + 1)
+                    if reads {
+                        // As `value(depth:)` counts: this object's members sit one level below `depth`.
+                        parser.argsMembers[readKey] = try parser.value(depth: depth)
+                    } else {
+                        _ = try parser.check(depth: depth + 1)
+                    }
                 }
                 return repeats
             case UInt8(ascii: "["):
@@ -150,9 +173,11 @@ public enum WireParser {
             case UInt8(ascii: "\""):
                 try checkString()
                 return false
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                try checkNumber()
+                return false
             default:
-                // Scalars are small: read as `value` reads them (a number's text fits a small string).
-                _ = try value(depth: depth)
+                _ = try value(depth: depth)  // a literal, or an error
                 return false
             }
         }
@@ -371,7 +396,23 @@ public enum WireParser {
             }
         }
 
+        /// A number checked as `number()` reads it. Without an exponent and with at most 308 digits before its point,
+        /// it cannot be beyond a `Double`: only other numbers are converted, to be refused as `JSONDecoder` does.
+        mutating func checkNumber() throws(SyntaxError) {
+            let start = index
+            let mayOverflow = try scanNumber()
+            if mayOverflow { _ = try convertNumber(from: start) }
+        }
+
         mutating func number() throws(SyntaxError) -> Double {
+            let start = index
+            _ = try scanNumber()
+            return try convertNumber(from: start)
+        }
+
+        /// Steps over a number's text, as RFC 8259 and `JSONDecoder` spell one; whether it may be too large for a
+        /// `Double` (it has an exponent, or more than 308 digits before its point).
+        mutating func scanNumber() throws(SyntaxError) -> Bool {
             let start = index
             if bytes[index] == UInt8(ascii: "-") { index += 1 }
             guard index < bytes.count else { throw error }
@@ -382,6 +423,7 @@ public enum WireParser {
             } else {
                 throw error
             }
+            let integerDigits = index - start
             if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
                 index += 1
                 guard index < bytes.count, isDigit(bytes[index]) else { throw error }
@@ -398,7 +440,13 @@ public enum WireParser {
                 }
                 guard index < bytes.count, isDigit(bytes[index]) else { throw error }
                 while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+                return true
             }
+            return integerDigits > 308
+        }
+
+        /// The number whose text runs from `start` to `index`.
+        func convertNumber(from start: Int) throws(SyntaxError) -> Double {
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
             // JSONDecoder refuses numbers a Double cannot hold.
             guard let number = Double(text), number.isFinite else { throw SyntaxError(offset: start) }

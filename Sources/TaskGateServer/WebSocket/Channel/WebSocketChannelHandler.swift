@@ -177,7 +177,8 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
                 // The usual case, a message in one frame: no reassembly buffer.
                 messageSize = frame.length
                 guard messageSize <= configuration.frameLimit else { return fail(.messageTooLarge, "message too large") }
-                return finish(frame.unmaskedData, context: context)
+                let (payload, isASCII) = frame.unmaskedPayload(allocator: context.channel.allocator)
+                return finish(payload, isASCII: isASCII && !messageIsCompressed, context: context)
             }
             message = context.channel.allocator.buffer(capacity: frame.length)
             append(frame, context: context)
@@ -191,7 +192,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     private func append(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
-        var data = frame.unmaskedData
+        var data = frame.unmaskedPayload(allocator: context.channel.allocator).payload
         messageSize += data.readableBytes
         guard messageSize <= configuration.frameLimit else { return fail(.messageTooLarge, "message too large") }
         // A compressed message is kept whole to be inflated, text whole to check its UTF-8; the rest of an oversized
@@ -201,10 +202,11 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
         }
         guard frame.fin, let payload = message else { return }
         message = nil
-        finish(payload, context: context)
+        finish(payload, isASCII: false, context: context)
     }
 
-    private func finish(_ payload: ByteBuffer, context: ChannelHandlerContext) {
+    /// `isASCII`: the payload is known to be ASCII text already (checked while it was unmasked).
+    private func finish(_ payload: ByteBuffer, isASCII: Bool, context: ChannelHandlerContext) {
         var payload = payload
         // Once our close frame is out, data is read and dropped.
         guard state == .open else { return }
@@ -218,7 +220,7 @@ final class WebSocketChannelHandler: ChannelInboundHandler, RemovableChannelHand
             }
             messageSize = payload.readableBytes
         }
-        if messageIsText {
+        if messageIsText && !isASCII {
             guard Self.isValidUTF8(payload) else {
                 return fail(.dataInconsistentWithMessage, "text message is not valid UTF-8")
             }
