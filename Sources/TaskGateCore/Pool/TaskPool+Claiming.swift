@@ -21,7 +21,7 @@ extension TaskPool {
         claiming = true
         repeat {
             claimAgain = false
-            while accepting, running.count < configuration.workers {
+            while accepting, running.working < configuration.workers {
                 let now = ContinuousClock.now
                 let held = pacer.blocked(now: now)
                 let rules = ClaimRules(fairShare: configuration.fairShare, excludedCommands: held.commands)
@@ -42,7 +42,7 @@ extension TaskPool {
                 pacer.started(claimed.cmd, limit: handlers().handler(named: claimed.cmd)?.rateLimit, now: now)
                 startClaimed(claimed)
             }
-        } while claimAgain && accepting && running.count < configuration.workers
+        } while claimAgain && accepting && running.working < configuration.workers
         claiming = false
         signalIdleIfNeeded()
     }
@@ -75,6 +75,16 @@ extension TaskPool {
     /// A task no longer runs here: its worker claims the next.
     func ended(_ id: String) async {
         running[id] = nil
+        // Also after `handlerReturned`: what its end queued (a retry) may need a wake-up.
+        await startWaitingJobs()
+    }
+
+    /// A task's handler has returned: its worker takes the next task while its end is recorded (a durable store's
+    /// commit is milliseconds in which a worker would sit idle).
+    func handlerReturned(_ id: String) async {
+        guard var entry = running[id], !entry.isFinishing else { return }
+        entry.isFinishing = true
+        running[id] = entry
         await startWaitingJobs()
     }
 

@@ -57,6 +57,7 @@ extension TaskPool {
         record.progress = tracker.current.progress
         record.finishedAt = Date()
         let stopReason = running[record.id]?.stopReason
+        await handlerReturned(record.id)
         if stopReason == .lost {
             logger.notice("task reclaimed by another node; this node's result is dropped", metadata: ["task": .string(record.id)])
             runSpan.setStatus(SpanStatus(code: .error, message: "reclaimed by another node"))

@@ -44,13 +44,18 @@ public actor TaskPool {
         var uid: String?
         var task: Task<Void, Never>
         var stopReason: StopReason?
+        /// Its handler has returned and its end is being recorded: it holds no worker any more (Swoole's task
+        /// worker, too, takes the next task once it has handed back its result), but it is still this node's.
+        var isFinishing = false
         var lane: Lane { Lane(cmd: cmd, uid: uid) }
     }
 
-    /// The running tasks by id, with how many run per lane (what fair share compares).
+    /// The running tasks by id, with how many run per lane (what fair share compares) and how many hold a worker.
     struct RunningTable {
         private(set) var entries: [String: Running] = [:]
         private(set) var byLane: [Lane: Int] = [:]
+        /// Entries whose handler has not returned yet: what the worker limit counts.
+        private(set) var working = 0
 
         subscript(id: String) -> Running? {
             get { entries[id] }
@@ -58,8 +63,12 @@ public actor TaskPool {
                 if let old = entries[id] {
                     let left = byLane[old.lane, default: 1] - 1
                     byLane[old.lane] = left > 0 ? left : nil
+                    if !old.isFinishing { working -= 1 }
                 }
-                if let newValue { byLane[newValue.lane, default: 0] += 1 }
+                if let newValue {
+                    byLane[newValue.lane, default: 0] += 1
+                    if !newValue.isFinishing { working += 1 }
+                }
                 entries[id] = newValue
             }
         }
@@ -129,11 +138,11 @@ public actor TaskPool {
     public var stats: Stats {
         let waiting = coordinator.waiting
         var handlers = waiting.byCommand.mapValues { Stats.HandlerLoad(queued: $0) }
-        for entry in running.values { handlers[entry.cmd, default: .init()].running += 1 }
+        for entry in running.values where !entry.isFinishing { handlers[entry.cmd, default: .init()].running += 1 }
         let finished = Dictionary(
             uniqueKeysWithValues: TaskStatus.allCases.filter(\.isFinal).map { ($0.rawValue, finishedCounts[$0, default: 0]) })
         return Stats(
-            queued: coordinator.waitingCount, scheduled: waiting.notDue, running: running.count,
+            queued: coordinator.waitingCount, scheduled: waiting.notDue, running: running.working,
             workers: configuration.workers, queueLimit: configuration.queueLimit, handlers: handlers, finished: finished)
     }
     public var runningCount: Int { running.count }
@@ -270,9 +279,11 @@ public actor TaskPool {
         }
     }
 
-    /// Cancels a task running here, recording why; false if it does not run here.
+    /// Cancels a task running here, recording why; false if it does not run here. One whose handler has returned
+    /// is left to record its end (its `done` follows).
     func stopRunning(id: String, because reason: StopReason) -> Bool {
         guard var entry = running[id] else { return false }
+        guard !entry.isFinishing else { return true }
         if entry.stopReason == nil { entry.stopReason = reason }
         running[id] = entry
         entry.task.cancel()
@@ -293,7 +304,7 @@ public actor TaskPool {
         if !running.isEmpty {
             // Woken by the last running task's end, or by the grace running out, whichever comes first.
             _ = try? await withDeadline(grace, timeoutError: { CancellationError() }) { await self.waitUntilIdle() }
-            for (id, var entry) in running.entries {
+            for (id, var entry) in running.entries where !entry.isFinishing {
                 entry.stopReason = .shutdown
                 running[id] = entry
                 entry.task.cancel()
