@@ -78,7 +78,11 @@ final class BatchedWriter: Sendable {
             var outcomes: [Result<any Sendable, any Error>]
             do {
                 outcomes = try await database.write { db in
-                    batch.map { item in
+                    // Usually every write goes through: one savepoint for them all (each statement that opens or
+                    // releases one is compiled anew). When one fails, that savepoint is rolled back and each write
+                    // runs again in its own, so that the failing one alone is left out.
+                    if let values = try? Self.runTogether(batch, in: db) { return values.map { .success($0) } }
+                    return batch.map { item in
                         Result<any Sendable, any Error> {
                             var value: (any Sendable)?
                             try db.inSavepoint {
@@ -116,6 +120,17 @@ final class BatchedWriter: Sendable {
                 backoff = .milliseconds(100)
             }
         }
+    }
+
+    /// Every write of the batch in one savepoint; throws (having rolled it back) as soon as one fails.
+    private static func runTogether(_ batch: [Item], in db: Database) throws -> [any Sendable] {
+        var values: [any Sendable] = []
+        values.reserveCapacity(batch.count)
+        try db.inSavepoint {
+            for item in batch { values.append(try item.body(db)) }
+            return .commit
+        }
+        return values
     }
 
     /// Failures that go away by themselves: a full disk, an I/O error, a read-only remount, a busy database.

@@ -88,16 +88,17 @@ public final class SQLiteTaskStore: LocalTaskStore {
         let record = WireJSON.encode(task)
         let state = StateColumns(task)
         let existing = try await writer.write { db -> TaskRecord? in
-            if let existing = try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM tasks WHERE id = ?", arguments: [task.id]) {
-                return try Self.task(from: existing)
-            }
+            // One prepared statement for the usual case, a new id; the existing task is read only when there is one.
             try db.cachedStatement(
                 sql: """
                     INSERT INTO tasks (id, uid, created_at, record, progress, attempts, result, error, started_at,
-                        finished_at, node, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        finished_at, node, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
                     """
             ).execute(arguments: [task.id, task.uid, task.createdAt.timeIntervalSince1970, record] + state.values)
-            return nil
+            guard db.changesCount == 0 else { return nil }
+            let existing = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT \(Self.columns) FROM tasks WHERE id = ?"), arguments: [task.id])
+            return try existing.map(Self.task(from:))
         }
         return existing.map { .existing($0) } ?? .inserted
     }
@@ -110,15 +111,18 @@ public final class SQLiteTaskStore: LocalTaskStore {
     public func append(_ events: [UserEvent], task: TaskRecord) async throws {
         let state = StateColumns(task)
         try await writer.write(retriesUntilStored: true) { db in
-            for event in events {
+            for (index, event) in events.enumerated() {
                 try db.cachedStatement(sql: "INSERT INTO events (uid, seq, json, created_at) VALUES (?, ?, ?, ?)")
                     .execute(arguments: [event.uid, Int64(event.seq), event.json, event.createdAt.timeIntervalSince1970])
-                try db.cachedStatement(
-                    sql: """
-                        INSERT INTO users (uid, last_seq) VALUES (?, ?)
-                        ON CONFLICT(uid) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)
-                        """
-                ).execute(arguments: [event.uid, Int64(event.seq)])
+                // A user's last seq once per run of its events (a series is one user's), not once per event.
+                if index == events.count - 1 || events[index + 1].uid != event.uid {
+                    try db.cachedStatement(
+                        sql: """
+                            INSERT INTO users (uid, last_seq) VALUES (?, ?)
+                            ON CONFLICT(uid) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)
+                            """
+                    ).execute(arguments: [event.uid, Int64(event.seq)])
+                }
                 // Trim to the retained count now and then rather than on every event.
                 if event.seq % 64 == 0, event.seq > UInt64(event.retainCount) {
                     try db.cachedStatement(sql: "DELETE FROM events WHERE uid = ? AND seq <= ?")
