@@ -199,13 +199,13 @@ struct GatewayTests {
     /// A worker takes the next task once its handler has returned, while the end of the one before is still being
     /// written (a durable store's commit): with one worker, a second task runs while the first's `done` is held.
     @Test func aWorkerIsFreeWhileItsTasksEndIsWritten() async throws {
-        let store = EndHoldingStore()
-        let gateway = Gateway.forTests(workers: 1, store: store)
+        let gate = EndGate()
+        let gateway = Gateway.forTests(workers: 1, store: ObservedStore(beforeWrite: { await gate.holdIfFinished($0) }))
         try await gateway.submit(cmd: "echo", args: ["n": 1], uid: "u")
         try await gateway.submit(cmd: "echo", args: ["n": 2], uid: "u")
-        try await waitUntil("both tasks' ends waiting to be written", on: store.held) { store.heldCount == 2 }
+        try await waitUntil("both tasks' ends waiting to be written", on: gate.held) { gate.heldCount == 2 }
         #expect(await gateway.pool.stats.running == 0)
-        store.release()
+        gate.release()
         try await within(.seconds(10), "the pool to go idle") { await gateway.pool.waitUntilIdle() }
         #expect(try await gateway.list(.init(status: .succeeded)).count == 2)
     }
@@ -502,9 +502,8 @@ struct WritesPerTaskTests {
     }
 }
 
-/// A memory store whose writes of a finished task wait until `release()`; `held` changes as each one arrives.
-final class EndHoldingStore: LocalTaskStore {
-    private let base = InMemoryTaskStore()
+/// Holds every write of a finished task until `release()`; `held` changes as each one arrives.
+final class EndGate: Sendable {
     let held = ChangeSignal()
     private let state = Mutex<(count: Int, released: Bool, waiting: [CheckedContinuation<Void, Never>])>((0, false, []))
 
@@ -519,7 +518,7 @@ final class EndHoldingStore: LocalTaskStore {
         for waiter in waiting { waiter.resume() }
     }
 
-    private func holdIfFinished(_ task: TaskRecord) async {
+    func holdIfFinished(_ task: TaskRecord) async {
         guard task.status.isFinal else { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let goOn = state.withLock { state -> Bool in
@@ -532,29 +531,4 @@ final class EndHoldingStore: LocalTaskStore {
             if goOn { continuation.resume() }
         }
     }
-
-    var isDurable: Bool { base.isDurable }
-    var writeProblem: String? { base.writeProblem }
-    func insert(_ task: TaskRecord) async throws -> InsertOutcome { try await base.insert(task) }
-    func update(_ task: TaskRecord) async throws {
-        await holdIfFinished(task)
-        try await base.update(task)
-    }
-    func append(_ events: [UserEvent], task: TaskRecord) async throws {
-        await holdIfFinished(task)
-        try await base.append(events, task: task)
-    }
-    func recordScheduleTick(name: String, at tick: Date) async throws { try await base.recordScheduleTick(name: name, at: tick) }
-    func pruneEvents(olderThan date: Date) async throws -> Int { try await base.pruneEvents(olderThan: date) }
-    func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int {
-        try await base.pruneFinishedTasks(createdBefore: createdBefore, keepingNewest: keepingNewest, batchSize: batchSize)
-    }
-    func task(id: String) async throws -> TaskRecord? { try await base.task(id: id) }
-    func list(_ query: TaskQuery) async throws -> [TaskRecord] { try await base.list(query) }
-    func unfinishedTasks() async throws -> [TaskRecord] { try await base.unfinishedTasks() }
-    func loadEvents(uid: String, limit: Int) async throws -> StoredEvents { try await base.loadEvents(uid: uid, limit: limit) }
-    func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent] {
-        try await base.events(uid: uid, after: seq, limit: limit)
-    }
-    func scheduleTicks() async throws -> [String: Date] { try await base.scheduleTicks() }
 }

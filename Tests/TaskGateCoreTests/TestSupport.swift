@@ -151,12 +151,17 @@ final class RecordingConnection: ClientConnection {
 }
 
 /// A store that tells when it was written to (a task inserted or changed, an event, a schedule's tick): for waits
-/// on what has no event of its own, such as a task without an owner.
+/// on what has no event of its own, such as a task without an owner. `beforeWrite`, when given, runs before each
+/// write of a task's state (and may hold it).
 final class ObservedStore: LocalTaskStore {
     let base: any LocalTaskStore
     let writes = ChangeSignal()
+    private let beforeWrite: (@Sendable (TaskRecord) async -> Void)?
 
-    init(_ base: any LocalTaskStore = InMemoryTaskStore()) { self.base = base }
+    init(_ base: any LocalTaskStore = InMemoryTaskStore(), beforeWrite: (@Sendable (TaskRecord) async -> Void)? = nil) {
+        self.base = base
+        self.beforeWrite = beforeWrite
+    }
 
     var isDurable: Bool { base.isDurable }
     var writeProblem: String? { base.writeProblem }
@@ -166,10 +171,12 @@ final class ObservedStore: LocalTaskStore {
         return try await base.insert(task)
     }
     func update(_ task: TaskRecord) async throws {
+        await beforeWrite?(task)
         defer { writes.bump() }
         try await base.update(task)
     }
     func append(_ events: [UserEvent], task: TaskRecord) async throws {
+        await beforeWrite?(task)
         defer { writes.bump() }
         try await base.append(events, task: task)
     }
