@@ -33,34 +33,24 @@ extension PostgresTaskStore {
         let running = task.status == .running
         let owner: String? = running ? nodeID : nil
         let createdAt = Date()
-        // One statement, so one round trip and atomic without BEGIN/COMMIT: lock the task if the condition holds,
-        // number the event, store it, write the task, and notify every node at commit.
-        let query: PostgresQuery = """
-            WITH locked AS (
-                SELECT id FROM tasks WHERE id = \(task.id) AND taskgate_may_write(tasks, \(Self.mode(condition)), \(nodeID))
-                FOR UPDATE
-            ), numbered AS (
-                INSERT INTO users (uid, last_seq) SELECT \(uid), 1 FROM locked
-                ON CONFLICT (uid) DO UPDATE SET last_seq = users.last_seq + 1 RETURNING last_seq
-            ), stored AS (
-                INSERT INTO events (uid, seq, type, json, created_at)
-                SELECT \(uid), last_seq, \(message.type),
-                    overlay(\(json) PLACING '"seq":' || last_seq FROM position(\(Self.seqPlaceholder) IN \(json))
-                        FOR length(\(Self.seqPlaceholder))),
-                    \(createdAt)
-                FROM numbered RETURNING seq, json
-            ), written AS (
-                UPDATE tasks SET status = \(task.status.rawValue), record = \(record), owner = \(owner),
-                    lease_until = CASE WHEN \(running) THEN coalesce(lease_until, now() + make_interval(secs => \(leaseSeconds))) END,
-                    not_before = NULL, cancel_requested = cancel_requested AND \(running)
-                FROM numbered WHERE tasks.id = \(task.id)
-            )
-            SELECT seq, json FROM stored
-            CROSS JOIN LATERAL (SELECT pg_notify(\(Self.channel), 'e:' || \(uid) || ':' || seq)) AS told
-            """
+        let append = Prepared<AppendNumbered> {
+            $0.append(task.id)
+            $0.append(Self.mode(condition))
+            $0.append(nodeID)
+            $0.append(uid)
+            $0.append(message.type)
+            $0.append(json)
+            $0.append(createdAt)
+            $0.append(task.status.rawValue)
+            $0.append(record)
+            $0.append(owner)
+            $0.append(running)
+            $0.append(leaseSeconds)
+        }
         return try await perform("append event") {
             var event: LoggedEvent?
-            for try await (seq, stored) in try await self.client.query(query, logger: self.logger).decode((Int64, String).self) {
+            for try await row in try await self.client.execute(append, logger: self.logger) {
+                let (seq, stored) = try row.decode((Int64, String).self)
                 event = LoggedEvent(seq: UInt64(seq), json: stored, type: message.type, createdAt: createdAt)
             }
             guard let event else { throw WriteConditionFailed(taskID: task.id) }
@@ -95,42 +85,19 @@ extension PostgresTaskStore {
     }
 
     public func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
-        // Fair share counts the uid's tasks running for the same handler in the whole cluster, then prefers the lane
-        // claimed longest ago, so claiming stays fair across nodes (a lane is `coalesce(uid, '')` and `cmd`, the keys
-        // of migration 4's indexes: `IS NOT DISTINCT FROM` could use no index, so each waiting task scanned every
-        // task of its handler); a handler whose rate this node has used up is
-        // left to the others.
-        let fairShare = rules.fairShare
-        let excluded = rules.excludedCommands
-        // One statement: the record's JSON is patched in place, so that it never says `queued` for a claimed task.
+        // A handler whose rate this node has used up is left to the others.
+        let claim = Prepared<ClaimTask> {
+            $0.append(nodeID)
+            $0.append(leaseSeconds)
+            $0.append(rules.excludedCommands)
+            $0.append(rules.fairShare)
+        }
         return try await perform("claim task") {
-            let rows = try await self.client.query(
-                """
-                UPDATE tasks SET status = 'running', owner = \(self.nodeID), not_before = NULL, claimed_at = clock_timestamp(),
-                    lease_until = now() + make_interval(secs => \(self.leaseSeconds)),
-                    record = (record::jsonb || jsonb_build_object(
-                        'status', 'running', 'attempts', coalesce((record::jsonb->>'attempts')::int, 0) + 1,
-                        'node', \(self.nodeID)::text))::text
-                WHERE id = (
-                    SELECT id FROM tasks AS waiting
-                    WHERE status IN ('queued', 'scheduled') AND (not_before IS NULL OR not_before <= now())
-                        AND NOT (cmd = ANY(\(excluded)))
-                    ORDER BY priority,
-                        CASE WHEN \(fairShare) THEN (
-                            SELECT count(*) FROM tasks AS busy
-                            WHERE busy.status = 'running' AND coalesce(busy.uid, '') = coalesce(waiting.uid, '') AND busy.cmd = waiting.cmd
-                        ) ELSE 0 END,
-                        CASE WHEN \(fairShare) THEN (
-                            SELECT max(served.claimed_at) FROM tasks AS served
-                            WHERE coalesce(served.uid, '') = coalesce(waiting.uid, '') AND served.cmd = waiting.cmd
-                        ) END NULLS FIRST,
-                        position
-                    LIMIT 1 FOR UPDATE SKIP LOCKED
-                )
-                RETURNING record
-                """, logger: self.logger)
-            for try await text in rows.decode(String.self) { return try Self.decode(text) }
-            return nil
+            var claimed: TaskRecord?
+            for try await row in try await self.client.execute(claim, logger: self.logger) {
+                claimed = try Self.decode(row.decode(String.self))
+            }
+            return claimed
         }
     }
 
@@ -269,26 +236,27 @@ extension PostgresTaskStore {
     }
 
     public func activeCounts(uid: String?) async throws -> (queued: Int, uid: Int) {
-        try await perform("count tasks") {
-            let rows = try await self.client.query(
-                """
-                SELECT count(*) FILTER (WHERE status IN ('queued', 'scheduled')), count(*) FILTER (WHERE uid = \(uid))
-                FROM tasks WHERE status IN ('scheduled', 'queued', 'running')
-                """, logger: self.logger)
-            for try await (queued, forUID) in rows.decode((Int64, Int64).self) { return (Int(queued), Int(forUID)) }
-            return (0, 0)
+        let counts = Prepared<ActiveCounts> { $0.append(uid) }
+        return try await perform("count tasks") {
+            var found = (0, 0)
+            for try await row in try await self.client.execute(counts, logger: self.logger) {
+                let (queued, forUID) = try row.decode((Int64, Int64).self)
+                found = (Int(queued), Int(forUID))
+            }
+            return found
         }
     }
 
     public func events(uid: String, after seq: UInt64, limit: Int) async throws -> [LoggedEvent] {
-        try await perform("read events") {
-            let rows = try await self.client.query(
-                """
-                SELECT seq, type, json, created_at FROM events WHERE uid = \(uid) AND seq > \(Int64(seq))
-                ORDER BY seq LIMIT \(limit)
-                """, logger: self.logger)
+        let read = Prepared<EventsAfter> {
+            $0.append(uid)
+            $0.append(Int64(seq))
+            $0.append(Int64(limit))
+        }
+        return try await perform("read events") {
             var events: [LoggedEvent] = []
-            for try await (seq, type, json, createdAt) in rows.decode((Int64, String, String, Date).self) {
+            for try await row in try await self.client.execute(read, logger: self.logger) {
+                let (seq, type, json, createdAt) = try row.decode((Int64, String, String, Date).self)
                 events.append(LoggedEvent(seq: UInt64(seq), json: json, type: type, createdAt: createdAt))
             }
             return events

@@ -221,10 +221,17 @@ public final class PostgresTaskStore: SharedTaskStore {
 
     /// Every call goes through here: bounded in time, outside the caller's cancellation (a cancelled task's final
     /// state must still be written), and telling `isReachable` how the database answered.
+    ///
+    /// Nothing reaches the database before the migrations are done: postgres-nio keeps a statement's failed
+    /// preparation with the connection for the connection's lifetime, so a prepared statement tried before its
+    /// tables exist would fail on that connection ever after.
     @discardableResult
     func perform<Value: Sendable>(
         _ operation: String, timeout: Duration = .seconds(5), _ body: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
+        guard health.withLock({ $0.ready }) else {
+            throw DatabaseError(description: "\(operation): the database's schema is not in place yet")
+        }
         do {
             let value = try await withDeadline(timeout, timeoutError: { DatabaseTimeout(operation: operation) }, body)
             markReachable(true)
@@ -259,19 +266,19 @@ public final class PostgresTaskStore: SharedTaskStore {
     public func insert(_ task: TaskRecord) async throws -> InsertOutcome {
         let record = WireJSON.encode(task)
         return try await perform("insert task") {
-            // Inserted: one row, and every node hears of it at once.
-            let inserted = try await self.client.query(
-                """
-                WITH inserted AS (
-                    INSERT INTO tasks (id, uid, cmd, priority, status, created_at, not_before, record)
-                    VALUES (\(task.id), \(task.uid), \(task.cmd), \(Int16(task.priority)), \(task.status.rawValue),
-                        \(task.createdAt), \(task.runAt), \(record))
-                    ON CONFLICT (id) DO NOTHING RETURNING id
-                )
-                SELECT id, pg_notify(\(Self.channel), 't') FROM inserted
-                """, logger: self.logger
-            ).collect()
-            if !inserted.isEmpty { return .inserted }
+            let insert = Prepared<InsertTask> {
+                $0.append(task.id)
+                $0.append(task.uid)
+                $0.append(task.cmd)
+                $0.append(Int16(task.priority))
+                $0.append(task.status.rawValue)
+                $0.append(task.createdAt)
+                $0.append(task.runAt)
+                $0.append(record)
+            }
+            var inserted = false
+            for try await _ in try await self.client.execute(insert, logger: self.logger) { inserted = true }
+            if inserted { return .inserted }
             for try await existing in try await self.client.query(
                 "SELECT record FROM tasks WHERE id = \(task.id)", logger: self.logger
             ).decode(String.self) {

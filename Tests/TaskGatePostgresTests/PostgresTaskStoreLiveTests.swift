@@ -422,6 +422,47 @@ struct PostgresTaskStoreLiveTests {
         }
     }
 
+    /// postgres-nio keeps a statement's failed preparation with its connection, so one prepared before the tables
+    /// exist would fail on that connection for good: the store must send nothing before its migrations are done.
+    @Test func callsBeforeTheMigrationsFailWithoutLeavingAConnectionUnableToRunAPreparedStatement() async throws {
+        try await LiveDatabase.withMigrationsHeldBack { store, release in
+            // As many calls at once as the pool has connections, so that each could be the one a statement failed on.
+            await withTaskGroup(of: Void.self) { group in
+                for index in 0..<16 {
+                    group.addTask {
+                        let early = TaskRecord(id: "early\(index)", cmd: "echo", uid: "u", args: ["n": 0])
+                        await #expect(throws: (any Error).self) { try await store.insert(early) }
+                        await #expect(throws: (any Error).self) { try await store.claimNext(ClaimRules()) }
+                        await #expect(throws: (any Error).self) { try await store.activeCounts(uid: "u") }
+                        await #expect(throws: (any Error).self) { try await store.events(uid: "u", after: 0, limit: 10) }
+                    }
+                }
+            }
+            #expect(!store.isReachable)
+
+            try await release()
+            try await eventually("the store to migrate", timeout: .seconds(30)) { store.isReachable }
+            // More calls at once than the pool has connections, so every connection runs every prepared statement.
+            let count = 40
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<count {
+                    group.addTask {
+                        let task = TaskRecord(id: "t\(index)", cmd: "echo", uid: "u\(index % 4)", args: ["n": .number(Double(index))])
+                        #expect(try await store.insert(task) == .inserted)
+                        _ = try await store.activeCounts(uid: task.uid)
+                        let claimed = try #require(try await store.claimNext(ClaimRules()))
+                        _ = try await store.appendNumbered(
+                            uid: claimed.uid ?? "", task: claimed, condition: .runningHere, retainCount: 1000,
+                            makeMessage: { seq in .progress(claimed, seq: seq) })
+                        _ = try await store.events(uid: task.uid ?? "", after: 0, limit: 10)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await store.list(.init(limit: 100)).count == count)
+        }
+    }
+
     @Test func aReloadRequestReachesTheNodeAndItsAnswerComesBack() async throws {
         try await LiveDatabase.withNodes(["a", "b"]) { nodes in
             let (a, b) = (nodes[0], nodes[1])
@@ -483,6 +524,33 @@ enum LiveDatabase {
                 for node in nodes { try await node.waitUntilReady() }
                 try await body(nodes)
             }
+        }
+    }
+
+    /// A running store whose migrations wait, on a fresh database, until the body calls `release`: the advisory
+    /// lock they take is held by another connection until then.
+    static func withMigrationsHeldBack(
+        _ body: (PostgresTaskStore, @Sendable () async throws -> Void) async throws -> Void
+    ) async throws {
+        try await withScratchDatabase { url in
+            let holder = try await PostgresConnection.connect(
+                configuration: try url.connectionConfiguration(), id: 2, logger: logger)
+            do {
+                try await holder.query("SELECT pg_advisory_lock(\(PostgresTaskStore.migrationLock))", logger: logger)
+                let store = PostgresTaskStore(url: url, nodeID: "a", logger: logger)
+                let release: @Sendable () async throws -> Void = {
+                    try await holder.query("SELECT pg_advisory_unlock(\(PostgresTaskStore.migrationLock))", logger: logger)
+                }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await store.run() }
+                    defer { group.cancelAll() }
+                    try await body(store, release)
+                }
+            } catch {
+                try? await holder.close()
+                throw error
+            }
+            try await holder.close()
         }
     }
 
