@@ -84,20 +84,24 @@ extension PostgresTaskStore {
         }
     }
 
-    public func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
+    public func claim(_ rules: ClaimRules, limit: Int) async throws -> [TaskRecord] {
+        guard limit > 0 else { return [] }
         // A handler whose rate this node has used up is left to the others.
-        let claim = Prepared<ClaimTask> {
+        let claim = Prepared<ClaimTasks> {
             $0.append(nodeID)
             $0.append(leaseSeconds)
             $0.append(rules.excludedCommands)
             $0.append(rules.fairShare)
+            $0.append(rules.pacedCommands)
+            $0.append(Int64(limit))
         }
-        return try await perform("claim task") {
-            var claimed: TaskRecord?
+        return try await perform("claim tasks") {
+            var claimed: [TaskRecord] = []
             for try await row in try await self.client.execute(claim, logger: self.logger) {
-                claimed = try Self.decode(row.decode(String.self))
+                claimed.append(try Self.decode(row.decode(String.self)))
             }
-            return claimed
+            // UPDATE returns rows in no set order: the oldest first, as they were picked.
+            return claimed.sorted { ($0.priority, $0.createdAt) < ($1.priority, $1.createdAt) }
         }
     }
 

@@ -76,39 +76,56 @@ extension PostgresTaskStore {
         ]
     }
 
-    /// $1 node, $2 lease seconds, $3 excluded handlers, $4 fair share.
+    /// $1 node, $2 lease seconds, $3 excluded handlers, $4 fair share, $5 paced handlers, $6 at most this many.
     ///
     /// Fair share counts the uid's tasks running for the same handler in the whole cluster, then prefers the lane
     /// claimed longest ago, so claiming stays fair across nodes (a lane is `coalesce(uid, '')` and `cmd`, the keys
     /// of migration 4's indexes: `IS NOT DISTINCT FROM` could use no index, so each waiting task scanned every
-    /// task of its handler). One statement: the record's JSON is patched in place, so that it never says `queued`
-    /// for a claimed task.
-    enum ClaimTask: PreparedText {
+    /// task of its handler). Several at once take turns: a task's turn is what runs in its lane plus its place in
+    /// the lane's queue, so a lane's second task comes after every other lane's first, as separate claims would
+    /// pick them. A paced handler (a rate limit) starts at most once per claim.
+    ///
+    /// One statement: the ranking reads a snapshot, the outer level locks what it takes (skipping rows another
+    /// node is claiming) and checks that each is still waiting; the record's JSON is patched in place, so that it
+    /// never says `queued` for a claimed task.
+    enum ClaimTasks: PreparedText {
         static let sql = """
             UPDATE tasks SET status = 'running', owner = $1, not_before = NULL, claimed_at = clock_timestamp(),
                 lease_until = now() + make_interval(secs => $2),
                 record = (record::jsonb || jsonb_build_object(
                     'status', 'running', 'attempts', coalesce((record::jsonb->>'attempts')::int, 0) + 1,
                     'node', $1::text))::text
-            WHERE id = (
-                SELECT id FROM tasks AS waiting
-                WHERE status IN ('queued', 'scheduled') AND (not_before IS NULL OR not_before <= now())
-                    AND NOT (cmd = ANY($3))
-                ORDER BY priority,
-                    CASE WHEN $4 THEN (
-                        SELECT count(*) FROM tasks AS busy
-                        WHERE busy.status = 'running' AND coalesce(busy.uid, '') = coalesce(waiting.uid, '') AND busy.cmd = waiting.cmd
-                    ) ELSE 0 END,
-                    CASE WHEN $4 THEN (
-                        SELECT max(served.claimed_at) FROM tasks AS served
-                        WHERE coalesce(served.uid, '') = coalesce(waiting.uid, '') AND served.cmd = waiting.cmd
-                    ) END NULLS FIRST,
-                    position
-                LIMIT 1 FOR UPDATE SKIP LOCKED
+            WHERE id IN (
+                SELECT chosen.id FROM tasks AS chosen
+                JOIN (
+                    SELECT id, cmd, priority, position, turn, served,
+                        row_number() OVER (PARTITION BY cmd ORDER BY priority, turn, served NULLS FIRST, position)
+                            AS turn_of_handler
+                    FROM (
+                        SELECT id, cmd, priority, position,
+                            CASE WHEN $4 THEN (
+                                SELECT count(*) FROM tasks AS busy
+                                WHERE busy.status = 'running' AND coalesce(busy.uid, '') = coalesce(waiting.uid, '')
+                                    AND busy.cmd = waiting.cmd
+                            ) + row_number() OVER (
+                                PARTITION BY coalesce(waiting.uid, ''), waiting.cmd, waiting.priority ORDER BY waiting.position
+                            ) ELSE 0 END AS turn,
+                            CASE WHEN $4 THEN (
+                                SELECT max(served.claimed_at) FROM tasks AS served
+                                WHERE coalesce(served.uid, '') = coalesce(waiting.uid, '') AND served.cmd = waiting.cmd
+                            ) END AS served
+                        FROM tasks AS waiting
+                        WHERE status IN ('queued', 'scheduled') AND (not_before IS NULL OR not_before <= now())
+                            AND NOT (cmd = ANY($3))
+                    ) AS lanes
+                ) AS ranked ON ranked.id = chosen.id
+                WHERE chosen.status IN ('queued', 'scheduled') AND (ranked.turn_of_handler = 1 OR NOT (ranked.cmd = ANY($5)))
+                ORDER BY ranked.priority, ranked.turn, ranked.served NULLS FIRST, ranked.position
+                LIMIT $6 FOR UPDATE OF chosen SKIP LOCKED
             )
             RETURNING record
             """
-        static let types: [PostgresDataType] = [.text, .float8, .textArray, .bool]
+        static let types: [PostgresDataType] = [.text, .float8, .textArray, .bool, .textArray, .int8]
     }
 
     /// $1 uid: the cluster's queued tasks, and the uid's queued and running ones.

@@ -344,39 +344,49 @@ final class SharedMemoryStore: SharedTaskStore {
         if task.status == .queued { database.broadcast(.taskQueued) }
     }
 
-    /// The same rule as `PostgresTaskStore.claimNext`: priority, then (fair share) the fewest running in the lane
-    /// across every node, then the oldest.
-    func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
+    /// The same rule as `PostgresTaskStore.claim`: priority, then (fair share) the fewest running in the lane
+    /// across every node, then the lane served longest ago, then the oldest; a paced handler once per claim.
+    func claim(_ rules: ClaimRules, limit: Int) async throws -> [TaskRecord] {
         try database.change { tables in
-            let now = Date()
-            let running = tables.tasks.values.filter { $0.record.status == .running }
-            func load(_ row: SharedMemoryDatabase.Row) -> Int {
-                rules.fairShare ? running.count { $0.record.uid == row.record.uid && $0.record.cmd == row.record.cmd } : 0
+            var claimed: [TaskRecord] = []
+            var held = Set(rules.excludedCommands)
+            while claimed.count < limit, let record = claimOne(held: held, fairShare: rules.fairShare, in: &tables) {
+                if rules.pacedCommands.contains(record.cmd) { held.insert(record.cmd) }
+                claimed.append(record)
             }
-            let due = tables.tasks.values.filter {
-                ($0.record.status == .queued || $0.record.status == .scheduled) && ($0.notBefore ?? now) <= now
-                    && !rules.excludedCommands.contains($0.record.cmd)
-            }
-            func served(_ row: SharedMemoryDatabase.Row) -> Date {
-                guard rules.fairShare else { return .distantPast }
-                return tables.tasks.values.filter { $0.record.uid == row.record.uid && $0.record.cmd == row.record.cmd }
-                    .compactMap(\.claimedAt).max() ?? .distantPast
-            }
-            guard
-                let row = due.min(by: {
-                    ($0.record.priority, load($0), served($0), $0.position) < ($1.record.priority, load($1), served($1), $1.position)
-                })
-            else { return nil }
-            var record = row.record
-            record.status = .running
-            record.attempts += 1
-            record.node = nodeID
-            tables.tasks[record.id]?.record = record
-            tables.tasks[record.id]?.owner = nodeID
-            tables.tasks[record.id]?.leaseUntil = .now + leaseTimeout
-            tables.tasks[record.id]?.claimedAt = Date()
-            return record
+            return claimed
         }
+    }
+
+    private func claimOne(held: Set<String>, fairShare: Bool, in tables: inout SharedMemoryDatabase.Tables) -> TaskRecord? {
+        let now = Date()
+        let running = tables.tasks.values.filter { $0.record.status == .running }
+        func load(_ row: SharedMemoryDatabase.Row) -> Int {
+            fairShare ? running.count { $0.record.uid == row.record.uid && $0.record.cmd == row.record.cmd } : 0
+        }
+        let due = tables.tasks.values.filter {
+            ($0.record.status == .queued || $0.record.status == .scheduled) && ($0.notBefore ?? now) <= now
+                && !held.contains($0.record.cmd)
+        }
+        func served(_ row: SharedMemoryDatabase.Row) -> Date {
+            guard fairShare else { return .distantPast }
+            return tables.tasks.values.filter { $0.record.uid == row.record.uid && $0.record.cmd == row.record.cmd }
+                .compactMap(\.claimedAt).max() ?? .distantPast
+        }
+        guard
+            let row = due.min(by: {
+                ($0.record.priority, load($0), served($0), $0.position) < ($1.record.priority, load($1), served($1), $1.position)
+            })
+        else { return nil }
+        var record = row.record
+        record.status = .running
+        record.attempts += 1
+        record.node = nodeID
+        tables.tasks[record.id]?.record = record
+        tables.tasks[record.id]?.owner = nodeID
+        tables.tasks[record.id]?.leaseUntil = .now + leaseTimeout
+        tables.tasks[record.id]?.claimedAt = Date()
+        return record
     }
 
     func expiredTasks(limit: Int) async throws -> [TaskRecord] {

@@ -48,6 +48,23 @@ struct LocalCoordinatorTests {
         #expect(try await coordinator.claimNext(ClaimRules(), runningHere: [:])?.id == "slow")
     }
 
+    @Test func aClaimOfSeveralTakesTurnsAmongLanesAndStartsAPacedHandlerOnce() async throws {
+        let coordinator = LocalCoordinator(store: InMemoryTaskStore(), fairShare: true)
+        for index in 1...3 { coordinator.enqueue(task("a\(index)", uid: "a"), notBefore: nil) }
+        coordinator.enqueue(task("b1", uid: "b"), notBefore: nil)
+        for index in 1...2 { coordinator.enqueue(task("p\(index)", uid: "c", cmd: "paced"), notBefore: nil) }
+        let rules = ClaimRules(pacedCommands: ["paced"])
+        // "a" runs one here already: b's and the paced lane's first tasks go before a's next one.
+        let first = try await coordinator.claim(rules, runningHere: [Lane(cmd: "echo", uid: "a"): 1], limit: 4)
+        #expect(first.map(\.id) == ["b1", "p1", "a1", "a2"])
+        #expect(first.allSatisfy { $0.status == .running && $0.attempts == 1 })
+        // The paced handler's second task waits for another claim, where it goes first: its lane was served
+        // before a's. A limit is a limit.
+        #expect(try await coordinator.claim(rules, runningHere: [:], limit: 1).map(\.id) == ["p2"])
+        #expect(try await coordinator.claim(rules, runningHere: [:], limit: 5).map(\.id) == ["a3"])
+        #expect(try await coordinator.claim(rules, runningHere: [:], limit: 5).isEmpty)
+    }
+
     @Test func aTaskNotDueWaitsForItsTimeAndNamesIt() async throws {
         let coordinator = LocalCoordinator(store: InMemoryTaskStore(), fairShare: true)
         let later = Date().addingTimeInterval(3600)

@@ -171,6 +171,54 @@ struct PostgresTaskStoreLiveTests {
         }
     }
 
+    @Test func aClaimOfSeveralTakesTurnsAmongLanesAndStartsAPacedHandlerOnce() async throws {
+        try await LiveDatabase.withNodes(["a", "b"]) { nodes in
+            let (a, b) = (nodes[0], nodes[1])
+            func insert(_ id: String, uid: String, cmd: String = "echo", priority: Int = 3) async throws {
+                _ = try await a.store.insert(TaskRecord(id: id, cmd: cmd, uid: uid, args: [:], priority: priority))
+            }
+            // "a" has a task running on node b: b's and the paced lane's first tasks go before a's next one.
+            _ = try await b.insertAndClaim(TaskRecord(id: "a0", cmd: "echo", uid: "a", args: [:]))
+            for index in 1...3 { try await insert("a\(index)", uid: "a") }
+            try await insert("b1", uid: "b")
+            for index in 1...2 { try await insert("p\(index)", uid: "c", cmd: "paced") }
+            try await insert("urgent", uid: "a", priority: 0)
+            try await insert("later", uid: "b", priority: 5)
+            let rules = ClaimRules(pacedCommands: ["paced"])
+            let first = try await a.store.claim(rules, limit: 5)
+            #expect(Set(first.map(\.id)) == ["urgent", "b1", "p1", "a1", "a2"])
+            #expect(first.allSatisfy { $0.status == .running && $0.attempts == 1 && $0.node == "a" })
+            for claimed in first {
+                let stored = try #require(try await b.store.task(id: claimed.id))
+                #expect(stored.status == .running && stored.node == "a")
+            }
+            // The paced handler's second task, in a claim of its own: 1 running in its lane against a's 4.
+            #expect(try await a.store.claim(rules, limit: 1).map(\.id) == ["p2"])
+            #expect(try await a.store.claim(rules, limit: 5).map(\.id) == ["a3", "later"])
+            #expect(try await a.store.claim(rules, limit: 5).isEmpty)
+
+            // Batches from both nodes at once: each task goes to exactly one claim.
+            let ids = (0..<60).map { "bulk\($0)" }
+            for (index, id) in ids.enumerated() { try await insert(id, uid: "u\(index % 5)") }
+            let claimedBy = try await withThrowingTaskGroup(of: [String].self) { group in
+                for node in [a, b] {
+                    for _ in 0..<3 {
+                        group.addTask {
+                            var claimed: [String] = []
+                            while true {
+                                let batch = try await node.store.claim(ClaimRules(), limit: 4)
+                                if batch.isEmpty { return claimed }
+                                claimed += batch.map(\.id)
+                            }
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(claimedBy.sorted() == ids.sorted())
+        }
+    }
+
     @Test func fairShareServesTheLaneWithFewestTasksRunningInTheWholeCluster() async throws {
         try await LiveDatabase.withNodes(["a", "b"]) { nodes in
             let (a, b) = (nodes[0], nodes[1])

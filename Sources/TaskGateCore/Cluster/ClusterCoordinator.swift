@@ -30,9 +30,9 @@ public protocol ClusterCoordinator: Sendable {
     /// Writes a state clients are not told about (back to the queue), if `condition` holds. A queued task is not
     /// claimed before `notBefore` (retry backoff).
     func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws
-    /// Claims the next due task (queued, or scheduled and due) for this node by `rules`: it becomes `running` here,
-    /// one more attempt, leased.
-    func claimNext(_ rules: ClaimRules) async throws -> TaskRecord?
+    /// Claims up to `limit` due tasks (queued, or scheduled and due) for this node by `rules`, in one go: each
+    /// becomes `running` here, one more attempt, leased. One claim for a node's free workers rather than one each.
+    func claim(_ rules: ClaimRules, limit: Int) async throws -> [TaskRecord]
     /// When the earliest waiting task that is not due yet (a delay, a retry's backoff) becomes due.
     func nextDueDate() async throws -> Date?
     /// Tasks running on nodes whose lease ran out (the node died or lost the database).
@@ -59,15 +59,27 @@ public protocol ClusterCoordinator: Sendable {
     func reloadAnswers(requestID: String) async throws -> [NodeReload]
 }
 
+extension ClusterCoordinator {
+    /// The next due task by `rules`, claimed alone.
+    public func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
+        try await claim(rules, limit: 1).first
+    }
+}
+
 /// Which due task a node claims next: the lowest priority number first; within it, with fair share, the uid (per
-/// handler) with the fewest tasks running in the whole cluster; then the oldest.
+/// handler) with the fewest tasks running in the whole cluster; then the oldest. A claim of several takes turns
+/// among the lanes: a lane's second task comes after every other lane's first.
 public struct ClaimRules: Sendable, Equatable {
     public var fairShare: Bool
     /// Handlers this node does not start now (their rate limit is used up here).
     public var excludedCommands: [String]
-    public init(fairShare: Bool = true, excludedCommands: [String] = []) {
+    /// Handlers with a rate limit: one claim starts at most one of each, since a start uses up the handler's
+    /// rate until its interval has passed.
+    public var pacedCommands: [String]
+    public init(fairShare: Bool = true, excludedCommands: [String] = [], pacedCommands: [String] = []) {
         self.fairShare = fairShare
         self.excludedCommands = excludedCommands
+        self.pacedCommands = pacedCommands
     }
 }
 

@@ -53,15 +53,27 @@ final class LocalCoordinator: TaskCoordinator {
         }
     }
 
-    nonisolated(nonsending) func claimNext(_ rules: ClaimRules, runningHere: [Lane: Int]) async throws -> TaskRecord? {
-        let claimed = state.withLock { state -> TaskRecord? in
+    nonisolated(nonsending) func claim(_ rules: ClaimRules, runningHere: [Lane: Int], limit: Int) async throws
+        -> [TaskRecord]
+    {
+        state.withLock { state in
             state.promote(now: Date())
-            return state.ready.popNext(running: { runningHere[$0, default: 0] }, held: Set(rules.excludedCommands))
+            var running = runningHere
+            var held = Set(rules.excludedCommands)
+            let paced = Set(rules.pacedCommands)
+            var claimed: [TaskRecord] = []
+            while claimed.count < limit,
+                var task = state.ready.popNext(running: { running[$0, default: 0] }, held: held)
+            {
+                // What this claim took counts as running, so the next pick is as fair as a separate claim's.
+                running[Lane(cmd: task.cmd, uid: task.uid), default: 0] += 1
+                if paced.contains(task.cmd) { held.insert(task.cmd) }
+                task.status = .running
+                task.attempts += 1
+                claimed.append(task)
+            }
+            return claimed
         }
-        guard var task = claimed else { return nil }
-        task.status = .running
-        task.attempts += 1
-        return task
     }
 
     nonisolated(nonsending) func nextDueDate() async throws -> Date? {

@@ -26,8 +26,10 @@ struct SharedCoordinator: TaskCoordinator {
     /// Already waiting in the store, which tells every node (`ClusterNotification.taskQueued`).
     func enqueue(_ task: TaskRecord, notBefore: Date?) {}
 
-    nonisolated(nonsending) func claimNext(_ rules: ClaimRules, runningHere: [Lane: Int]) async throws -> TaskRecord? {
-        try await shared.claimNext(rules)  // fair share by what runs on every node, which the store counts
+    nonisolated(nonsending) func claim(_ rules: ClaimRules, runningHere: [Lane: Int], limit: Int) async throws
+        -> [TaskRecord]
+    {
+        try await shared.claim(rules, limit: limit)  // fair share by what runs on every node, which the store counts
     }
 
     nonisolated(nonsending) func nextDueDate() async throws -> Date? {

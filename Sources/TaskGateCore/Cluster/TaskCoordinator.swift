@@ -22,8 +22,9 @@ protocol TaskCoordinator: Sendable {
         -> (active: Int, uid: Int)
     /// A stored task that waits for a worker, not before `notBefore` (a retry's backoff) nor its `runAt`.
     func enqueue(_ task: TaskRecord, notBefore: Date?)
-    /// The next due task by `rules` and what runs here (fair share), now running here with one more attempt.
-    nonisolated(nonsending) func claimNext(_ rules: ClaimRules, runningHere: [Lane: Int]) async throws -> TaskRecord?
+    /// Up to `limit` due tasks by `rules` and what runs here (fair share), now running here with one more attempt.
+    nonisolated(nonsending) func claim(_ rules: ClaimRules, runningHere: [Lane: Int], limit: Int) async throws
+        -> [TaskRecord]
     /// When the earliest waiting task that is not due yet becomes due.
     nonisolated(nonsending) func nextDueDate() async throws -> Date?
     /// Writes a state clients are not told about, if `condition` still holds.
@@ -43,6 +44,13 @@ protocol TaskCoordinator: Sendable {
     var waitingCount: Int { get }
     /// This node's waiting tasks by handler, and how many of them are not due yet.
     var waiting: (byCommand: [String: Int], notDue: Int) { get }
+}
+
+extension TaskCoordinator {
+    /// The next due task by `rules`, claimed alone.
+    nonisolated(nonsending) func claimNext(_ rules: ClaimRules, runningHere: [Lane: Int]) async throws -> TaskRecord? {
+        try await claim(rules, runningHere: runningHere, limit: 1).first
+    }
 }
 
 extension TaskBackend {

@@ -8,10 +8,14 @@ public struct HandlerTable: Sendable {
     /// The recurring schedules in force with these handlers (a reload replaces both together).
     public let schedules: [Schedule]
 
+    /// The handlers with a rate limit, which a claim starts at most one of each (`ClaimRules.pacedCommands`).
+    public let pacedCommands: [String]
+
     public init(generation: Int, handlers: [any TaskHandler], schedules: [Schedule] = []) {
         self.generation = generation
         self.handlers = Dictionary(handlers.map { ($0.name, $0) }, uniquingKeysWith: { _, last in last })
         self.schedules = schedules
+        pacedCommands = self.handlers.values.filter { $0.rateLimit != nil }.map(\.name).sorted()
     }
 
     public var names: [String] { handlers.keys.sorted() }

@@ -23,28 +23,40 @@ extension TaskPool {
             claimAgain = false
             while accepting, running.working < configuration.workers {
                 let now = ContinuousClock.now
-                let held = pacer.blocked(now: now)
-                let rules = ClaimRules(fairShare: configuration.fairShare, excludedCommands: held.commands)
-                let next: TaskRecord?
+                let table = handlers()
+                let rules = ClaimRules(
+                    fairShare: configuration.fairShare, excludedCommands: pacer.blocked(now: now).commands,
+                    pacedCommands: table.pacedCommands)
+                // One claim for every free worker: in a cluster, one round trip rather than one per task.
+                let limit = configuration.workers - running.working
+                let claimed: [TaskRecord]
                 do {
-                    next = try await coordinator.claimNext(rules, runningHere: running.byLane)
+                    claimed = try await coordinator.claim(rules, runningHere: running.byLane, limit: limit)
                 } catch {
                     break  // the database is away: the periodic claim tries again
                 }
-                guard let claimed = next else {
-                    if let until = held.until { wakeUp(at: until) }
-                    // Nothing due now: wake when the earliest waiting task is (in a cluster any node may claim it then).
-                    if let due = try? await coordinator.nextDueDate() {
-                        wakeUp(at: .now + .milliseconds(max(0, Int64((due.timeIntervalSinceNow * 1000).rounded(.up)))))
-                    }
+                for task in claimed {
+                    pacer.started(task.cmd, limit: table.handler(named: task.cmd)?.rateLimit, now: now)
+                    startClaimed(task)
+                }
+                // Fewer than asked for: nothing more may start now, so no second claim to hear it.
+                guard claimed.count == limit else {
+                    await wakeWhenATaskMayStart()
                     break
                 }
-                pacer.started(claimed.cmd, limit: handlers().handler(named: claimed.cmd)?.rateLimit, now: now)
-                startClaimed(claimed)
             }
         } while claimAgain && accepting && running.working < configuration.workers
         claiming = false
         signalIdleIfNeeded()
+    }
+
+    /// Nothing more may start now: wake when a held handler's rate allows a start, and when the earliest waiting
+    /// task is due (in a cluster any node may claim it then).
+    private func wakeWhenATaskMayStart() async {
+        if let until = pacer.blocked(now: .now).until { wakeUp(at: until) }
+        if let due = try? await coordinator.nextDueDate() {
+            wakeUp(at: .now + .milliseconds(max(0, Int64((due.timeIntervalSinceNow * 1000).rounded(.up)))))
+        }
     }
 
     /// A stored task's options, as validated when it was submitted; the handler's defaults if its handler changed

@@ -72,7 +72,9 @@ extension MeteredTaskStore: ClusterCoordinator where Base: ClusterCoordinator {
         metrics.taskFinished(task)
     }
 
-    func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? { try await timed("claim") { try await base.claimNext(rules) } }
+    func claim(_ rules: ClaimRules, limit: Int) async throws -> [TaskRecord] {
+        try await timed("claim") { try await base.claim(rules, limit: limit) }
+    }
     func nextDueDate() async throws -> Date? { try await base.nextDueDate() }
     func expiredTasks(limit: Int) async throws -> [TaskRecord] { try await base.expiredTasks(limit: limit) }
     func heartbeat(runningTaskIDs: [String], clients: [ClientInfo]) async throws -> [String] {
