@@ -22,12 +22,13 @@ extension PostgresTaskStore {
 
     public func appendNumbered(
         uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
-        makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
-    ) async throws -> LoggedEvent {
-        let message = makeMessage(UInt64.max)
-        let json = WireJSON.encode(message)
-        guard json.contains(Self.seqPlaceholder) else {
-            throw DatabaseError(description: "event '\(message.type)' has no seq to number")
+        makeMessages: [@Sendable (UInt64) -> ServerMessage]
+    ) async throws -> [LoggedEvent] {
+        guard !makeMessages.isEmpty else { return [] }
+        let messages = makeMessages.map { $0(UInt64.max) }
+        let jsons = messages.map { WireJSON.encode($0) }
+        if let unnumbered = zip(messages, jsons).first(where: { !$0.1.contains(Self.seqPlaceholder) }) {
+            throw DatabaseError(description: "event '\(unnumbered.0.type)' has no seq to number")
         }
         let record = WireJSON.encode(task)
         let running = task.status == .running
@@ -38,8 +39,8 @@ extension PostgresTaskStore {
             $0.append(Self.mode(condition))
             $0.append(nodeID)
             $0.append(uid)
-            $0.append(message.type)
-            $0.append(json)
+            $0.append(messages.map(\.type))
+            $0.append(jsons)
             $0.append(createdAt)
             $0.append(task.status.rawValue)
             $0.append(record)
@@ -48,18 +49,19 @@ extension PostgresTaskStore {
             $0.append(leaseSeconds)
         }
         return try await perform("append event") {
-            var event: LoggedEvent?
+            var events: [LoggedEvent] = []
             for try await row in try await self.client.execute(append, logger: self.logger) {
                 let (seq, stored) = try row.decode((Int64, String).self)
-                event = LoggedEvent(seq: UInt64(seq), json: stored, type: message.type, createdAt: createdAt)
+                guard events.count < messages.count else { throw DatabaseError(description: "more events stored than sent") }
+                events.append(LoggedEvent(seq: UInt64(seq), json: stored, type: messages[events.count].type, createdAt: createdAt))
             }
-            guard let event else { throw WriteConditionFailed(taskID: task.id) }
-            // Trim to the retained count now and then rather than on every event.
-            if event.seq % 64 == 0, event.seq > UInt64(retainCount) {
+            guard let last = events.last, events.count == messages.count else { throw WriteConditionFailed(taskID: task.id) }
+            // Trim to the retained count now and then rather than on every event: when a series passes a multiple of 64.
+            if last.seq / 64 != (last.seq - UInt64(events.count)) / 64, last.seq > UInt64(retainCount) {
                 try await self.client.query(
-                    "DELETE FROM events WHERE uid = \(uid) AND seq <= \(Int64(event.seq) - Int64(retainCount))", logger: self.logger)
+                    "DELETE FROM events WHERE uid = \(uid) AND seq <= \(Int64(last.seq) - Int64(retainCount))", logger: self.logger)
             }
-            return event
+            return events
         }
     }
 

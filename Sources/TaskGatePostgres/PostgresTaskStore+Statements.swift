@@ -42,37 +42,40 @@ extension PostgresTaskStore {
         static let types: [PostgresDataType] = [.text, .text, .text, .int2, .text, .timestamptz, .timestamptz, .text]
     }
 
-    /// $1 task id, $2 write mode, $3 node, $4 uid, $5 event type, $6 the event's JSON with the seq placeholder,
+    /// $1 task id, $2 write mode, $3 node, $4 uid, $5 the events' types, $6 their JSON with the seq placeholder,
     /// $7 created_at, $8 status, $9 record, $10 owner, $11 running, $12 lease seconds.
     ///
     /// One statement, so one round trip and atomic without BEGIN/COMMIT: lock the task if the condition holds,
-    /// number the event, store it, write the task, and notify every node at commit.
+    /// number the events (the uid's counter moves once, by their count), store them, write the task, and notify
+    /// every node at commit, once, with the last seq (a node reads the ones before it back with it).
     enum AppendNumbered: PreparedText {
         static let sql = """
             WITH locked AS (
                 SELECT id FROM tasks WHERE id = $1 AND taskgate_may_write(tasks, $2, $3)
                 FOR UPDATE
             ), numbered AS (
-                INSERT INTO users (uid, last_seq) SELECT $4, 1 FROM locked
-                ON CONFLICT (uid) DO UPDATE SET last_seq = users.last_seq + 1 RETURNING last_seq
+                INSERT INTO users (uid, last_seq) SELECT $4, cardinality($6) FROM locked
+                ON CONFLICT (uid) DO UPDATE SET last_seq = users.last_seq + cardinality($6) RETURNING last_seq
             ), stored AS (
                 INSERT INTO events (uid, seq, type, json, created_at)
-                SELECT $4, last_seq, $5,
-                    overlay($6 PLACING '"seq":' || last_seq FROM position('\(seqPlaceholder)' IN $6)
-                        FOR length('\(seqPlaceholder)')),
+                SELECT $4, numbered.last_seq - cardinality($6) + event.ordinal, event.type,
+                    overlay(event.json PLACING '"seq":' || (numbered.last_seq - cardinality($6) + event.ordinal)
+                        FROM position('\(seqPlaceholder)' IN event.json) FOR length('\(seqPlaceholder)')),
                     $7
-                FROM numbered RETURNING seq, json
+                FROM numbered CROSS JOIN unnest($5::text[], $6::text[]) WITH ORDINALITY AS event(type, json, ordinal)
+                RETURNING seq, json
             ), written AS (
                 UPDATE tasks SET status = $8, record = $9, owner = $10,
                     lease_until = CASE WHEN $11 THEN coalesce(lease_until, now() + make_interval(secs => $12)) END,
                     not_before = NULL, cancel_requested = cancel_requested AND $11
                 FROM numbered WHERE tasks.id = $1
+            ), told AS (
+                SELECT pg_notify('\(channel)', 'e:' || $4 || ':' || last_seq) FROM numbered
             )
-            SELECT seq, json FROM stored
-            CROSS JOIN LATERAL (SELECT pg_notify('\(channel)', 'e:' || $4 || ':' || seq)) AS told
+            SELECT seq, json FROM stored, (SELECT count(*) FROM told) AS notified ORDER BY seq
             """
         static let types: [PostgresDataType] = [
-            .text, .text, .text, .text, .text, .text, .timestamptz, .text, .text, .text, .bool, .float8,
+            .text, .text, .text, .text, .textArray, .textArray, .timestamptz, .text, .text, .text, .bool, .float8,
         ]
     }
 

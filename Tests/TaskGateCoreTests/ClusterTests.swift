@@ -321,19 +321,24 @@ final class SharedMemoryStore: SharedTaskStore {
 
     func appendNumbered(
         uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
-        makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
-    ) async throws -> LoggedEvent {
-        let event = try database.change { tables -> LoggedEvent in
+        makeMessages: [@Sendable (UInt64) -> ServerMessage]
+    ) async throws -> [LoggedEvent] {
+        let events = try database.change { tables -> [LoggedEvent] in
             guard holds(condition, tables.tasks[task.id]) else { throw WriteConditionFailed(taskID: task.id) }
-            let seq = (tables.events[uid]?.last?.seq ?? 0) + 1
-            let message = makeMessage(seq)
-            let event = LoggedEvent(seq: seq, json: WireJSON.encode(message), type: message.type)
-            tables.events[uid, default: []].append(event)
+            var events: [LoggedEvent] = []
+            for makeMessage in makeMessages {
+                let seq = (tables.events[uid]?.last?.seq ?? 0) + 1
+                let message = makeMessage(seq)
+                let event = LoggedEvent(seq: seq, json: WireJSON.encode(message), type: message.type)
+                tables.events[uid, default: []].append(event)
+                events.append(event)
+            }
             write(task, notBefore: nil, in: &tables)
-            return event
+            return events
         }
-        database.broadcast(.event(uid: uid, seq: event.seq))
-        return event
+        // One notification for the series, as the database sends: the others are read back from the last.
+        if let last = events.last { database.broadcast(.event(uid: uid, seq: last.seq)) }
+        return events
     }
 
     func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws {

@@ -74,6 +74,37 @@ struct PostgresTaskStoreLiveTests {
         }
     }
 
+    /// A task answered inline: its start and its end, numbered, stored and told in one statement.
+    @Test func aSeriesIsNumberedTogetherOrNotAtAll() async throws {
+        try await LiveDatabase.withNodes(["a", "b"]) { nodes in
+            let (a, b) = (nodes[0], nodes[1])
+            let claimed = try await a.insertAndClaim(TaskRecord(id: "t", cmd: "echo", uid: "u", args: [:]))
+            _ = try await a.append(claimed.with(progress: 0.5), uid: "u")  // seq 1
+            let done = claimed.with(progress: 1).with(status: .succeeded, result: ["ok": true])
+            let mark = b.heard.count
+            let series = try await a.store.appendNumbered(
+                uid: "u", task: done, condition: .runningHere, retainCount: 1000,
+                makeMessages: [{ .progress(claimed, seq: $0) }, { .done(done, seq: $0) }])
+            #expect(series.map(\.seq) == [2, 3])
+            #expect(series.map(\.json).map(seqInJSON) == [2, 3])
+            #expect(series.map(\.type) == ["progress", "done"])
+            #expect(try await b.store.events(uid: "u", after: 1, limit: 10).map(\.json) == series.map(\.json))
+            #expect(try #require(try await b.store.task(id: "t")).status == .succeeded)
+            // One notification, with the last seq: a node reads the one before it back with it.
+            try await b.heard.waitFor(.event(uid: "u", seq: 3), since: mark)
+            #expect(!b.heard.contains(.event(uid: "u", seq: 2), since: mark))
+
+            // The task is no longer running here: nothing is numbered, stored or written.
+            await #expect(throws: WriteConditionFailed.self) {
+                try await a.store.appendNumbered(
+                    uid: "u", task: done, condition: .runningHere, retainCount: 1000,
+                    makeMessages: [{ .progress(claimed, seq: $0) }, { .done(done, seq: $0) }])
+            }
+            #expect(try await a.store.lastSeqs(uids: ["u"]) == ["u": 3])
+            #expect(try await b.store.events(uid: "u", after: 3, limit: 10).isEmpty)
+        }
+    }
+
     @Test func concurrentAppendsFromTwoNodesLeaveNoGapAndNoDuplicate() async throws {
         try await LiveDatabase.withNodes(["a", "b"]) { nodes in
             let (a, b) = (nodes[0], nodes[1])

@@ -21,12 +21,13 @@ public protocol ClusterCoordinator: Sendable {
     func run() async throws
     var notifications: AsyncStream<ClusterNotification> { get }
 
-    /// Numbers the uid's next event, stores it with the task's new state and tells every node, atomically, but only
-    /// if `condition` still holds for the task; else throws `WriteConditionFailed` and writes nothing.
+    /// Numbers the uid's next events (one or more about one task, in order), stores them with the task's new state
+    /// and tells every node, atomically, in one write, but only if `condition` still holds for the task; else
+    /// throws `WriteConditionFailed` and writes nothing. Returns one event per message, in order.
     func appendNumbered(
         uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
-        makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
-    ) async throws -> LoggedEvent
+        makeMessages: [@Sendable (UInt64) -> ServerMessage]
+    ) async throws -> [LoggedEvent]
     /// Writes a state clients are not told about (back to the queue), if `condition` holds. A queued task is not
     /// claimed before `notBefore` (retry backoff).
     func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws
@@ -60,6 +61,17 @@ public protocol ClusterCoordinator: Sendable {
 }
 
 extension ClusterCoordinator {
+    /// One event, numbered and stored with the task's new state (`appendNumbered(…makeMessages:)`).
+    public func appendNumbered(
+        uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
+        makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
+    ) async throws -> LoggedEvent {
+        let events = try await appendNumbered(
+            uid: uid, task: task, condition: condition, retainCount: retainCount, makeMessages: [makeMessage])
+        guard let event = events.first else { throw WriteConditionFailed(taskID: task.id) }
+        return event
+    }
+
     /// The next due task by `rules`, claimed alone.
     public func claimNext(_ rules: ClaimRules) async throws -> TaskRecord? {
         try await claim(rules, limit: 1).first

@@ -148,15 +148,13 @@ public final class EventLog: Sendable {
         return sequenced.event.seq
     }
 
-    /// Whether `append(uid:series:)` stores its events in one write (a single node) or one by one (a cluster).
-    public var storesSeriesTogether: Bool { sequencer.storesSeriesTogether }
-
     /// Events of one task in order (a task answered inline: its start and its end), numbered, stored and delivered
-    /// as `append` does each; on a single node in one store write, with the task state of the last.
+    /// as `append` does each; in one store write, with the task state of the last, under `condition`.
     nonisolated(nonsending) public func append(
-        uid: String, series: [(task: TaskRecord, message: @Sendable (UInt64) -> ServerMessage)]
+        uid: String, series: [(task: TaskRecord, message: @Sendable (UInt64) -> ServerMessage)],
+        condition: WriteCondition = .runningHere
     ) async throws {
-        let writes = series.map { EventWrite(uid: uid, task: $0.task, condition: .runningHere, retainCount: retention.count, makeMessage: $0.message) }
+        let writes = series.map { EventWrite(uid: uid, task: $0.task, condition: condition, retainCount: retention.count, makeMessage: $0.message) }
         let sequenced = try await sequencer.appendSeries(writes) { try await self.assignSeq(uid) }
         deliver(sequenced.events, to: uid)
         if let failure = sequenced.failure { throw failure }

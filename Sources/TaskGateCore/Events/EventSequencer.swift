@@ -14,12 +14,8 @@ protocol EventSequencer: Sendable {
     /// so nobody waits for a result that exists.
     nonisolated(nonsending) func append(_ write: EventWrite, nextLocalSeq: () async throws -> UInt64) async throws -> SequencedEvent
 
-    /// Several events of one uid about one task, in order (`appendSeries`); whether they are stored in one write.
-    var storesSeriesTogether: Bool { get }
-
-    /// Numbers and stores `writes` in order. With `storesSeriesTogether`, in one write: they share one store
-    /// failure; otherwise one after the other, stopping at the first that fails (the events before it are returned,
-    /// the failure with them).
+    /// Numbers and stores `writes` (several events of one uid about one task) in order, in one write: they share
+    /// one store failure.
     nonisolated(nonsending) func appendSeries(_ writes: [EventWrite], nextLocalSeq: () async throws -> UInt64) async throws -> SequencedSeries
 
     /// The last stored seq of each uid: what a node compares with what it delivered.
@@ -28,8 +24,8 @@ protocol EventSequencer: Sendable {
 
 struct SequencedSeries {
     var events: [LoggedEvent]
-    /// What failed: the store (the events were numbered and are delivered anyway), or, in a cluster, the next
-    /// event's write (it was not numbered).
+    /// What failed: the store (the events were numbered and are delivered anyway). In a cluster a failed write
+    /// numbers nothing and throws instead.
     var failure: (any Error)?
 }
 
@@ -57,8 +53,6 @@ struct LocalSequencer: EventSequencer {
         let series = try await appendSeries([write], nextLocalSeq: nextLocalSeq)
         return SequencedEvent(event: series.events[0], storeFailure: series.failure)
     }
-
-    var storesSeriesTogether: Bool { true }
 
     nonisolated(nonsending) func appendSeries(_ writes: [EventWrite], nextLocalSeq: () async throws -> UInt64) async throws -> SequencedSeries {
         var events: [LoggedEvent] = []
@@ -95,19 +89,13 @@ struct SharedSequencer: EventSequencer {
         return SequencedEvent(event: event)
     }
 
-    /// The store numbers each event in a statement of its own, under its own condition.
-    var storesSeriesTogether: Bool { false }
-
+    /// The store numbers a series in one statement, under the condition of its last write: all or nothing.
+    /// A failed write throws: nothing was numbered, so there is nothing to deliver.
     nonisolated(nonsending) func appendSeries(_ writes: [EventWrite], nextLocalSeq: () async throws -> UInt64) async throws -> SequencedSeries {
-        var events: [LoggedEvent] = []
-        for write in writes {
-            do {
-                events.append(try await append(write, nextLocalSeq: nextLocalSeq).event)
-            } catch {
-                if events.isEmpty { throw error }
-                return SequencedSeries(events: events, failure: error)
-            }
-        }
+        guard let last = writes.last else { return SequencedSeries(events: []) }
+        let events = try await coordinator.appendNumbered(
+            uid: last.uid, task: last.task, condition: last.condition, retainCount: last.retainCount,
+            makeMessages: writes.map(\.makeMessage))
         return SequencedSeries(events: events)
     }
 

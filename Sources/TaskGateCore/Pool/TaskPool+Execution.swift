@@ -33,11 +33,11 @@ extension TaskPool {
         ) { fraction in
             await self.publishProgress(tracker.update(fraction))
         }
-        // A task answered inline has nothing between its start and its end: on a single node its `progress` is
-        // stored with its `done`, in one write (`finish(_:startedAs:)`), unless it goes back to the queue.
+        // A task answered inline has nothing between its start and its end: its `progress` is stored with its
+        // `done`, in one write (`finish(_:startedAs:)`; in a cluster one statement), unless it goes back to the queue.
         let started = record
         let inline = Self.runInline(job.handler, context: context)
-        var startPending = inline != nil && events.storesSeriesTogether
+        var startPending = inline != nil
         if !startPending { await publishProgress(record) }
         /// Publishes the start on its own where the task does not end now.
         func publishStart() async {

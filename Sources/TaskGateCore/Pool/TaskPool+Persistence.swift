@@ -17,17 +17,12 @@ extension TaskPool {
         return await finish(record, condition: condition) ? record : nil
     }
 
-    /// `startedAs`: the task's start, not yet published (a task answered inline on a single node): its `progress`
-    /// is stored with the `done`, in one write.
+    /// `startedAs`: the task's start, not yet published (a task answered inline): its `progress` is stored with
+    /// the `done`, in one write.
     @discardableResult
     func finish(_ record: TaskRecord, condition: WriteCondition = .runningHere, startedAs start: TaskRecord? = nil) async -> Bool {
         // A single node's failed write is logged and the task still ends here; a cluster's means another node has it.
-        let recorded =
-            if let start {
-                await persist(startedAs: start, endedAs: record)
-            } else {
-                await persist(record, condition: condition) { seq in .done(record, seq: seq) }
-            }
+        let recorded = await persist(record, condition: condition, startedAs: start) { seq in .done(record, seq: seq) }
         guard recorded || !coordinator.othersShareTasks else { return false }
         finishedCounts[record.status, default: 0] += 1
         logger.info(
@@ -35,21 +30,6 @@ extension TaskPool {
             metadata: ["task": .string(record.id), "cmd": .string(record.cmd), "status": .string(record.status.rawValue)]
         )
         return true
-    }
-
-    /// A single node's task that started and ended in one turn: both events and its final state in one write (one
-    /// commit to wait for instead of two). A failed write is logged, as `persist` does on a single node.
-    private func persist(startedAs start: TaskRecord, endedAs end: TaskRecord) async -> Bool {
-        guard let uid = end.uid else { return await persist(end) }
-        do {
-            let startMessage: @Sendable (UInt64) -> ServerMessage = { seq in .progress(start, seq: seq) }
-            let endMessage: @Sendable (UInt64) -> ServerMessage = { seq in .done(end, seq: seq) }
-            try await events.append(uid: uid, series: [(start, startMessage), (end, endMessage)])
-            return true
-        } catch {
-            logger.error("could not record task state", metadata: ["task": .string(end.id), "error": "\(error)"])
-            return false
-        }
     }
 
     func publishProgress(_ record: TaskRecord) async {
@@ -61,20 +41,23 @@ extension TaskPool {
         await persist(record)
     }
 
-    /// Records a state change with its event (for a task with an owner and an `event`) or alone. In a cluster the
-    /// write is retried while the database is unreachable, so nothing accepted is lost, and refused when `condition`
-    /// no longer holds: then a task running here was reclaimed by another node and is stopped. Returns whether it
-    /// was recorded.
+    /// Records a state change with its event (for a task with an owner and an `event`; after the `progress` of
+    /// `startedAs`, in the same write) or alone. In a cluster the write is retried while the database is
+    /// unreachable, so nothing accepted is lost, and refused when `condition` no longer holds: then a task running
+    /// here was reclaimed by another node and is stopped. Returns whether it was recorded.
     @discardableResult
     func persist(
         _ record: TaskRecord, condition: WriteCondition = .runningHere, notBefore: Date? = nil,
-        event: (@Sendable (UInt64) -> ServerMessage)? = nil
+        startedAs start: TaskRecord? = nil, event: (@Sendable (UInt64) -> ServerMessage)? = nil
     ) async -> Bool {
         var delay = Duration.milliseconds(100)
         var givingUpAt: ContinuousClock.Instant?
         while true {
             do {
-                if let uid = record.uid, let event {
+                if let uid = record.uid, let event, let start {
+                    let started: @Sendable (UInt64) -> ServerMessage = { seq in .progress(start, seq: seq) }
+                    try await events.append(uid: uid, series: [(start, started), (record, event)], condition: condition)
+                } else if let uid = record.uid, let event {
                     try await events.append(uid: uid, task: record, condition: condition, event)
                 } else {
                     try await coordinator.update(record, condition: condition, notBefore: notBefore)

@@ -58,13 +58,14 @@ extension MeteredTaskStore: ClusterCoordinator where Base: ClusterCoordinator {
 
     func appendNumbered(
         uid: String, task: TaskRecord, condition: WriteCondition, retainCount: Int,
-        makeMessage: @escaping @Sendable (UInt64) -> ServerMessage
-    ) async throws -> LoggedEvent {
-        let event = try await timed("append") {
-            try await base.appendNumbered(uid: uid, task: task, condition: condition, retainCount: retainCount, makeMessage: makeMessage)
+        makeMessages: [@Sendable (UInt64) -> ServerMessage]
+    ) async throws -> [LoggedEvent] {
+        let events = try await timed("append") {
+            try await base.appendNumbered(
+                uid: uid, task: task, condition: condition, retainCount: retainCount, makeMessages: makeMessages)
         }
         metrics.taskFinished(task)
-        return event
+        return events
     }
 
     func update(_ task: TaskRecord, condition: WriteCondition, notBefore: Date?) async throws {
