@@ -206,7 +206,7 @@ struct PostgresTaskStoreLiveTests {
         try await LiveDatabase.withNodes(["a", "b"]) { nodes in
             let (a, b) = (nodes[0], nodes[1])
             func insert(_ id: String, uid: String, cmd: String = "echo", priority: Int = 3) async throws {
-                _ = try await a.store.insert(TaskRecord(id: id, cmd: cmd, uid: uid, args: [:], priority: priority))
+                try await a.insert(id, uid: uid, cmd: cmd, priority: priority)
             }
             // "a" has a task running on node b: b's and the paced lane's first tasks go before a's next one.
             _ = try await b.insertAndClaim(TaskRecord(id: "a0", cmd: "echo", uid: "a", args: [:]))
@@ -253,34 +253,31 @@ struct PostgresTaskStoreLiveTests {
     @Test func fairShareServesTheLaneWithFewestTasksRunningInTheWholeCluster() async throws {
         try await LiveDatabase.withNodes(["a", "b"]) { nodes in
             let (a, b) = (nodes[0], nodes[1])
-            func insert(_ id: String, uid: String, cmd: String = "echo", priority: Int = 0) async throws {
-                _ = try await a.store.insert(TaskRecord(id: id, cmd: cmd, uid: uid, args: [:], priority: priority))
-            }
             // "busy" has a task running on b. "idle" had one claimed after it, now finished: idle runs nothing but was
             // served more recently, so only the count of running tasks (b's included) puts idle's next task first.
             _ = try await b.insertAndClaim(TaskRecord(id: "b1", cmd: "echo", uid: "busy", args: [:]))
             let i1 = try await a.insertAndClaim(TaskRecord(id: "i1", cmd: "echo", uid: "idle", args: [:]))
             try await a.store.update(i1.with(status: .succeeded), condition: .runningHere, notBefore: nil)
-            try await insert("b2", uid: "busy")
-            try await insert("i2", uid: "idle")
+            try await a.insert("b2", uid: "busy")
+            try await a.insert("i2", uid: "idle")
             #expect(try await a.store.claimNext(ClaimRules(fairShare: true))?.id == "i2")
             #expect(try await a.store.claimNext(ClaimRules(fairShare: true))?.id == "b2")
 
             // Running: busy 2, idle 1. Without fair share the oldest goes first.
-            try await insert("b3", uid: "busy")
-            try await insert("i3", uid: "idle")
+            try await a.insert("b3", uid: "busy")
+            try await a.insert("i3", uid: "idle")
             #expect(try await b.store.claimNext(ClaimRules(fairShare: false))?.id == "b3")
             #expect(try await b.store.claimNext(ClaimRules(fairShare: true))?.id == "i3")
 
             // Running: busy 3, idle 2. Priority comes before fair share.
-            try await insert("i4", uid: "idle", priority: 4)
-            try await insert("b4", uid: "busy", priority: 2)
+            try await a.insert("i4", uid: "idle", priority: 4)
+            try await a.insert("b4", uid: "busy", priority: 2)
             #expect(try await a.store.claimNext(ClaimRules(fairShare: true))?.id == "b4")
             #expect(try await a.store.claimNext(ClaimRules(fairShare: true))?.id == "i4")
 
             // Running: busy 4, idle 3. A lane is a uid and a handler: busy's first task of another handler goes first.
-            try await insert("i5", uid: "idle")
-            try await insert("b-resize", uid: "busy", cmd: "resize")
+            try await a.insert("i5", uid: "idle")
+            try await a.insert("b-resize", uid: "busy", cmd: "resize")
             #expect(try await b.store.claimNext(ClaimRules(fairShare: true))?.id == "b-resize")
             #expect(try await b.store.claimNext(ClaimRules(fairShare: true))?.id == "i5")
         }
@@ -686,6 +683,11 @@ struct LiveNode: Sendable {
             if let failure = heard.runFailure { throw LiveTestFailure("node \(store.nodeID) stopped: \(failure)") }
             return store.isReachable && heard.contains(.resynchronize)
         }
+    }
+
+    /// A waiting echo task (or `cmd`) of `uid` at `priority`, stored through this node.
+    func insert(_ id: String, uid: String, cmd: String = "echo", priority: Int = 0) async throws {
+        #expect(try await store.insert(TaskRecord(id: id, cmd: cmd, uid: uid, args: [:], priority: priority)) == .inserted)
     }
 
     func insertAndClaim(_ task: TaskRecord) async throws -> TaskRecord {
