@@ -102,7 +102,7 @@ extension PostgresTaskStore {
             for try await row in try await self.client.execute(claim, logger: self.logger) {
                 claimed.append(try Self.decode(row.decode(String.self)))
             }
-            // UPDATE returns rows in no set order: the oldest first, as they were picked.
+            // UPDATE returns rows in no set order: by priority, then age, so a batch's order is not the plan's.
             return claimed.sorted { ($0.priority, $0.createdAt) < ($1.priority, $1.createdAt) }
         }
     }

@@ -11,7 +11,7 @@ struct Lane: Hashable, Sendable {
 /// longest ago (round robin); then the oldest task. So one uid's burst of 200 tasks does not make another uid's
 /// single task wait behind all of them.
 ///
-/// The cluster's claim query applies the same rule to the shared table (`PostgresTaskStore.claimNext`).
+/// The cluster's claim query applies the same rule to the shared table (`PostgresTaskStore.claim`).
 struct ReadyQueue<Element> {
     private struct Entry {
         var sequence: UInt64
