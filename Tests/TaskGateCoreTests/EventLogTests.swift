@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import TaskGateCore
@@ -58,6 +59,33 @@ struct EventLogTests {
         try await log.add("u")
         #expect(first.types == ["hello"])
         #expect(second.types == ["hello", "progress"])
+    }
+
+    /// A stream whose write fails closes at once, inside the send the log makes under its lock (seen under
+    /// schemathesis: an SSE client that reset its connection while its event went out trapped the server).
+    @Test func aConnectionThatLeavesInsideASendDoesNotTrapAndIsGone() async throws {
+        let log = makeLog()
+        let leaving = LeavingConnection(log: log, uid: "u")
+        let witness = RecordingConnection()
+        try await log.subscribe(uid: "u", connection: leaving, after: nil) { latest, _ in
+            var hello = ServerMessage(type: "hello")
+            hello.seq = latest
+            return hello
+        }
+        try await log.subscribe("u", witness)
+        leaving.leavesOnNextSend()
+        try await log.add("u")
+        #expect(witness.types == ["hello", "progress"])
+        #expect(leaving.sends == 2)  // its hello, and the event during which it left
+        // Gone once its deferred unsubscribe ran: a later event reaches the witness only.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while true {
+            let before = leaving.sends
+            try await log.add("u")
+            if leaving.sends == before { break }
+            guard ContinuousClock.now < deadline else { throw TimedOut("the connection to leave", after: .seconds(10)) }
+            await Task.yield()
+        }
     }
 
     @Test func subscribeWithCursorReplaysMissedEventsBeforeLiveOnes() async throws {
@@ -228,4 +256,33 @@ struct EventLogTests {
         #expect(batch.reset)
         #expect(batch.events.map(\.seq) == [8, 9, 10])
     }
+}
+
+/// A connection that, once armed, unsubscribes from inside its next send, as a stream torn down by a failed write does.
+private final class LeavingConnection: ClientConnection {
+    let id = UUID().uuidString
+    private let log: EventLog
+    private let uid: String
+    private let state = Mutex((armed: false, sends: 0))
+
+    init(log: EventLog, uid: String) {
+        self.log = log
+        self.uid = uid
+    }
+
+    func leavesOnNextSend() { state.withLock { $0.armed = true } }
+    var sends: Int { state.withLock { $0.sends } }
+
+    func send(_ message: OutgoingMessage) { send([message]) }
+
+    func send(_ messages: [OutgoingMessage]) {
+        let leave = state.withLock { state -> Bool in
+            state.sends += 1
+            defer { state.armed = false }
+            return state.armed
+        }
+        if leave { log.unsubscribe(uid: uid, connectionID: id) }
+    }
+
+    func close(reason: CloseReason) {}
 }

@@ -300,11 +300,20 @@ public final class EventLog: Sendable {
         }
     }
 
+    /// A connection may close inside a send this log makes under its lock (a write the peer reset tears the stream
+    /// down on the spot, and its teardown unsubscribes): the lock is then this thread's own, and taking it again
+    /// would trap. So an unsubscribe that finds the lock taken leaves in a task of its own; the closed stream drops
+    /// what it is sent meanwhile.
     public func unsubscribe(uid: String, connectionID: String) {
-        state.withLock { state in
-            _ = state.users[uid]?.subscribers.removeValue(forKey: connectionID)
-            state.users[uid]?.lastActivity = .now
+        let removed: Void? = state.withLockIfAvailable { state in Self.remove(connectionID, of: uid, from: &state) }
+        if removed == nil {
+            Task { self.state.withLock { state in Self.remove(connectionID, of: uid, from: &state) } }
         }
+    }
+
+    private static func remove(_ connectionID: String, of uid: String, from state: inout State) {
+        _ = state.users[uid]?.subscribers.removeValue(forKey: connectionID)
+        state.users[uid]?.lastActivity = .now
     }
 
     public func latestSeq(uid: String) async throws -> UInt64 {
