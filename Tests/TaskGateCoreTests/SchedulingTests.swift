@@ -186,7 +186,64 @@ struct ReadyQueueTests {
         #expect(queue.remove(id: "4") == "c-held")
         #expect(queue.isEmpty)
     }
+
+    /// The rule written as a scan of every waiting task, to hold the queue's faster pick against.
+    private struct ScanningModel {
+        var waiting: [(sequence: Int, id: String, lane: Lane)] = []
+        var served: [Lane: Int] = [:]
+        var starts = 0
+        let fairShare: Bool
+
+        mutating func popNext(running: [Lane: Int], held: Set<String>) -> String? {
+            var heads: [Lane: (sequence: Int, index: Int)] = [:]
+            for (index, task) in waiting.enumerated() where heads[task.lane] == nil { heads[task.lane] = (task.sequence, index) }
+            let candidates = heads.filter { !held.contains($0.key.cmd) }.map { lane, head in
+                (load: fairShare ? running[lane, default: 0] : 0, served: fairShare ? served[lane, default: 0] : 0,
+                 sequence: head.sequence, index: head.index, lane: lane)
+            }
+            guard let best = candidates.min(by: { ($0.load, $0.served, $0.sequence) < ($1.load, $1.served, $1.sequence) })
+            else { return nil }
+            if fairShare {
+                starts += 1
+                served[best.lane] = starts
+            }
+            return waiting.remove(at: best.index).id
+        }
+    }
+
+    /// Random appends, picks (with random loads and held handlers) and cancels, against the scanning model.
+    @Test(arguments: [true, false])
+    func picksAsAScanOfEveryLaneWould(fairShare: Bool) {
+        var random = SplitMix64(state: fairShare ? 7 : 11)
+        var queue = ReadyQueue<String>(fairShare: fairShare)
+        var model = ScanningModel(fairShare: fairShare)
+        let lanes = ["echo", "sleep", "paced"].flatMap { cmd in ([nil] + (0..<6).map { "u\($0)" }).map { Lane(cmd: cmd, uid: $0) } }
+        var nextID = 0
+        for _ in 0..<5_000 {
+            switch random.next() % 10 {
+            case 0..<5:
+                let lane = lanes[Int(random.next() % UInt64(lanes.count))]
+                let id = "t\(nextID)"
+                queue.append(id, id: id, lane: lane, priority: 3)
+                model.waiting.append((nextID, id, lane))
+                nextID += 1
+            case 5..<9:
+                var running: [Lane: Int] = [:]
+                for lane in lanes where random.next() % 3 == 0 { running[lane] = Int(random.next() % 3) }
+                let held: Set<String> = random.next() % 4 == 0 ? ["paced"] : []
+                let expected = model.popNext(running: running, held: held)
+                #expect(queue.popNext(running: { running[$0, default: 0] }, held: held) == expected)
+            default:
+                guard !model.waiting.isEmpty else { continue }
+                let index = Int(random.next() % UInt64(model.waiting.count))
+                let id = model.waiting.remove(at: index).id
+                #expect(queue.remove(id: id) == id)
+            }
+            #expect(queue.count == model.waiting.count)
+        }
+    }
 }
+
 
 /// Opened once by the test; until then `wait()` suspends.
 private final class Latch: Sendable {

@@ -58,16 +58,16 @@ final class LocalCoordinator: TaskCoordinator {
     {
         state.withLock { state in
             state.promote(now: Date())
-            var running = runningHere
             var held = Set(rules.excludedCommands)
             let paced = Set(rules.pacedCommands)
             var claimed: [TaskRecord] = []
-            while claimed.count < limit,
-                var task = state.ready.popNext(running: { running[$0, default: 0] }, held: held)
-            {
-                // What this claim took counts as running, so the next pick is as fair as a separate claim's.
-                running[Lane(cmd: task.cmd, uid: task.uid), default: 0] += 1
-                if paced.contains(task.cmd) { held.insert(task.cmd) }
+            // What this claim took counts as running, so the next pick is as fair as a separate claim's. A scan of
+            // the few taken so far, rather than a copy of the running table on every claim.
+            func load(_ lane: Lane) -> Int {
+                runningHere[lane, default: 0] + claimed.count { $0.cmd == lane.cmd && $0.uid == lane.uid }
+            }
+            while claimed.count < limit, var task = state.ready.popNext(running: load, held: held) {
+                if !paced.isEmpty, paced.contains(task.cmd) { held.insert(task.cmd) }
                 task.status = .running
                 task.attempts += 1
                 claimed.append(task)
