@@ -122,17 +122,18 @@ extension PostgresTaskStore {
     public func pruneFinishedTasks(createdBefore: Date?, keepingNewest: Int?, batchSize: Int) async throws -> Int {
         var pruned = 0
         // One batch per statement, so that a long prune never holds many row locks at once.
-        func prune(_ query: PostgresQuery, _ operation: String) async throws {
+        func prune(_ query: PostgresQuery, _ operation: String) async throws -> Int {
+            var total = 0
             while true {
                 let deleted = try await perform(operation) {
                     try await self.client.query(query, logger: self.logger).collect().count
                 }
-                pruned += deleted
-                if deleted < batchSize { return }
+                total += deleted
+                if deleted < batchSize { return total }
             }
         }
         if let createdBefore {
-            try await prune(
+            pruned += try await prune(
                 """
                 DELETE FROM tasks WHERE id IN (
                     SELECT id FROM tasks WHERE status IN ('succeeded', 'failed', 'cancelled', 'timed_out')
@@ -141,13 +142,24 @@ extension PostgresTaskStore {
                 """, "prune old tasks")
         }
         if let keepingNewest {
-            try await prune(
+            pruned += try await prune(
                 """
                 DELETE FROM tasks WHERE id IN (
                     SELECT id FROM tasks WHERE status IN ('succeeded', 'failed', 'cancelled', 'timed_out')
                     ORDER BY position DESC LIMIT \(batchSize) OFFSET \(keepingNewest))
                 RETURNING 1
                 """, "prune tasks beyond the count")
+        }
+        if pruned > 0 {
+            // Lanes none of whose tasks is left; locked ones are a claim's, which is serving them now.
+            _ = try await prune(
+                """
+                DELETE FROM lanes WHERE (uid, cmd) IN (
+                    SELECT uid, cmd FROM lanes WHERE NOT EXISTS (
+                        SELECT 1 FROM tasks WHERE coalesce(tasks.uid, '') = lanes.uid AND tasks.cmd = lanes.cmd)
+                    LIMIT \(batchSize) FOR UPDATE SKIP LOCKED)
+                RETURNING 1
+                """, "forget lanes without tasks")
         }
         return pruned
     }

@@ -99,5 +99,19 @@ extension PostgresTaskStore {
                 "DROP INDEX tasks_lane_claims",
             ]
         ),
+        (
+            5,
+            [
+                // When each lane was last served, kept by the claim itself so that the next claim reads it by key.
+                // A lane whose tasks are all pruned is forgotten (it counts as served long ago, as before); the
+                // prune finds those through tasks_lane_claimed.
+                "CREATE TABLE lanes (uid text NOT NULL, cmd text NOT NULL, served timestamptz NOT NULL, PRIMARY KEY (uid, cmd))",
+                """
+                INSERT INTO lanes (uid, cmd, served)
+                SELECT coalesce(uid, ''), cmd, max(claimed_at) FROM tasks
+                WHERE claimed_at IS NOT NULL AND cmd IS NOT NULL GROUP BY 1, 2
+                """,
+            ]
+        ),
     ]
 }

@@ -296,6 +296,21 @@ struct PostgresTaskStoreLiveTests {
         }
     }
 
+    @Test func aLaneWhoseTasksAreAllPrunedCountsAsNeverServed() async throws {
+        try await LiveDatabase.withNodes(["a"]) { nodes in
+            let a = nodes[0]
+            let first = try await a.insertAndClaim(TaskRecord(id: "s1", cmd: "echo", uid: "served", args: [:]))
+            try await a.store.update(first.with(status: .succeeded), condition: .runningHere, notBefore: nil)
+            #expect(try await a.store.pruneFinishedTasks(createdBefore: nil, keepingNewest: 0, batchSize: 10) == 1)
+            // Forgotten with its last task: neither lane was served, so the older task goes first (kept, "new"'s
+            // would, as in the test above).
+            _ = try await a.store.insert(TaskRecord(id: "s2", cmd: "echo", uid: "served", args: [:]))
+            _ = try await a.store.insert(TaskRecord(id: "n1", cmd: "echo", uid: "new", args: [:]))
+            #expect(try await a.store.claimNext(ClaimRules(fairShare: true))?.id == "s2")
+            #expect(try await a.store.claimNext(ClaimRules(fairShare: true))?.id == "n1")
+        }
+    }
+
     @Test func excludedHandlersAreLeftForOtherNodes() async throws {
         try await LiveDatabase.withNodes(["a", "b"]) { nodes in
             let (a, b) = (nodes[0], nodes[1])
