@@ -60,6 +60,7 @@ public final class PostgresTaskStore: SharedTaskStore {
             try await prepare()
             group.addTask { await self.listen() }
             group.addTask { await self.watchHealth() }
+            group.addTask { await self.vacuumTasks() }
             try await group.next()
             group.cancelAll()
         }
@@ -146,6 +147,32 @@ public final class PostgresTaskStore: SharedTaskStore {
                 markReachable(false)
             }
             try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// How often a node vacuums the tasks table.
+    static let vacuumPeriod = Duration.seconds(2)
+
+    /// Every task passes through `queued` and `running`, so the indexes that the claim and the admission count read
+    /// gather two dead entries per task. Autovacuum visits a database about once a minute (its naptime), by which
+    /// time a busy cluster has left tens of thousands, and every count waded through them: 0.68 ms per submission
+    /// at 650 tasks/s, as much as the claim (pg_stat_statements). A vacuum every few seconds keeps them few, for
+    /// tens of milliseconds; with SKIP_LOCKED a node leaves it to the one already at it (or to autovacuum).
+    func vacuumTasks() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: Self.vacuumPeriod)
+            guard isReachable else { continue }
+            do {
+                try await vacuumTasksOnce()
+            } catch {
+                logger.debug("vacuum failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    func vacuumTasksOnce() async throws {
+        try await perform("vacuum tasks", timeout: .seconds(60)) {
+            try await self.client.query("VACUUM (SKIP_LOCKED) tasks", logger: self.logger)
         }
     }
 

@@ -311,6 +311,28 @@ struct PostgresTaskStoreLiveTests {
         }
     }
 
+    @Test func theTasksTableIsVacuumedOnDemand() async throws {
+        try await LiveDatabase.withNodes(["a"]) { nodes in
+            let a = nodes[0]
+            for index in 0..<20 {
+                let claimed = try await a.insertAndClaim(TaskRecord(id: "v\(index)", cmd: "echo", uid: "u", args: [:]))
+                try await a.store.update(claimed.with(status: .succeeded), condition: .runningHere, notBefore: nil)
+            }
+            // Each task left its queued and running versions behind. VACUUM cannot run in a transaction, so this
+            // also shows the call goes as a statement of its own. The node's own loop may vacuum meanwhile: at least.
+            func statistic(_ column: String) async throws -> Int64 {
+                for try await value in try await a.store.client.query(
+                    PostgresQuery(unsafeSQL: "SELECT \(column) FROM pg_stat_user_tables WHERE relname = 'tasks'"),
+                    logger: LiveDatabase.logger
+                ).decode(Int64.self) { return value }
+                return -1
+            }
+            let before = try await statistic("vacuum_count")
+            try await a.store.vacuumTasksOnce()
+            #expect(try await statistic("vacuum_count") >= before + 1)
+        }
+    }
+
     @Test func excludedHandlersAreLeftForOtherNodes() async throws {
         try await LiveDatabase.withNodes(["a", "b"]) { nodes in
             let (a, b) = (nodes[0], nodes[1])
