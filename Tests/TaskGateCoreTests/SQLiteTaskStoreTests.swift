@@ -160,6 +160,27 @@ struct SQLiteTaskStoreTests {
     }
 }
 
+@Suite("SQLite's log copied back beside the writer", .timeLimit(.minutes(2)))
+struct WALCheckpointerTests {
+    @Test func theWritersCommitsStartACheckpointOnAnotherConnection() async throws {
+        let store = try SQLiteTaskStore(path: temporaryDatabasePath())
+        _ = try await store.insert(TaskRecord(id: "t0", cmd: "echo", uid: "u", args: [:]))
+        try await eventually("a checkpoint after the first commit") { store.checkpointer.completed >= 1 }
+    }
+
+    @Test func aPassiveCheckpointCopiesTheWholeLogWhileTheStoreIsOpen() async throws {
+        let store = try SQLiteTaskStore(path: temporaryDatabasePath())
+        for index in 0..<50 {
+            _ = try await store.insert(TaskRecord(id: "t\(index)", cmd: "echo", uid: "u\(index % 5)", args: [:]))
+        }
+        // Far below the writer's own threshold, so only this connection copies the log back.
+        let (inLog, copied) = try store.checkpointer.checkpoint()
+        #expect(inLog > 0)
+        #expect(copied == inLog)
+        #expect(try await store.task(id: "t49")?.uid == "u4")
+    }
+}
+
 @Suite("Retention of finished tasks", .timeLimit(.minutes(2)))
 struct TaskRetentionTests {
     /// Ten finished tasks a minute apart (f0 oldest), then a queued and a scheduled one, older than all of them.

@@ -40,8 +40,12 @@ final class BatchedWriter: Sendable {
     /// Caps a transaction, so one huge burst does not hold the write lock for long.
     private let maxBatch = 512
 
-    init(database: DatabasePool) {
+    /// Told of every commit, so that the log is copied back off this writer's thread.
+    private let checkpointer: WALCheckpointer?
+
+    init(database: DatabasePool, checkpointer: WALCheckpointer? = nil) {
         self.database = database
+        self.checkpointer = checkpointer
     }
 
     /// Why writes are failing: while a write waits to be stored again, or for a few seconds after one failed;
@@ -99,6 +103,7 @@ final class BatchedWriter: Sendable {
                         }
                     }
                 }
+                checkpointer?.committed()
             } catch {
                 // The transaction itself failed (disk full, I/O error): nothing in it was written.
                 outcomes = batch.map { _ in .failure(error) }

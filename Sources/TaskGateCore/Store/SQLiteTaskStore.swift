@@ -6,6 +6,7 @@ import GRDB
 public final class SQLiteTaskStore: LocalTaskStore {
     private let database: DatabasePool
     private let writer: BatchedWriter
+    let checkpointer: WALCheckpointer
     public let path: String
 
     /// Opens (creating it if needed) the database at `path` and runs any pending migrations.
@@ -16,10 +17,12 @@ public final class SQLiteTaskStore: LocalTaskStore {
         configuration.prepareDatabase { db in
             // In WAL mode NORMAL survives a process crash (kill -9); only a power loss can lose the last commits.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(WALCheckpointer.backstopPages)")
         }
         database = try DatabasePool(path: path, configuration: configuration)
         try Self.migrator.migrate(database)
-        writer = BatchedWriter(database: database)
+        checkpointer = try WALCheckpointer(path: path)
+        writer = BatchedWriter(database: database, checkpointer: checkpointer)
     }
 
     public var isDurable: Bool { true }
