@@ -86,9 +86,9 @@ extension PostgresTaskStore {
     /// of migration 4's indexes: `IS NOT DISTINCT FROM` could use no index, so each waiting task scanned every
     /// task of its handler). When a lane was last served is one key lookup in `lanes`, which the claim writes:
     /// the maximum of the lane's `claimed_at` was a backward index scan per waiting task, half the claim's time
-    /// with 88 lanes waiting (`EXPLAIN ANALYZE`). Several at once take turns: a task's turn is what runs in its lane plus its place in
-    /// the lane's queue, so a lane's second task comes after every other lane's first, as separate claims would
-    /// pick them. A paced handler (a rate limit) starts at most once per claim.
+    /// with 88 lanes waiting (`EXPLAIN ANALYZE`). Several at once take turns: a task's turn is what runs in its
+    /// lane plus its place in the lane's queue, so a lane's second task comes after every other lane's first, as
+    /// separate claims would pick them. A paced handler (a rate limit) starts at most once per claim.
     ///
     /// One statement: the ranking reads a snapshot, the outer level locks what it takes (skipping rows another
     /// node is claiming) and checks that each is still waiting; the record's JSON is patched in place, so that it

@@ -13,8 +13,8 @@ final class WALCheckpointer: Sendable {
     /// The least time between two checkpoints started after commits.
     static let spacing = Duration.milliseconds(100)
 
+    /// Its own serial queue runs the checkpoints, off the writer's thread.
     private let connection: DatabaseQueue
-    private let queue = DispatchQueue(label: "taskgate.store.checkpoint")
     private struct State {
         var running = false
         var lastStart = ContinuousClock.now - WALCheckpointer.spacing
@@ -37,9 +37,9 @@ final class WALCheckpointer: Sendable {
             return true
         }
         guard start else { return }
-        queue.async {
+        connection.asyncWriteWithoutTransaction { db in
             // A full or failing disk makes it fail; the writer reports that, and the next commit tries again.
-            let done = (try? self.checkpoint()) != nil
+            let done = (try? db.checkpoint(.passive)) != nil
             self.state.withLock { state in
                 state.running = false
                 if done { state.completed += 1 }
